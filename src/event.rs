@@ -1,0 +1,120 @@
+//! The epoll loop's vocabulary: what each registered fd is, packed into
+//! the 64-bit epoll data so one `match` routes every event.
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use std::io;
+use std::os::fd::AsFd;
+
+/// What a ready file descriptor is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpollRef {
+    /// The signalfd for SIGTERM, SIGINT, SIGQUIT.
+    Signal,
+    /// passt's listening UNIX socket.
+    Listener,
+    /// The connected guest stream (passt).
+    TapStream,
+}
+
+impl EpollRef {
+    const KIND_SHIFT: u32 = 56;
+}
+
+impl From<EpollRef> for u64 {
+    fn from(r: EpollRef) -> u64 {
+        let kind: u64 = match r {
+            EpollRef::Signal => 1,
+            EpollRef::Listener => 2,
+            EpollRef::TapStream => 3,
+        };
+        kind << EpollRef::KIND_SHIFT
+    }
+}
+
+impl TryFrom<u64> for EpollRef {
+    type Error = u64;
+
+    fn try_from(v: u64) -> Result<Self, u64> {
+        match v >> EpollRef::KIND_SHIFT {
+            1 => Ok(EpollRef::Signal),
+            2 => Ok(EpollRef::Listener),
+            3 => Ok(EpollRef::TapStream),
+            _ => Err(v),
+        }
+    }
+}
+
+/// An epoll instance speaking `EpollRef`.
+pub struct EventLoop {
+    epoll: Epoll,
+}
+
+impl EventLoop {
+    /// Create the epoll instance.
+    ///
+    /// # Errors
+    /// `epoll_create1` failure.
+    pub fn new() -> io::Result<Self> {
+        Ok(EventLoop {
+            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+        })
+    }
+
+    /// Watch `fd` for input (and output if `out`).
+    ///
+    /// # Errors
+    /// `epoll_ctl` failure.
+    pub fn add(&self, fd: impl AsFd, r: EpollRef, out: bool) -> io::Result<()> {
+        Ok(self.epoll.add(fd, EpollEvent::new(flags(out), r.into()))?)
+    }
+
+    /// Change whether `fd` is watched for output.
+    ///
+    /// # Errors
+    /// `epoll_ctl` failure.
+    pub fn modify(&self, fd: impl AsFd, r: EpollRef, out: bool) -> io::Result<()> {
+        let mut ev = EpollEvent::new(flags(out), r.into());
+        Ok(self.epoll.modify(fd, &mut ev)?)
+    }
+
+    /// Stop watching `fd`.
+    ///
+    /// # Errors
+    /// `epoll_ctl` failure.
+    pub fn remove(&self, fd: impl AsFd) -> io::Result<()> {
+        Ok(self.epoll.delete(fd)?)
+    }
+
+    /// Wait up to `timeout_ms` for events.
+    ///
+    /// # Errors
+    /// `epoll_wait` failure other than `EINTR` (which yields no events).
+    pub fn wait(&self, events: &mut [EpollEvent], timeout_ms: u16) -> io::Result<usize> {
+        match self.epoll.wait(events, timeout_ms) {
+            Ok(n) => Ok(n),
+            Err(nix::errno::Errno::EINTR) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn flags(out: bool) -> EpollFlags {
+    let mut f = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+    if out {
+        f |= EpollFlags::EPOLLOUT;
+    }
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs_round_trip() {
+        for r in [EpollRef::Signal, EpollRef::Listener, EpollRef::TapStream] {
+            assert_eq!(EpollRef::try_from(u64::from(r)), Ok(r));
+        }
+        assert!(EpollRef::try_from(0).is_err());
+    }
+}

@@ -1,0 +1,197 @@
+//! The guest-facing side: frames in from a stream socket (passt) or a tun
+//! fd (pasta), frames out through one bounded queue.
+//!
+//! Theory of operation: only the framing modules (`stream`, later `tun`)
+//! know where bytes come from. They cut the input into a `Batch` of frame
+//! ranges inside their own receive buffer, which `dispatch` walks in one
+//! go. Replies are built in place in `TxQueue`, stored with qemu's 4-byte
+//! length prefix so a stream can send the queue as is, and a tun writer
+//! can still find every frame boundary.
+
+pub mod stream;
+
+use crate::pcap::Pcap;
+use std::ops::Range;
+
+/// Largest Ethernet frame we accept from or send to the guest: a 14-byte
+/// header and the largest IPv4/IPv6 packet the 16-bit length fields allow.
+pub const MAX_FRAME: usize = 14 + 65535;
+
+/// Most frames handed to dispatch in one batch.
+pub const BATCH_MAX: usize = 512;
+
+/// Frame ranges inside a receive buffer, filled by a framing module.
+#[derive(Debug)]
+pub struct Batch {
+    ranges: Vec<Range<usize>>,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch {
+            ranges: Vec::with_capacity(BATCH_MAX),
+        }
+    }
+}
+
+impl Batch {
+    /// Forget all ranges (keeps the allocation).
+    pub fn clear(&mut self) {
+        self.ranges.clear();
+    }
+
+    /// Whether another frame fits in this batch.
+    pub fn is_full(&self) -> bool {
+        self.ranges.len() >= BATCH_MAX
+    }
+
+    /// Add a frame; the caller checks `is_full` first.
+    pub fn push(&mut self, r: Range<usize>) {
+        self.ranges.push(r);
+    }
+
+    /// Number of frames.
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// True when there are no frames.
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// The frames, as slices of the buffer the ranges point into.
+    pub fn frames<'a>(&'a self, buf: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.ranges.iter().filter_map(move |r| buf.get(r.clone()))
+    }
+}
+
+/// Frames waiting to go to the guest, each behind a 4-byte big-endian length.
+///
+/// The capacity is fixed at start-up: when the guest doesn't read fast
+/// enough and the queue is full, new frames are dropped and counted rather
+/// than buffered without bound or blocking the loop.
+pub struct TxQueue {
+    buf: Box<[u8]>,
+    head: usize,
+    tail: usize,
+    /// Frames dropped because the queue was full.
+    pub dropped: u64,
+    pcap: Option<Pcap>,
+}
+
+impl TxQueue {
+    /// A queue holding at most `capacity` bytes of framed frames.
+    pub fn new(capacity: usize, pcap: Option<Pcap>) -> Self {
+        TxQueue {
+            buf: vec![0u8; capacity.max(MAX_FRAME + 4)].into_boxed_slice(),
+            head: 0,
+            tail: 0,
+            dropped: 0,
+            pcap,
+        }
+    }
+
+    /// Build one frame of at most `max_len` bytes in place: `build` gets the
+    /// space and returns how many bytes it wrote. Returns false (and counts
+    /// a drop) when the queue has no room.
+    pub fn push_with(&mut self, max_len: usize, build: impl FnOnce(&mut [u8]) -> usize) -> bool {
+        let need = 4 + max_len.min(MAX_FRAME);
+        if self.buf.len() - self.tail < need {
+            self.compact();
+            if self.buf.len() - self.tail < need {
+                self.dropped += 1;
+                return false;
+            }
+        }
+        let start = self.tail + 4;
+        let space = &mut self.buf[start..start + need - 4];
+        let len = build(space).min(space.len());
+        let Ok(len32) = u32::try_from(len) else {
+            return false;
+        };
+        self.buf[self.tail..start].copy_from_slice(&len32.to_be_bytes());
+        if let Some(p) = self.pcap.as_mut() {
+            p.record(&self.buf[start..start + len]);
+        }
+        self.tail = start + len;
+        true
+    }
+
+    /// Bytes not yet sent, in stream framing.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.head..self.tail]
+    }
+
+    /// Mark `n` bytes of `pending()` as sent.
+    pub fn consume(&mut self, n: usize) {
+        self.head = (self.head + n).min(self.tail);
+        if self.head == self.tail {
+            self.head = 0;
+            self.tail = 0;
+        }
+    }
+
+    /// Drop everything queued (the guest went away).
+    pub fn clear(&mut self) {
+        self.head = 0;
+        self.tail = 0;
+    }
+
+    /// Record frames the guest sent, for the capture file.
+    pub fn capture_rx<'a>(&mut self, frames: impl Iterator<Item = &'a [u8]>) {
+        if let Some(p) = self.pcap.as_mut() {
+            p.record_many(frames);
+        }
+    }
+
+    /// Whether a capture file is being written.
+    pub fn capturing(&self) -> bool {
+        self.pcap.is_some()
+    }
+
+    fn compact(&mut self) {
+        if self.head > 0 {
+            self.buf.copy_within(self.head..self.tail, 0);
+            self.tail -= self.head;
+            self.head = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_length_prefixed() {
+        let mut q = TxQueue::new(0, None);
+        assert!(q.push_with(3, |b| {
+            b[..3].copy_from_slice(b"abc");
+            3
+        }));
+        assert!(q.push_with(100, |b| {
+            b[0] = b'z';
+            1
+        }));
+        assert_eq!(q.pending(), b"\0\0\0\x03abc\0\0\0\x01z");
+        q.consume(5);
+        assert_eq!(q.pending(), b"bc\0\0\0\x01z");
+        q.consume(100);
+        assert!(q.pending().is_empty());
+    }
+
+    #[test]
+    fn full_queue_drops_and_counts() {
+        let mut q = TxQueue::new(0, None);
+        let mut pushed = 0;
+        while q.push_with(MAX_FRAME, |_| MAX_FRAME) {
+            pushed += 1;
+        }
+        assert_eq!(pushed, 1);
+        assert_eq!(q.dropped, 1);
+        // Sending part of the queue makes room again once compacted.
+        q.consume(q.pending().len());
+        assert!(q.push_with(10, |_| 10));
+    }
+}

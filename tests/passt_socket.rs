@@ -1,0 +1,395 @@
+//! passt's socket mode against the real kernel: start-up contract, ARP
+//! through a real guest stack, framing edge cases, life cycle, capture.
+
+mod support;
+
+use nix::sys::signal::Signal;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+use support::relay::Guest;
+use support::*;
+
+#[test]
+fn foreground_exits_only_once_listening_with_pidfile() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    // Kata's command line, verbatim.
+    let d = Daemon::start(&host, &dir, &[]);
+    assert!(alive(d.pid), "pidfile names a live daemon");
+    // The socket listens right away: connecting must not need a retry.
+    std::os::unix::net::UnixStream::connect(&d.socket)
+        .expect("socket listening when passt returned");
+    assert!(d.stop(Signal::SIGTERM), "daemon exits on SIGTERM");
+    assert!(!d.socket.exists(), "socket removed at exit");
+    assert!(!dir.join("passt.pid").exists(), "pidfile removed at exit");
+}
+
+#[test]
+fn sigint_and_sigquit_clean_up_too() {
+    for sig in [Signal::SIGINT, Signal::SIGQUIT] {
+        let host = Host::new();
+        let dir = TempDir::new();
+        let d = Daemon::start(&host, &dir, &[]);
+        assert!(d.stop(sig), "daemon exits on {sig}");
+        assert!(!d.socket.exists(), "socket removed after {sig}");
+    }
+}
+
+#[test]
+fn arping_from_guest_gets_our_mac() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let d = Daemon::start(&host, &dir, &[]);
+    let guest = Guest::connect(&d.socket);
+    guest
+        .ns
+        .sh(&format!("ip addr add {HOST_ADDR4}/24 dev eth0"));
+    let out = guest.ns.sh(&format!("arping -c 1 -w 5 -I eth0 {HOST_GW4}"));
+    assert!(out.to_lowercase().contains(OUR_MAC), "arping output: {out}");
+    // A remote address is behind us as well.
+    let out = guest.ns.sh("arping -c 1 -w 5 -I eth0 192.0.2.200");
+    assert!(out.to_lowercase().contains(OUR_MAC), "arping output: {out}");
+    drop(guest);
+    drop(d);
+}
+
+#[test]
+fn mac_addr_option_changes_our_mac() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let d = Daemon::start(&host, &dir, &["--mac-addr", "02:12:34:56:78:9a"]);
+    let guest = Guest::connect(&d.socket);
+    guest
+        .ns
+        .sh(&format!("ip addr add {HOST_ADDR4}/24 dev eth0"));
+    let out = guest.ns.sh(&format!("arping -c 1 -w 5 -I eth0 {HOST_GW4}"));
+    assert!(
+        out.to_lowercase().contains("02:12:34:56:78:9a"),
+        "arping output: {out}"
+    );
+}
+
+#[test]
+fn frames_split_and_batched_are_handled() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let d = Daemon::start(&host, &dir, &[]);
+    let mut c = connect(&d.socket);
+    // Three requests in one write, then one split byte by byte.
+    let mut bytes = Vec::new();
+    for t in [1u8, 3, 4] {
+        bytes.extend(framed(&arp_request([192, 0, 2, t])));
+    }
+    c.write_all(&bytes).unwrap();
+    for _ in 0..3 {
+        let f = read_frame(&mut c, Duration::from_secs(2)).expect("ARP reply");
+        assert_eq!(&f[6..12], &[0x9a, 0x55, 0x9a, 0x55, 0x9a, 0x55]);
+    }
+    for b in framed(&arp_request([192, 0, 2, 5])) {
+        c.write_all(&[b]).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let f = read_frame(&mut c, Duration::from_secs(2)).expect("reply to split frame");
+    assert_eq!(&f[38..42], &[192, 0, 2, 2], "reply targets the requester");
+    assert_eq!(
+        &f[28..32],
+        &[192, 0, 2, 5],
+        "reply is for the asked address"
+    );
+}
+
+#[test]
+fn malformed_frames_are_dropped_connection_kept() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let d = Daemon::start(&host, &dir, &[]);
+    let mut c = connect(&d.socket);
+    let mut truncated_arp = arp_request([192, 0, 2, 1]);
+    truncated_arp.truncate(20);
+    let mut bytes = framed(&[1, 2, 3]);
+    bytes.extend(framed(&truncated_arp));
+    bytes.extend(framed(&[0xffu8; 60]));
+    bytes.extend(framed(&arp_request([192, 0, 2, 1])));
+    c.write_all(&bytes).unwrap();
+    let f = read_frame(&mut c, Duration::from_secs(2)).expect("good frame still answered");
+    assert_eq!(&f[28..32], &[192, 0, 2, 1]);
+}
+
+#[test]
+fn broken_framing_drops_connection_then_serves_next_guest() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let d = Daemon::start(&host, &dir, &[]);
+    for bad in [vec![0u8, 0, 0, 0], (1u32 << 20).to_be_bytes().to_vec()] {
+        let mut c = connect(&d.socket);
+        c.write_all(&bad).unwrap();
+        assert!(
+            read_frame(&mut c, Duration::from_secs(2)).is_none(),
+            "connection closed"
+        );
+        assert!(alive(d.pid), "daemon survives a broken stream");
+    }
+    // Disconnect and reconnect: a new guest is served.
+    let mut c = connect(&d.socket);
+    c.write_all(&framed(&arp_request([192, 0, 2, 1]))).unwrap();
+    assert!(
+        read_frame(&mut c, Duration::from_secs(2)).is_some(),
+        "next guest served"
+    );
+}
+
+#[test]
+fn second_guest_is_refused_while_one_is_connected() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let d = Daemon::start(&host, &dir, &[]);
+    let mut first = connect(&d.socket);
+    first
+        .write_all(&framed(&arp_request([192, 0, 2, 1])))
+        .unwrap();
+    assert!(read_frame(&mut first, Duration::from_secs(2)).is_some());
+    let mut second = connect(&d.socket);
+    let _ = second.write_all(&framed(&arp_request([192, 0, 2, 1])));
+    assert!(
+        read_frame(&mut second, Duration::from_secs(1)).is_none(),
+        "second guest refused"
+    );
+    first
+        .write_all(&framed(&arp_request([192, 0, 2, 1])))
+        .unwrap();
+    assert!(
+        read_frame(&mut first, Duration::from_secs(2)).is_some(),
+        "first guest unaffected"
+    );
+}
+
+#[test]
+fn one_off_exits_when_guest_leaves() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let socket = dir.join("s");
+    let mut child = host
+        .passt()
+        .args(["-f", "-q", "--one-off", "-s"])
+        .arg(&socket)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let c = connect(&socket);
+    drop(c);
+    let st = wait_timeout(&mut child, Duration::from_secs(3))
+        .expect("passt exits after the guest leaves");
+    assert!(st.success(), "{st}");
+    assert!(!socket.exists());
+}
+
+#[test]
+fn guest_over_inherited_fd() {
+    let host = Host::new();
+    let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    // The shell moves the socket from stdin to fd 3, as a parent
+    // process handing us a connected socket would.
+    let mut child = host
+        .ns
+        .cmd("sh")
+        .arg("-c")
+        .arg(format!("exec {PASST} -f -q --fd 3 3<&0 </dev/null"))
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .spawn()
+        .unwrap();
+    ours.write_all(&framed(&arp_request([192, 0, 2, 1])))
+        .unwrap();
+    assert!(
+        read_frame(&mut ours, Duration::from_secs(3)).is_some(),
+        "served over --fd"
+    );
+    drop(ours);
+    let st = wait_timeout(&mut child, Duration::from_secs(3)).expect("exits when the fd closes");
+    assert!(st.success());
+}
+
+#[test]
+fn pcap_is_readable_by_tcpdump() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let pcap = dir.join("cap.pcap");
+    let d = Daemon::start(&host, &dir, &["-p", pcap.to_str().unwrap()]);
+    let mut c = connect(&d.socket);
+    c.write_all(&framed(&arp_request([192, 0, 2, 1]))).unwrap();
+    assert!(read_frame(&mut c, Duration::from_secs(2)).is_some());
+    assert!(d.stop(Signal::SIGTERM));
+    let out = sh(&format!("tcpdump -nn -r {}", pcap.display()));
+    assert!(
+        out.contains("Request who-has 192.0.2.1 tell 192.0.2.2"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Reply 192.0.2.1 is-at 9a:55:9a:55:9a:55"),
+        "{out}"
+    );
+}
+
+#[test]
+fn slow_guest_does_not_stall_and_drops_are_counted() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let log = dir.join("log");
+    let d = Daemon::start(&host, &dir, &["-l", log.to_str().unwrap()]);
+    let mut c = connect(&d.socket);
+    // Many requests, no reads: replies pile up far past socket buffers.
+    let one = framed(&arp_request([192, 0, 2, 1]));
+    let burst: Vec<u8> = one
+        .iter()
+        .copied()
+        .cycle()
+        .take(one.len() * 50_000)
+        .collect();
+    for _ in 0..4 {
+        c.write_all(&burst)
+            .expect("passt keeps reading while the guest doesn't");
+    }
+    // Now read what is queued, then check the guest is still served.
+    c.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut sink = vec![0u8; 1 << 20];
+    while let Ok(n) = std::io::Read::read(&mut c, &mut sink) {
+        if n == 0 {
+            break;
+        }
+    }
+    drop(c);
+    assert!(
+        wait_for(Duration::from_secs(2), || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("guest not reading")
+        }),
+        "drops reported: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let mut c = connect(&d.socket);
+    c.write_all(&one).unwrap();
+    assert!(
+        read_frame(&mut c, Duration::from_secs(2)).is_some(),
+        "still serving"
+    );
+}
+
+#[test]
+fn root_drops_to_nobody_after_opening_files() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    // A directory only root can write: files must be opened before the drop.
+    let private = dir.join("private");
+    std::fs::create_dir(&private).unwrap();
+    sh(&format!("chmod 0700 {}", private.display()));
+    let pcap = private.join("x.pcap");
+    let d = Daemon::start(&host, &dir, &["-p", pcap.to_str().unwrap()]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid)).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "65534"),
+        "{uid_line}"
+    );
+    assert!(pcap.exists());
+    assert!(d.stop(Signal::SIGTERM));
+    assert!(
+        !d.socket.exists(),
+        "socket removed even after dropping privileges"
+    );
+}
+
+#[test]
+fn default_socket_path_skips_one_in_use() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let pidfile = dir.join("pid");
+    let out = host
+        .passt()
+        .arg("-P")
+        .arg(&pidfile)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let path = stderr
+        .split([' ', ',', '\n'])
+        .find_map(|w| w.strip_prefix("addr.path="))
+        .expect("qemu command line printed")
+        .to_string();
+    assert!(
+        path.starts_with("/tmp/passt_") && path.ends_with(".socket"),
+        "{path}"
+    );
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let first = Daemon {
+        pid,
+        socket: path.clone().into(),
+    };
+    // A second passt must not take the socket in use.
+    let pidfile2 = dir.join("pid2");
+    let out2 = host
+        .passt()
+        .arg("-P")
+        .arg(&pidfile2)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out2.status.success());
+    let pid2: i32 = std::fs::read_to_string(&pidfile2)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let stderr2 = String::from_utf8_lossy(&out2.stderr);
+    let path2 = stderr2
+        .split([' ', ',', '\n'])
+        .find_map(|w| w.strip_prefix("addr.path="))
+        .unwrap()
+        .to_string();
+    let second = Daemon {
+        pid: pid2,
+        socket: path2.clone().into(),
+    };
+    assert_ne!(path, path2);
+    assert!(first.stop(Signal::SIGTERM) && second.stop(Signal::SIGTERM));
+}
+
+#[test]
+fn stale_socket_file_is_reused() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let socket = dir.join("passt.socket");
+    // A socket file nobody listens on.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let d = Daemon::start(&host, &dir, &[]);
+    connect(&d.socket);
+}
+
+#[test]
+fn ipv4_only_and_ipv6_only_hosts_start() {
+    for f in [Families::V4, Families::V6] {
+        let host = Host::with(f);
+        let dir = TempDir::new();
+        let d = Daemon::start(&host, &dir, &[]);
+        let mut c = connect(&d.socket);
+        c.write_all(&framed(&arp_request([192, 0, 2, 1]))).unwrap();
+        let reply = read_frame(&mut c, Duration::from_millis(500));
+        assert_eq!(
+            reply.is_some(),
+            f == Families::V4,
+            "ARP answered only with IPv4 ({f:?})"
+        );
+    }
+}

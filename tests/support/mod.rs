@@ -1,0 +1,339 @@
+//! Test support: a "host" network namespace with fixed addresses, a
+//! "guest" namespace whose tap device is relayed to passt's socket with
+//! qemu's framing, and guards that clean every namespace and process up,
+//! even when a test fails.
+#![allow(dead_code)]
+
+pub mod relay;
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The passt binary under test.
+pub const PASST: &str = env!("CARGO_BIN_EXE_passt");
+
+/// Addresses of the test host (documentation ranges only).
+pub const HOST_ADDR4: &str = "192.0.2.2";
+/// The host's IPv4 default gateway.
+pub const HOST_GW4: &str = "192.0.2.1";
+/// The host's IPv6 address.
+pub const HOST_ADDR6: &str = "2001:db8::2";
+/// The host's IPv6 default gateway.
+pub const HOST_GW6: &str = "2001:db8::1";
+/// Our default MAC towards the guest.
+pub const OUR_MAC: &str = "9a:55:9a:55:9a:55";
+
+/// Fail loudly, with the reason, when the test can't run here.
+pub fn require_root() {
+    if !nix::unistd::Uid::effective().is_root() {
+        panic!(
+            "this test needs root (network namespaces, tap devices); run it as root, as CI does"
+        );
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A unique short name for namespaces and files of this test run.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Run a command, panicking with its output if it fails.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("spawn sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace from `ip netns add`, deleted on drop.
+pub struct Netns {
+    /// Its name under /run/netns.
+    pub name: String,
+}
+
+impl Netns {
+    /// Create a namespace with a unique name and `lo` up.
+    pub fn new(prefix: &str) -> Self {
+        require_root();
+        let name = unique(prefix);
+        sh(&format!(
+            "ip netns add {name} && ip -n {name} link set lo up"
+        ));
+        Netns { name }
+    }
+
+    /// `ip netns exec` prefix for running a command inside.
+    pub fn cmd(&self, prog: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, prog]);
+        c
+    }
+
+    /// Run a shell command inside, returning its output (any status).
+    pub fn run(&self, cmd: &str) -> Output {
+        self.cmd("sh")
+            .arg("-c")
+            .arg(cmd)
+            .output()
+            .expect("spawn ip netns exec")
+    }
+
+    /// Run a shell command inside, panicking if it fails.
+    pub fn sh(&self, cmd: &str) -> String {
+        let out = self.run(cmd);
+        assert!(
+            out.status.success(),
+            "in {}: `{cmd}` failed: {}\n{}{}",
+            self.name,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Path of the namespace file.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
+    }
+}
+
+/// Which address families the test host has.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Families {
+    /// IPv4 and IPv6.
+    Both,
+    /// IPv4 only.
+    V4,
+    /// IPv6 only.
+    V6,
+}
+
+/// A "host" namespace: interface `eth0` (veth) with fixed addresses,
+/// default routes, and a resolv.conf of its own (used by `ip netns exec`).
+pub struct Host {
+    /// The namespace.
+    pub ns: Netns,
+}
+
+impl Host {
+    /// A dual-stack host.
+    pub fn new() -> Self {
+        Self::with(Families::Both)
+    }
+
+    /// A host with the given families.
+    pub fn with(f: Families) -> Self {
+        let ns = Netns::new("prs-h");
+        let n = &ns.name;
+        // No dummy driver on every kernel: a veth pair whose far end stays
+        // in the host namespace carries the addresses just as well.
+        sh(&format!(
+            "ip -n {n} link add eth0 mtu 1500 type veth peer name rtr0 && ip -n {n} link set rtr0 up && ip -n {n} link set eth0 up"
+        ));
+        if f != Families::V6 {
+            sh(&format!(
+                "ip -n {n} addr add {HOST_ADDR4}/24 dev eth0 && ip -n {n} route add default via {HOST_GW4}"
+            ));
+        }
+        if f != Families::V4 {
+            sh(&format!(
+                "ip -n {n} addr add {HOST_ADDR6}/64 dev eth0 nodad && ip -n {n} -6 route add default via {HOST_GW6}"
+            ));
+        } else {
+            sh(&format!(
+                "ip netns exec {n} sysctl -qw net.ipv6.conf.all.disable_ipv6=1"
+            ));
+        }
+        std::fs::create_dir_all(format!("/etc/netns/{n}")).expect("mkdir /etc/netns");
+        std::fs::write(
+            format!("/etc/netns/{n}/resolv.conf"),
+            "nameserver 192.0.2.53\nnameserver 2001:db8::53\nsearch example.org\n",
+        )
+        .expect("write resolv.conf");
+        Host { ns }
+    }
+
+    /// A passt command that runs inside this host.
+    pub fn passt(&self) -> Command {
+        self.ns.cmd(PASST)
+    }
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Create one under /tmp.
+    pub fn new() -> Self {
+        let p = PathBuf::from(format!("/tmp/{}", unique("prs-t")));
+        std::fs::create_dir_all(&p).expect("mkdir temp");
+        // Sticky and world-writable like /tmp, where Kata and qemu users put
+        // sockets: a daemon that dropped root can still remove its files.
+        sh(&format!("chmod 1777 {}", p.display()));
+        TempDir(p)
+    }
+
+    /// A path inside.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Wait for a child with a deadline; kill it if it overstays.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let until = Instant::now() + limit;
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether a process exists.
+pub fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true)
+}
+
+/// Poll `cond` every 10 ms for up to `limit`.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+/// A daemonised passt, found through its pidfile, killed on drop.
+pub struct Daemon {
+    /// The daemon's PID.
+    pub pid: i32,
+    /// Its socket.
+    pub socket: PathBuf,
+}
+
+impl Daemon {
+    /// Start passt in `host` with `args` plus `-P`/`-s` in `dir`, and wait
+    /// for the foreground process to exit 0.
+    pub fn start(host: &Host, dir: &TempDir, args: &[&str]) -> Self {
+        let pidfile = dir.join("passt.pid");
+        let socket = dir.join("passt.socket");
+        let mut c = host.passt();
+        c.arg("-P").arg(&pidfile).arg("-s").arg(&socket).args(args);
+        let out = c.stdin(Stdio::null()).output().expect("spawn passt");
+        assert!(
+            out.status.success(),
+            "passt failed to start: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .expect("pidfile")
+            .trim()
+            .parse()
+            .expect("pid in pidfile");
+        Daemon { pid, socket }
+    }
+
+    /// Send a signal and wait up to a second for the daemon to go.
+    pub fn stop(&self, sig: nix::sys::signal::Signal) -> bool {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), sig);
+        wait_for(Duration::from_secs(1), || !alive(self.pid))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if alive(self.pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Frame `f` with qemu's 4-byte length.
+pub fn framed(f: &[u8]) -> Vec<u8> {
+    let mut v = (f.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(f);
+    v
+}
+
+/// An ARP request from the guest (MAC 02:00:00:00:00:01, 192.0.2.2) for `target`.
+pub fn arp_request(target: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[2, 0, 0, 0, 0, 1]);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&[2, 0, 0, 0, 0, 1, 192, 0, 2, 2]);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target);
+    f
+}
+
+/// Read one framed frame from a raw client, with a timeout.
+pub fn read_frame(s: &mut UnixStream, limit: Duration) -> Option<Vec<u8>> {
+    s.set_read_timeout(Some(limit)).ok()?;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut f = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut f).ok()?;
+    Some(f)
+}
+
+/// Connect a raw client to a passt socket, retrying briefly.
+pub fn connect(path: &Path) -> UnixStream {
+    let until = Instant::now() + Duration::from_secs(2);
+    loop {
+        match UnixStream::connect(path) {
+            Ok(s) => return s,
+            Err(e) if Instant::now() > until => panic!("connect {}: {e}", path.display()),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
