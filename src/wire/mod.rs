@@ -5,9 +5,16 @@
 //! and where useful a parsed `Repr` with `parse` and `emit`.
 
 pub mod arp;
+pub mod checksum;
 pub mod ethernet;
+pub mod icmpv6;
+pub mod ip;
+pub mod ipv4;
+pub mod ipv6;
+pub mod udp;
 
 pub use ethernet::{EtherType, Mac};
+pub use ip::IpProtocol;
 
 /// Why a buffer could not be viewed as a given format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
