@@ -143,6 +143,17 @@ impl<'c> Dispatch<'c> {
         }
     }
 
+    /// Time-driven work (unsolicited router advertisements); returns when
+    /// it is due next, `None` when there is nothing to schedule.
+    pub fn periodic(
+        &mut self,
+        now: std::time::Instant,
+        _tx: &mut TxQueue,
+    ) -> Option<std::time::Instant> {
+        let _ = now;
+        None
+    }
+
     fn handle_frame(&mut self, bytes: &[u8], tx: &mut TxQueue) -> Result<(), DropReason> {
         let frame = Frame::new_checked(bytes).map_err(|_| DropReason::Runt)?;
         let src = frame.src();

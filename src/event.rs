@@ -14,6 +14,10 @@ pub enum EpollRef {
     Listener,
     /// The connected guest stream (passt).
     TapStream,
+    /// The tap device (pasta).
+    TapTun,
+    /// What ends the program besides signals (namespace gone, command exited).
+    Quit,
 }
 
 impl EpollRef {
@@ -26,6 +30,8 @@ impl From<EpollRef> for u64 {
             EpollRef::Signal => 1,
             EpollRef::Listener => 2,
             EpollRef::TapStream => 3,
+            EpollRef::TapTun => 4,
+            EpollRef::Quit => 5,
         };
         kind << EpollRef::KIND_SHIFT
     }
@@ -39,6 +45,8 @@ impl TryFrom<u64> for EpollRef {
             1 => Ok(EpollRef::Signal),
             2 => Ok(EpollRef::Listener),
             3 => Ok(EpollRef::TapStream),
+            4 => Ok(EpollRef::TapTun),
+            5 => Ok(EpollRef::Quit),
             _ => Err(v),
         }
     }
@@ -112,7 +120,13 @@ mod tests {
 
     #[test]
     fn refs_round_trip() {
-        for r in [EpollRef::Signal, EpollRef::Listener, EpollRef::TapStream] {
+        for r in [
+            EpollRef::Signal,
+            EpollRef::Listener,
+            EpollRef::TapStream,
+            EpollRef::TapTun,
+            EpollRef::Quit,
+        ] {
             assert_eq!(EpollRef::try_from(u64::from(r)), Ok(r));
         }
         assert!(EpollRef::try_from(0).is_err());

@@ -18,6 +18,8 @@ pub mod log;
 pub mod netlink;
 pub mod passt;
 pub mod pcap;
+pub mod serve;
+pub mod startup;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod tap;

@@ -9,6 +9,7 @@
 //! can still find every frame boundary.
 
 pub mod stream;
+pub mod tun;
 
 use crate::pcap::Pcap;
 use std::ops::Range;
@@ -93,8 +94,8 @@ impl TxQueue {
     }
 
     /// Build one frame of at most `max_len` bytes in place: `build` gets the
-    /// space and returns how many bytes it wrote. Returns false (and counts
-    /// a drop) when the queue has no room.
+    /// space and returns how many bytes it wrote (0: nothing to send).
+    /// Returns false when nothing was queued; a full queue counts a drop.
     pub fn push_with(&mut self, max_len: usize, build: impl FnOnce(&mut [u8]) -> usize) -> bool {
         let need = 4 + max_len.min(MAX_FRAME);
         if self.buf.len() - self.tail < need {
@@ -107,9 +108,13 @@ impl TxQueue {
         let start = self.tail + 4;
         let space = &mut self.buf[start..start + need - 4];
         let len = build(space).min(space.len());
+        // A zero length would desynchronise a stream peer: send nothing.
         let Ok(len32) = u32::try_from(len) else {
             return false;
         };
+        if len == 0 {
+            return false;
+        }
         self.buf[self.tail..start].copy_from_slice(&len32.to_be_bytes());
         if let Some(p) = self.pcap.as_mut() {
             p.record(&self.buf[start..start + len]);
@@ -192,6 +197,9 @@ mod tests {
         assert_eq!(q.dropped, 1);
         // Sending part of the queue makes room again once compacted.
         q.consume(q.pending().len());
+        assert!(!q.push_with(10, |_| 0), "nothing queued for an empty frame");
+        assert!(q.pending().is_empty());
+        assert_eq!(q.dropped, 1);
         assert!(q.push_with(10, |_| 10));
     }
 }

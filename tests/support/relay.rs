@@ -39,6 +39,13 @@ impl Guest {
     /// connect it to the passt socket at `socket`.
     pub fn connect(socket: &Path) -> Self {
         let ns = Netns::new("prs-g");
+        // DHCP clients rewrite /etc/resolv.conf: give the guest its own,
+        // which `ip netns exec` mounts over the real one.
+        let etc = format!("/etc/netns/{}", ns.name);
+        std::fs::create_dir_all(&etc).expect("mkdir /etc/netns/guest");
+        std::fs::write(format!("{etc}/resolv.conf"), "").expect("guest resolv.conf");
+        // No duplicate address detection: addresses are usable at once.
+        ns.sh("sysctl -qw net.ipv6.conf.default.accept_dad=0 net.ipv6.conf.all.accept_dad=0");
         let tap = open_tap_in(&ns);
         ns.sh(&format!(
             "ip link set eth0 address {GUEST_MAC} && ip link set eth0 up"
@@ -52,6 +59,12 @@ impl Guest {
             stop,
             relay: Some(relay),
         }
+    }
+
+    /// The guest's own resolv.conf, as its DHCP clients wrote it.
+    pub fn resolv_conf(&self) -> String {
+        std::fs::read_to_string(format!("/etc/netns/{}/resolv.conf", self.ns.name))
+            .unwrap_or_default()
     }
 
     /// Whether the relay is still running (passt hasn't hung up).

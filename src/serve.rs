@@ -1,0 +1,414 @@
+//! The event loop both modes run: guest frames in through the tap side,
+//! through dispatch, replies out; signals, timers and the end conditions.
+//!
+//! Theory of operation: one epoll instance, single-threaded. The tap side
+//! is either a UNIX stream (passt: a listener and at most one connection)
+//! or a tun fd (pasta). Whatever the side, frames are read in batches,
+//! handed to `Dispatch` in one call, and replies accumulate in one
+//! `TxQueue`, flushed after every round of events; the fd is watched for
+//! writability only while something is left to send. The loop returns an
+//! `Outcome` and never exits the process itself: the caller cleans up.
+
+use crate::conf::Config;
+use crate::dispatch::Dispatch;
+use crate::event::{EpollRef, EventLoop};
+use crate::isolate;
+use crate::pcap::Pcap;
+use crate::startup::{StartError, err_at};
+use crate::tap::stream::StreamRx;
+use crate::tap::tun::{self, TunRx};
+use crate::tap::{Batch, TxQueue};
+use nix::sys::epoll::{EpollEvent, EpollFlags};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::Instant;
+
+/// Bytes of frames we hold for a guest that doesn't read.
+pub const TX_QUEUE_BYTES: usize = 4 << 20;
+
+/// Something that says when the program should end, such as the target
+/// namespace going away or pasta's command exiting.
+pub trait QuitSource: AsFd {
+    /// Consume pending events; true when it's time to quit.
+    fn gone(&mut self) -> bool;
+}
+
+/// Where guest frames come from.
+pub enum TapSide {
+    /// passt: a listening socket (absent with `--fd`) and at most one guest.
+    Stream {
+        /// The listening socket.
+        listener: Option<UnixListener>,
+        /// The connected guest.
+        conn: Option<UnixStream>,
+    },
+    /// pasta: the tap device in the namespace.
+    Tun(File),
+}
+
+/// Why the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// SIGTERM, SIGINT or SIGQUIT.
+    Signal,
+    /// The guest left and `--one-off` (or `--fd`) was given.
+    GuestGone,
+    /// The quit source fired (namespace gone, command exited).
+    Quit,
+    /// The tap device failed (pasta: the interface disappeared).
+    TapError,
+}
+
+/// The running translator.
+pub struct Server<'c> {
+    ev: EventLoop,
+    signals: SignalFd,
+    side: TapSide,
+    quit: Option<Box<dyn QuitSource>>,
+    /// Whether the tap fd is watched for writability.
+    tap_out: bool,
+    one_off: bool,
+    stream_rx: StreamRx,
+    tun_rx: TunRx,
+    batch: Batch,
+    tx: TxQueue,
+    dispatch: Dispatch<'c>,
+    /// When `Dispatch::periodic` is due next.
+    next_timer: Option<Instant>,
+}
+
+impl<'c> Server<'c> {
+    /// Set up the loop around a tap side.
+    ///
+    /// # Errors
+    /// epoll or signalfd set-up failures.
+    pub fn new(
+        conf: &'c Config,
+        side: TapSide,
+        pcap: Option<Pcap>,
+        quit: Option<Box<dyn QuitSource>>,
+    ) -> Result<Self, StartError> {
+        let ev = EventLoop::new().map_err(|e| err_at("epoll", e))?;
+        let signals = SignalFd::with_flags(
+            &isolate::exit_sigset(),
+            SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+        )
+        .map_err(|e| err_at("signalfd", e))?;
+        let ep = |e| err_at("epoll", e);
+        ev.add(&signals, EpollRef::Signal, false).map_err(ep)?;
+        if let Some(q) = &quit {
+            ev.add(q.as_fd(), EpollRef::Quit, false).map_err(ep)?;
+        }
+        let mut one_off = conf.passt.one_off;
+        let mut stream_conn = None;
+        match &side {
+            TapSide::Stream { listener, conn } => {
+                if let Some(l) = listener {
+                    l.set_nonblocking(true).map_err(|e| err_at("socket", e))?;
+                    ev.add(l, EpollRef::Listener, false).map_err(ep)?;
+                } else {
+                    // --fd: nobody to listen for once this guest leaves.
+                    one_off = true;
+                }
+                stream_conn = conn.as_ref().map(|_| ());
+            }
+            TapSide::Tun(dev) => ev.add(dev, EpollRef::TapTun, false).map_err(ep)?,
+        }
+        let mut s = Server {
+            ev,
+            signals,
+            side,
+            quit,
+            tap_out: false,
+            one_off,
+            stream_rx: StreamRx::default(),
+            tun_rx: TunRx::default(),
+            batch: Batch::default(),
+            tx: TxQueue::new(TX_QUEUE_BYTES, pcap),
+            dispatch: Dispatch::new(conf),
+            next_timer: None,
+        };
+        if let TapSide::Stream { conn: Some(c), .. } = &s.side {
+            c.set_nonblocking(true).map_err(|e| err_at("socket", e))?;
+            s.ev.add(c, EpollRef::TapStream, false).map_err(ep)?;
+        }
+        if stream_conn.is_some() || matches!(s.side, TapSide::Tun(_)) {
+            s.guest_attached();
+        }
+        Ok(s)
+    }
+
+    /// A guest appeared: greet it with what it would otherwise wait for.
+    fn guest_attached(&mut self) {
+        self.next_timer = Some(Instant::now());
+    }
+
+    /// Run until something ends the program.
+    pub fn serve(&mut self) -> Outcome {
+        let mut events = [EpollEvent::empty(); 64];
+        loop {
+            let timeout = self.timeout_ms();
+            let n = match self.ev.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(e) => {
+                    log::error!("epoll_wait: {e}");
+                    return Outcome::Signal;
+                }
+            };
+            for ev in &events[..n] {
+                let Ok(r) = EpollRef::try_from(ev.data()) else {
+                    continue;
+                };
+                let end = match r {
+                    EpollRef::Signal => self.on_signal(),
+                    EpollRef::Listener => {
+                        self.on_accept();
+                        None
+                    }
+                    EpollRef::TapStream => self.on_stream(ev.events()),
+                    EpollRef::TapTun => self.on_tun(ev.events()),
+                    EpollRef::Quit => self.on_quit(),
+                };
+                if let Some(o) = end {
+                    return o;
+                }
+            }
+            self.timers();
+            if let Err(o) = self.flush() {
+                return o;
+            }
+        }
+    }
+
+    fn timeout_ms(&self) -> u16 {
+        match self.next_timer {
+            Some(t) => {
+                let left = t.saturating_duration_since(Instant::now());
+                u16::try_from(left.as_millis()).unwrap_or(u16::MAX).max(1)
+            }
+            None => 1000,
+        }
+    }
+
+    fn timers(&mut self) {
+        let now = Instant::now();
+        if self.next_timer.is_some_and(|t| t <= now) {
+            self.next_timer = if self.guest_present() {
+                self.dispatch.periodic(now, &mut self.tx)
+            } else {
+                None
+            };
+        }
+    }
+
+    fn guest_present(&self) -> bool {
+        match &self.side {
+            TapSide::Stream { conn, .. } => conn.is_some(),
+            TapSide::Tun(_) => true,
+        }
+    }
+
+    fn on_signal(&mut self) -> Option<Outcome> {
+        match self.signals.read_signal() {
+            Ok(Some(si)) => {
+                let name = i32::try_from(si.ssi_signo)
+                    .ok()
+                    .and_then(|n| nix::sys::signal::Signal::try_from(n).ok())
+                    .map_or("signal", |s| s.as_str());
+                log::info!("{name} received, exiting");
+                Some(Outcome::Signal)
+            }
+            _ => None,
+        }
+    }
+
+    fn on_quit(&mut self) -> Option<Outcome> {
+        let q = self.quit.as_mut()?;
+        q.gone().then_some(Outcome::Quit)
+    }
+
+    fn on_accept(&mut self) {
+        let TapSide::Stream {
+            listener: Some(l),
+            conn,
+        } = &mut self.side
+        else {
+            return;
+        };
+        let c = match l.accept() {
+            Ok((c, _)) => c,
+            Err(e) => {
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    log::warn!("accept: {e}");
+                }
+                return;
+            }
+        };
+        if conn.is_some() {
+            // One guest at a time; the connection closes when `c` drops.
+            log::warn!("refusing a second guest connection");
+            return;
+        }
+        let attach = c
+            .set_nonblocking(true)
+            .and_then(|()| self.ev.add(&c, EpollRef::TapStream, false));
+        match attach {
+            Ok(()) => {
+                *conn = Some(c);
+                self.tap_out = false;
+                self.stream_rx.reset();
+                self.tx.clear();
+                log::info!("guest connected");
+                self.guest_attached();
+            }
+            Err(e) => log::warn!("can't serve the guest connection: {e}"),
+        }
+    }
+
+    fn on_stream(&mut self, flags: EpollFlags) -> Option<Outcome> {
+        if flags.contains(EpollFlags::EPOLLOUT) {
+            // Errors surface on the read side as a hang-up.
+            let _ = self.flush();
+        }
+        let readable = EpollFlags::EPOLLIN
+            | EpollFlags::EPOLLHUP
+            | EpollFlags::EPOLLERR
+            | EpollFlags::EPOLLRDHUP;
+        if !flags.intersects(readable) {
+            return None;
+        }
+        let TapSide::Stream { conn: Some(c), .. } = &self.side else {
+            return None;
+        };
+        let reason = match self.stream_rx.read_from(c) {
+            Ok(0) => "guest disconnected".to_string(),
+            Ok(_) => loop {
+                match self.stream_rx.frames(&mut self.batch) {
+                    Ok(()) if self.batch.is_empty() => return None,
+                    Ok(()) => {
+                        self.dispatch
+                            .handle_batch(self.stream_rx.buf(), &self.batch, &mut self.tx)
+                    }
+                    Err(e) => {
+                        break format!("guest stream out of sync ({e}), closing the connection");
+                    }
+                }
+            },
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted =>
+            {
+                return None;
+            }
+            Err(e) => format!("guest connection error: {e}"),
+        };
+        self.detach(&reason)
+    }
+
+    fn on_tun(&mut self, flags: EpollFlags) -> Option<Outcome> {
+        if flags.contains(EpollFlags::EPOLLOUT) && self.flush().is_err() {
+            return Some(Outcome::TapError);
+        }
+        let TapSide::Tun(dev) = &self.side else {
+            return None;
+        };
+        loop {
+            match self.tun_rx.read_batch(dev, &mut self.batch) {
+                Ok(0) => return None,
+                Ok(_) => self
+                    .dispatch
+                    .handle_batch(self.tun_rx.buf(), &self.batch, &mut self.tx),
+                Err(e) => {
+                    log::error!("tap device: {e}");
+                    return Some(Outcome::TapError);
+                }
+            }
+        }
+    }
+
+    /// Close the guest connection; returns `GuestGone` if we should exit.
+    fn detach(&mut self, reason: &str) -> Option<Outcome> {
+        if let TapSide::Stream { conn, .. } = &mut self.side
+            && let Some(c) = conn.take()
+        {
+            let _ = self.ev.remove(&c);
+        }
+        log::info!("{reason}");
+        self.report_drops();
+        self.stream_rx.reset();
+        self.tx.clear();
+        self.next_timer = None;
+        if self.one_off {
+            log::info!("exiting (one-off)");
+            return Some(Outcome::GuestGone);
+        }
+        None
+    }
+
+    /// Log what was dropped so far, if anything.
+    pub fn report_drops(&self) {
+        if self.dispatch.drops.total() > 0 {
+            log::info!("dropped guest frames: {}", self.dispatch.drops);
+        }
+        if self.tx.dropped > 0 {
+            log::info!(
+                "frames to guest dropped (guest not reading): {}",
+                self.tx.dropped
+            );
+        }
+    }
+
+    /// Send what we can of the queue, and watch for writability only while
+    /// something is left. Err only for a failed tun device.
+    fn flush(&mut self) -> Result<(), Outcome> {
+        let left = match &self.side {
+            TapSide::Stream { conn: Some(c), .. } => {
+                let mut c: &UnixStream = c;
+                flush_stream(&mut c, &mut self.tx)
+            }
+            TapSide::Stream { conn: None, .. } => return Ok(()),
+            TapSide::Tun(dev) => match tun::flush(dev, &mut self.tx) {
+                Ok(left) => left,
+                Err(e) => {
+                    log::error!("tap device: {e}");
+                    return Err(Outcome::TapError);
+                }
+            },
+        };
+        if left != self.tap_out {
+            let r = match &self.side {
+                TapSide::Stream { conn: Some(c), .. } => {
+                    self.ev.modify(c, EpollRef::TapStream, left)
+                }
+                TapSide::Tun(dev) => self.ev.modify(dev, EpollRef::TapTun, left),
+                TapSide::Stream { conn: None, .. } => Ok(()),
+            };
+            if let Err(e) = r {
+                log::warn!("epoll: {e}");
+            }
+            self.tap_out = left;
+        }
+        Ok(())
+    }
+}
+
+/// Write the queue to a stream; returns whether anything is left. A write
+/// error empties the queue: the read side will see the hang-up.
+fn flush_stream(conn: &mut impl Write, tx: &mut TxQueue) -> bool {
+    while !tx.pending().is_empty() {
+        match conn.write(tx.pending()) {
+            Ok(n) => tx.consume(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                log::debug!("write to guest: {e}");
+                tx.clear();
+                return false;
+            }
+        }
+    }
+    false
+}

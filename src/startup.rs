@@ -1,0 +1,81 @@
+//! Start-up steps both modes share: the error users see, and the files
+//! named on the command line, opened early (before anything can fail
+//! halfway, and before privileges are dropped).
+
+use crate::conf::Config;
+use crate::isolate::Leftovers;
+use crate::pcap::Pcap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// A start-up failure: one line for the user, exit 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+/// `what: why`, the shape of every start-up error.
+pub fn err_at(what: impl std::fmt::Display, e: impl std::fmt::Display) -> StartError {
+    StartError(format!("{what}: {e}"))
+}
+
+/// Files named on the command line.
+pub struct OpenedFiles {
+    /// `-P`, written once the daemon runs.
+    pub pidfile: Option<File>,
+    /// `-p`.
+    pub pcap: Option<Pcap>,
+    /// `-l`.
+    pub log: Option<File>,
+}
+
+fn create_file(path: &Path, opt: &str, leftovers: &mut Leftovers) -> Result<File, StartError> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| err_at(format_args!("{opt} {}", path.display()), e))?;
+    leftovers.add(path);
+    Ok(f)
+}
+
+/// Open (create) the pidfile, capture file and log file, remembering in
+/// `leftovers` what must be removed at exit (the pidfile).
+///
+/// # Errors
+/// The first file that can't be opened, as `-P /x: Permission denied`.
+pub fn open_files(conf: &Config, leftovers: &mut Leftovers) -> Result<OpenedFiles, StartError> {
+    let pidfile = match &conf.pidfile {
+        Some(p) => Some(create_file(p, "-P", leftovers)?),
+        None => None,
+    };
+    let pcap = match &conf.pcap {
+        Some(p) => {
+            let f = create_file(p, "-p", leftovers)?;
+            // The capture is the user's result: keep it when we exit.
+            leftovers.forget_path(p);
+            Some(Pcap::new(f).map_err(|e| err_at(format_args!("-p {}", p.display()), e))?)
+        }
+        None => None,
+    };
+    let log = match &conf.log_file {
+        Some(p) => {
+            // Readable too: when the file is full, the logger moves the
+            // newest lines to the front through this same descriptor.
+            let f = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .mode(0o644)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(p)
+                .map_err(|e| err_at(format_args!("-l {}", p.display()), e))?;
+            Some(f)
+        }
+        None => None,
+    };
+    Ok(OpenedFiles { pidfile, pcap, log })
+}

@@ -1,0 +1,146 @@
+//! tun framing (pasta): every read or write on the tap fd is exactly one
+//! Ethernet frame, so batching means reading until the fd runs dry.
+
+use super::{Batch, MAX_FRAME, TxQueue};
+use std::io::{self, Read, Write};
+
+/// Receive buffer size: room for a batch of full-size frames.
+pub const RX_BUF_SIZE: usize = 4 << 20;
+
+/// Collects frames read from a tun fd into one buffer.
+pub struct TunRx {
+    buf: Box<[u8]>,
+}
+
+impl Default for TunRx {
+    fn default() -> Self {
+        TunRx {
+            buf: vec![0u8; RX_BUF_SIZE.max(MAX_FRAME)].into_boxed_slice(),
+        }
+    }
+}
+
+impl TunRx {
+    /// The buffer that `Batch` ranges point into.
+    pub fn buf(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Read frames from `src` into `batch` until it would block, the batch
+    /// is full, or there is no room for another full-size frame. Returns
+    /// the number of frames read; `Ok(0)` means nothing was pending.
+    ///
+    /// # Errors
+    /// A read error other than `WouldBlock`/`Interrupted` (e.g. the
+    /// namespace's interface went away).
+    pub fn read_batch(&mut self, mut src: impl Read, batch: &mut Batch) -> io::Result<usize> {
+        batch.clear();
+        let mut used = 0;
+        while !batch.is_full() && self.buf.len() - used >= MAX_FRAME {
+            match src.read(&mut self.buf[used..used + MAX_FRAME]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    batch.push(used..used + n);
+                    used += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(batch.len())
+    }
+}
+
+/// Write queued frames to a tun fd, one write per frame, until the queue is
+/// empty or the device pushes back; returns whether anything is left.
+///
+/// # Errors
+/// A write error other than `WouldBlock`/`Interrupted`.
+pub fn flush(mut dst: impl Write, tx: &mut TxQueue) -> io::Result<bool> {
+    loop {
+        let pending = tx.pending();
+        let Some(hdr) = pending.first_chunk::<4>() else {
+            return Ok(false);
+        };
+        let len = u32::from_be_bytes(*hdr) as usize;
+        let Some(frame) = pending.get(4..4 + len) else {
+            // The queue only ever holds whole frames.
+            tx.clear();
+            return Ok(false);
+        };
+        match dst.write(frame) {
+            Ok(_) => tx.consume(4 + len),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frames as a tun fd would deliver them: one per read, then EAGAIN.
+    struct FakeTun(Vec<Vec<u8>>);
+
+    impl Read for FakeTun {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let f = self.0.remove(0);
+            buf[..f.len()].copy_from_slice(&f);
+            Ok(f.len())
+        }
+    }
+
+    #[derive(Default)]
+    struct Sink(Vec<Vec<u8>>, usize);
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.0.len() == self.1 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.0.push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn reads_until_dry() {
+        let mut rx = TunRx::default();
+        let mut batch = Batch::default();
+        let n = rx
+            .read_batch(
+                FakeTun(vec![b"one".to_vec(), b"three".to_vec()]),
+                &mut batch,
+            )
+            .unwrap();
+        assert_eq!(n, 2);
+        let got: Vec<&[u8]> = batch.frames(rx.buf()).collect();
+        assert_eq!(got, vec![&b"one"[..], &b"three"[..]]);
+    }
+
+    #[test]
+    fn writes_whole_frames_and_keeps_the_rest() {
+        let mut tx = TxQueue::new(0, None);
+        for f in [&b"ab"[..], b"cde", b"f"] {
+            tx.push_with(f.len(), |b| {
+                b[..f.len()].copy_from_slice(f);
+                f.len()
+            });
+        }
+        let mut sink = Sink(Vec::new(), 2);
+        assert!(flush(&mut sink, &mut tx).unwrap(), "one frame left");
+        assert_eq!(sink.0, vec![b"ab".to_vec(), b"cde".to_vec()]);
+        sink.1 = 10;
+        assert!(!flush(&mut sink, &mut tx).unwrap());
+        assert_eq!(sink.0.last().unwrap(), b"f");
+    }
+}

@@ -1,0 +1,219 @@
+//! Whole frames towards the guest: Ethernet + IP + UDP/ICMPv6 around a
+//! payload that the caller writes in place.
+//!
+//! Every builder takes the output buffer and a closure that writes the
+//! innermost payload into the space it is given and returns its length;
+//! lengths and checksums are filled in afterwards. A payload that doesn't
+//! fit is cut to the space available (callers size `out` to `MAX_FRAME`).
+
+use super::ethernet::{self, Frame};
+use super::{EtherType, IpProtocol, Mac, icmpv6, ipv4, ipv6, udp};
+use std::net::{Ipv6Addr, SocketAddrV4, SocketAddrV6};
+
+/// Link-layer addresses of a frame: ours as source, the guest's as destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// Source MAC.
+    pub src: Mac,
+    /// Destination MAC.
+    pub dst: Mac,
+}
+
+const UDP4_OFF: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN;
+const UDP6_OFF: usize = ethernet::HEADER_LEN + ipv6::HEADER_LEN;
+
+/// Largest UDP payload an IPv4 frame can carry.
+const MAX_UDP4_PAYLOAD: usize = 65535 - ipv4::HEADER_LEN - udp::HEADER_LEN;
+/// Largest UDP payload an IPv6 frame can carry (no jumbograms).
+const MAX_UDP6_PAYLOAD: usize = 65535 - udp::HEADER_LEN;
+
+/// Build an Ethernet/IPv4/UDP frame; returns its length, or 0 if `out`
+/// can't even hold the headers.
+pub fn udp4(
+    out: &mut [u8],
+    link: Link,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    payload: impl FnOnce(&mut [u8]) -> usize,
+) -> usize {
+    let payload_off = UDP4_OFF + udp::HEADER_LEN;
+    if out.len() < payload_off {
+        return 0;
+    }
+    let room = (out.len() - payload_off).min(MAX_UDP4_PAYLOAD);
+    let plen = payload(&mut out[payload_off..payload_off + room]).min(room);
+    let udp_len = udp::HEADER_LEN + plen;
+    udp::UdpRepr {
+        src_port: src.port(),
+        dst_port: dst.port(),
+    }
+    .emit(&mut out[UDP4_OFF..], plen);
+    udp::Packet::new_unchecked(&mut out[UDP4_OFF..UDP4_OFF + udp_len])
+        .fill_checksum_v4(*src.ip(), *dst.ip());
+    ipv4::Ipv4Repr {
+        src: *src.ip(),
+        dst: *dst.ip(),
+        protocol: IpProtocol::Udp,
+        payload_len: udp_len,
+        ttl: 255,
+    }
+    .emit(&mut out[ethernet::HEADER_LEN..]);
+    Frame::new_unchecked(&mut out[..]).set_header(link.dst, link.src, EtherType::Ipv4);
+    UDP4_OFF + udp_len
+}
+
+/// Build an Ethernet/IPv6/UDP frame; returns its length, or 0 if `out`
+/// can't even hold the headers.
+pub fn udp6(
+    out: &mut [u8],
+    link: Link,
+    src: SocketAddrV6,
+    dst: SocketAddrV6,
+    payload: impl FnOnce(&mut [u8]) -> usize,
+) -> usize {
+    let payload_off = UDP6_OFF + udp::HEADER_LEN;
+    if out.len() < payload_off {
+        return 0;
+    }
+    let room = (out.len() - payload_off).min(MAX_UDP6_PAYLOAD);
+    let plen = payload(&mut out[payload_off..payload_off + room]).min(room);
+    let udp_len = udp::HEADER_LEN + plen;
+    udp::UdpRepr {
+        src_port: src.port(),
+        dst_port: dst.port(),
+    }
+    .emit(&mut out[UDP6_OFF..], plen);
+    udp::Packet::new_unchecked(&mut out[UDP6_OFF..UDP6_OFF + udp_len])
+        .fill_checksum_v6(*src.ip(), *dst.ip());
+    ip6_header(out, *src.ip(), *dst.ip(), IpProtocol::Udp, udp_len, 255);
+    Frame::new_unchecked(&mut out[..]).set_header(link.dst, link.src, EtherType::Ipv6);
+    UDP6_OFF + udp_len
+}
+
+/// Build an Ethernet/IPv6/ICMPv6 frame with hop limit 255 (as NDP
+/// requires, RFC 4861 7.1.2); `message` writes the whole ICMPv6 message and
+/// the checksum is filled here. Returns the frame length, or 0 if the
+/// message doesn't fit.
+pub fn icmp6(
+    out: &mut [u8],
+    link: Link,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    message: impl FnOnce(&mut [u8]) -> usize,
+) -> usize {
+    if out.len() < UDP6_OFF + icmpv6::HEADER_LEN {
+        return 0;
+    }
+    let room = (out.len() - UDP6_OFF).min(65535);
+    let mlen = message(&mut out[UDP6_OFF..UDP6_OFF + room]).min(room);
+    if mlen < icmpv6::HEADER_LEN {
+        return 0;
+    }
+    icmpv6::Packet::new_unchecked(&mut out[UDP6_OFF..UDP6_OFF + mlen]).fill_checksum(src, dst);
+    ip6_header(out, src, dst, IpProtocol::Icmpv6, mlen, 255);
+    Frame::new_unchecked(&mut out[..]).set_header(link.dst, link.src, EtherType::Ipv6);
+    UDP6_OFF + mlen
+}
+
+fn ip6_header(
+    out: &mut [u8],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    next: IpProtocol,
+    payload_len: usize,
+    hop: u8,
+) {
+    ipv6::Ipv6Repr {
+        src,
+        dst,
+        next_header: next,
+        payload_len,
+        hop_limit: hop,
+    }
+    .emit(&mut out[ethernet::HEADER_LEN..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const LINK: Link = Link {
+        src: Mac([0x9a, 0x55, 0x9a, 0x55, 0x9a, 0x55]),
+        dst: Mac([2, 0, 0, 0, 0, 1]),
+    };
+
+    #[test]
+    fn udp4_frame_parses_back() {
+        let mut out = [0u8; 200];
+        let src = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 67);
+        let dst = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 68);
+        let n = udp4(&mut out, LINK, src, dst, |b| {
+            b[..5].copy_from_slice(b"hello");
+            5
+        });
+        assert_eq!(n, 14 + 20 + 8 + 5);
+        let f = Frame::new_checked(&out[..n]).unwrap();
+        assert_eq!(
+            (f.dst(), f.src(), f.ethertype()),
+            (LINK.dst, LINK.src, EtherType::Ipv4)
+        );
+        let ip = ipv4::Packet::new_checked(f.payload()).unwrap();
+        let repr = ipv4::Ipv4Repr::parse(&ip).unwrap();
+        assert_eq!(
+            (repr.src, repr.dst, repr.protocol),
+            (*src.ip(), *dst.ip(), IpProtocol::Udp)
+        );
+        let u = udp::Packet::new_checked(ip.payload()).unwrap();
+        assert!(u.verify_checksum_v4(*src.ip(), *dst.ip()));
+        assert_eq!(u.payload(), b"hello");
+    }
+
+    #[test]
+    fn udp6_and_icmp6_frames_parse_back() {
+        let a: Ipv6Addr = "fe80::1".parse().unwrap();
+        let b: Ipv6Addr = "fe80::2".parse().unwrap();
+        let mut out = [0u8; 200];
+        let n = udp6(
+            &mut out,
+            LINK,
+            SocketAddrV6::new(a, 547, 0, 0),
+            SocketAddrV6::new(b, 546, 0, 0),
+            |p| {
+                p[0] = 7;
+                1
+            },
+        );
+        let f = Frame::new_checked(&out[..n]).unwrap();
+        let ip = ipv6::Packet::new_checked(f.payload()).unwrap();
+        let u = udp::Packet::new_checked(ip.payload()).unwrap();
+        assert!(u.verify_checksum_v6(a, b));
+        assert_eq!(u.payload(), &[7]);
+
+        let n = icmp6(&mut out, LINK, a, b, |m| {
+            m[..8].copy_from_slice(&[129, 0, 0, 0, 0, 1, 0, 1]);
+            8
+        });
+        let f = Frame::new_checked(&out[..n]).unwrap();
+        let ip = ipv6::Packet::new_checked(f.payload()).unwrap();
+        assert_eq!(ip.hop_limit(), 255);
+        let m = icmpv6::Packet::new_checked(ip.payload()).unwrap();
+        assert!(m.verify_checksum(a, b));
+    }
+
+    #[test]
+    fn too_small_buffers_give_zero() {
+        let mut out = [0u8; 20];
+        let any4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1);
+        assert_eq!(udp4(&mut out, LINK, any4, any4, |_| 0), 0);
+        let any6 = Ipv6Addr::LOCALHOST;
+        assert_eq!(icmp6(&mut out, LINK, any6, any6, |_| 8), 0);
+    }
+
+    #[test]
+    fn payload_cut_to_space() {
+        let mut out = [0u8; 50];
+        let a = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1);
+        assert_eq!(udp4(&mut out, LINK, a, a, |_| 1000), 50);
+    }
+}
