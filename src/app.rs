@@ -2,7 +2,7 @@
 //! turn the outcome into an exit status.
 
 use crate::cli::{self, CliError};
-use crate::conf::{self, Config, Mode};
+use crate::conf::{self, Mode};
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::Path;
@@ -67,32 +67,10 @@ fn run(mode: Mode, args: Vec<OsString>) -> Result<ExitCode, String> {
     if cli.ipv6_wanted() && conf.ip6.is_none() {
         log::info!("IPv6: no usable host interface, disabled");
     }
-    log_summary(&conf);
     log::debug!("{conf:#?}");
     match mode {
         Mode::Passt => crate::passt::run(&conf).map_err(|e| e.to_string())?,
-        Mode::Pasta => return Err("namespace mode: not supported yet".into()),
+        Mode::Pasta => return crate::pasta::run(&conf).map_err(|e| e.to_string()),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// What the guest will be told, as upstream prints it at start-up.
-fn log_summary(conf: &Config) {
-    match (&conf.template_if4, &conf.template_if6) {
-        (Some(a), Some(b)) if a != b => log::info!("Outbound interfaces: {a} (IPv4), {b} (IPv6)"),
-        (Some(a), _) | (None, Some(a)) => log::info!("Outbound interface: {a}"),
-        (None, None) => log::info!("No outbound interface: local mode"),
-    }
-    log::info!("ARP: address {}", crate::wire::Mac(conf.our_mac));
-    if let Some(ip4) = &conf.ip4 {
-        log::info!(
-            "DHCP: assign {}/{}, router {}",
-            ip4.addr,
-            ip4.prefix_len,
-            ip4.gateway
-        );
-    }
-    if let Some(ip6) = &conf.ip6 {
-        log::info!("NDP/DHCPv6: assign {}, router {}", ip6.addr, ip6.gateway);
-    }
 }

@@ -6,13 +6,14 @@
 //! the next frame is looked at as if nothing happened.
 
 use crate::conf::Config;
-use crate::l2;
-use crate::tap::{Batch, TxQueue};
+use crate::l2::{self, dhcp, dhcpv6, ndp};
+use crate::tap::{Batch, MAX_FRAME, TxQueue};
 use crate::wire::arp::ArpRepr;
 use crate::wire::ethernet::{self, Frame};
-use crate::wire::{EtherType, Mac};
+use crate::wire::{EtherType, IpProtocol, Mac, ipv4, ipv6, udp};
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::time::Instant;
 
 /// Why a guest frame was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,11 +28,37 @@ pub enum DropReason {
     Unhandled,
     /// Traffic of an IP version that is disabled.
     FamilyDisabled,
+    /// An IPv4 or IPv6 header that fails validation (lengths, checksum).
+    MalformedIp,
+    /// A UDP header that fails validation (length, checksum).
+    MalformedUdp,
+    /// IP fragments: nothing we answer ourselves is ever fragmented.
+    Fragment,
+    /// A DHCP message we can't or won't answer.
+    Dhcp,
+    /// An NDP message that fails RFC 4861 validation.
+    Ndp,
+    /// A DHCPv6 message we can't or won't answer.
+    Dhcpv6,
 }
 
 impl DropReason {
+    /// Every reason, in counter order.
+    const ALL: [DropReason; 11] = [
+        DropReason::Runt,
+        DropReason::MalformedArp,
+        DropReason::UnknownEtherType,
+        DropReason::Unhandled,
+        DropReason::FamilyDisabled,
+        DropReason::MalformedIp,
+        DropReason::MalformedUdp,
+        DropReason::Fragment,
+        DropReason::Dhcp,
+        DropReason::Ndp,
+        DropReason::Dhcpv6,
+    ];
     /// Number of variants, for the counter array.
-    const COUNT: usize = 5;
+    const COUNT: usize = Self::ALL.len();
 
     fn index(self) -> usize {
         match self {
@@ -40,19 +67,17 @@ impl DropReason {
             DropReason::UnknownEtherType => 2,
             DropReason::Unhandled => 3,
             DropReason::FamilyDisabled => 4,
+            DropReason::MalformedIp => 5,
+            DropReason::MalformedUdp => 6,
+            DropReason::Fragment => 7,
+            DropReason::Dhcp => 8,
+            DropReason::Ndp => 9,
+            DropReason::Dhcpv6 => 10,
         }
     }
 
     fn from_index(i: usize) -> Option<Self> {
-        [
-            DropReason::Runt,
-            DropReason::MalformedArp,
-            DropReason::UnknownEtherType,
-            DropReason::Unhandled,
-            DropReason::FamilyDisabled,
-        ]
-        .get(i)
-        .copied()
+        Self::ALL.get(i).copied()
     }
 }
 
@@ -64,6 +89,12 @@ impl fmt::Display for DropReason {
             DropReason::UnknownEtherType => "unknown EtherType",
             DropReason::Unhandled => "no handler",
             DropReason::FamilyDisabled => "IP version disabled",
+            DropReason::MalformedIp => "malformed IP header",
+            DropReason::MalformedUdp => "malformed UDP header",
+            DropReason::Fragment => "IP fragment",
+            DropReason::Dhcp => "DHCP",
+            DropReason::Ndp => "NDP",
+            DropReason::Dhcpv6 => "DHCPv6",
         })
     }
 }
@@ -143,15 +174,16 @@ impl<'c> Dispatch<'c> {
         }
     }
 
-    /// Time-driven work (unsolicited router advertisements); returns when
-    /// it is due next, `None` when there is nothing to schedule.
-    pub fn periodic(
-        &mut self,
-        now: std::time::Instant,
-        _tx: &mut TxQueue,
-    ) -> Option<std::time::Instant> {
-        let _ = now;
-        None
+    /// Time-driven work: unsolicited router advertisements (RFC 4861
+    /// 6.2.4), the first one as soon as a guest appears. Returns when it is
+    /// due next, `None` when there is nothing to schedule.
+    pub fn periodic(&mut self, now: Instant, tx: &mut TxQueue) -> Option<Instant> {
+        let s = &self.conf.services;
+        if self.conf.ip6.is_none() || !s.ndp || !s.ra {
+            return None;
+        }
+        tx.push_with(MAX_FRAME, |out| ndp::unsolicited_ra(self.conf, out));
+        Some(now + ndp::RA_INTERVAL)
     }
 
     fn handle_frame(&mut self, bytes: &[u8], tx: &mut TxQueue) -> Result<(), DropReason> {
@@ -165,8 +197,80 @@ impl<'c> Dispatch<'c> {
             EtherType::Arp => self.handle_arp(src, frame.payload(), tx),
             EtherType::Ipv4 if self.conf.ip4.is_none() => Err(DropReason::FamilyDisabled),
             EtherType::Ipv6 if self.conf.ip6.is_none() => Err(DropReason::FamilyDisabled),
-            EtherType::Ipv4 | EtherType::Ipv6 => Err(DropReason::Unhandled),
+            EtherType::Ipv4 => self.handle_ipv4(src, frame.payload(), tx),
+            EtherType::Ipv6 => self.handle_ipv6(src, frame.payload(), tx),
             EtherType::Unknown(_) => Err(DropReason::UnknownEtherType),
+        }
+    }
+
+    fn handle_ipv4(
+        &mut self,
+        src: Mac,
+        payload: &[u8],
+        tx: &mut TxQueue,
+    ) -> Result<(), DropReason> {
+        let pkt = ipv4::Packet::new_checked(payload).map_err(|_| DropReason::MalformedIp)?;
+        let ip = ipv4::Ipv4Repr::parse(&pkt).map_err(|_| DropReason::MalformedIp)?;
+        if pkt.is_fragment() {
+            return Err(DropReason::Fragment);
+        }
+        match ip.protocol {
+            IpProtocol::Udp => {
+                let u = udp::Packet::new_checked(pkt.payload())
+                    .map_err(|_| DropReason::MalformedUdp)?;
+                if !u.verify_checksum_v4(ip.src, ip.dst) {
+                    return Err(DropReason::MalformedUdp);
+                }
+                if u.dst_port() != dhcp::SERVER_PORT {
+                    return Err(DropReason::Unhandled);
+                }
+                let conf = self.conf;
+                reply_with(tx, |out| dhcp::reply(conf, src, u.payload(), out)).map_err(|e| {
+                    log::debug!("DHCP: dropped ({e})");
+                    DropReason::Dhcp
+                })
+            }
+            _ => Err(DropReason::Unhandled),
+        }
+    }
+
+    fn handle_ipv6(
+        &mut self,
+        src: Mac,
+        payload: &[u8],
+        tx: &mut TxQueue,
+    ) -> Result<(), DropReason> {
+        let pkt = ipv6::Packet::new_checked(payload).map_err(|_| DropReason::MalformedIp)?;
+        let ip = ipv6::Ipv6Repr::parse(&pkt).map_err(|_| DropReason::MalformedIp)?;
+        // A real fragment or a broken chain of extension headers ends here.
+        let (proto, l4) = pkt.upper_layer().ok_or(DropReason::Fragment)?;
+        let conf = self.conf;
+        match proto {
+            IpProtocol::Icmpv6 => match l4.first() {
+                // Router Solicitation .. Redirect (RFC 4861 4).
+                Some(133..=137) => reply_with(tx, |out| ndp::reply(conf, src, &ip, l4, out))
+                    .map_err(|e| {
+                        log::debug!("NDP: dropped ({e})");
+                        DropReason::Ndp
+                    }),
+                _ => Err(DropReason::Unhandled),
+            },
+            IpProtocol::Udp => {
+                let u = udp::Packet::new_checked(l4).map_err(|_| DropReason::MalformedUdp)?;
+                if !u.verify_checksum_v6(ip.src, ip.dst) {
+                    return Err(DropReason::MalformedUdp);
+                }
+                if u.dst_port() != dhcpv6::SERVER_PORT {
+                    return Err(DropReason::Unhandled);
+                }
+                reply_with(tx, |out| dhcpv6::reply(conf, src, ip.src, u.payload(), out)).map_err(
+                    |e| {
+                        log::debug!("DHCPv6: dropped ({e})");
+                        DropReason::Dhcpv6
+                    },
+                )
+            }
+            _ => Err(DropReason::Unhandled),
         }
     }
 
@@ -194,6 +298,23 @@ impl<'c> Dispatch<'c> {
         }
         Ok(())
     }
+}
+
+/// Let a handler build its reply straight into the queue; its error, if
+/// any, comes back (and nothing is queued).
+fn reply_with<E>(
+    tx: &mut TxQueue,
+    handler: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+) -> Result<(), E> {
+    let mut result = Ok(());
+    tx.push_with(MAX_FRAME, |out| match handler(out) {
+        Ok(n) => n,
+        Err(e) => {
+            result = Err(e);
+            0
+        }
+    });
+    result
 }
 
 #[cfg(test)]
@@ -229,6 +350,8 @@ mod tests {
                 map_guest_addr: None,
                 outbound: None,
                 outbound_if: None,
+                host_addrs: vec![],
+                host_routes: vec![],
             }),
             ip6: None,
             template_if4: Some("eth0".into()),

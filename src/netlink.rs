@@ -387,6 +387,18 @@ impl Netlink {
         self.request("set MTU", RouteNetlinkMessage::SetLink(msg), 0)
     }
 
+    /// Sets the hardware address of interface `ifindex` (pasta's
+    /// `--ns-mac-addr`).
+    ///
+    /// # Errors
+    /// Socket errors or a kernel refusal.
+    pub fn set_mac(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<(), NetlinkError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = ifindex;
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        self.request("set MAC address", RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
     /// Adds `addr/prefix_len` to interface `ifindex`; with `nodad`, IPv6
     /// duplicate address detection is skipped so the address is usable at once.
     ///

@@ -78,6 +78,7 @@ pub fn run(conf: &Config) -> Result<(), StartError> {
     let mut leftovers = Leftovers::default();
     let files = open_files(conf, &mut leftovers)?;
 
+    crate::startup::log_summary(conf);
     let source = match conf.passt.fd {
         Some(fd) => Source::Fd(adopt_fd(fd)?),
         None => {

@@ -79,3 +79,24 @@ pub fn open_files(conf: &Config, leftovers: &mut Leftovers) -> Result<OpenedFile
     };
     Ok(OpenedFiles { pidfile, pcap, log })
 }
+
+/// What the guest will be told, as upstream prints it at start-up.
+pub fn log_summary(conf: &Config) {
+    match (&conf.template_if4, &conf.template_if6) {
+        (Some(a), Some(b)) if a != b => log::info!("Outbound interfaces: {a} (IPv4), {b} (IPv6)"),
+        (Some(a), _) | (None, Some(a)) => log::info!("Outbound interface: {a}"),
+        (None, None) => log::info!("No outbound interface: local mode"),
+    }
+    log::info!("ARP: address {}", crate::wire::Mac(conf.our_mac));
+    if let Some(ip4) = &conf.ip4 {
+        log::info!(
+            "DHCP: assign {}/{}, router {}",
+            ip4.addr,
+            ip4.prefix_len,
+            ip4.gateway
+        );
+    }
+    if let Some(ip6) = &conf.ip6 {
+        log::info!("NDP/DHCPv6: assign {}, router {}", ip6.addr, ip6.gateway);
+    }
+}

@@ -83,14 +83,14 @@ fn frames_split_and_batched_are_handled() {
     }
     c.write_all(&bytes).unwrap();
     for _ in 0..3 {
-        let f = read_frame(&mut c, Duration::from_secs(2)).expect("ARP reply");
+        let f = read_arp(&mut c, Duration::from_secs(2)).expect("ARP reply");
         assert_eq!(&f[6..12], &[0x9a, 0x55, 0x9a, 0x55, 0x9a, 0x55]);
     }
     for b in framed(&arp_request([192, 0, 2, 5])) {
         c.write_all(&[b]).unwrap();
         std::thread::sleep(Duration::from_millis(1));
     }
-    let f = read_frame(&mut c, Duration::from_secs(2)).expect("reply to split frame");
+    let f = read_arp(&mut c, Duration::from_secs(2)).expect("reply to split frame");
     assert_eq!(&f[38..42], &[192, 0, 2, 2], "reply targets the requester");
     assert_eq!(
         &f[28..32],
@@ -112,7 +112,7 @@ fn malformed_frames_are_dropped_connection_kept() {
     bytes.extend(framed(&[0xffu8; 60]));
     bytes.extend(framed(&arp_request([192, 0, 2, 1])));
     c.write_all(&bytes).unwrap();
-    let f = read_frame(&mut c, Duration::from_secs(2)).expect("good frame still answered");
+    let f = read_arp(&mut c, Duration::from_secs(2)).expect("good frame still answered");
     assert_eq!(&f[28..32], &[192, 0, 2, 1]);
 }
 
@@ -125,7 +125,7 @@ fn broken_framing_drops_connection_then_serves_next_guest() {
         let mut c = connect(&d.socket);
         c.write_all(&bad).unwrap();
         assert!(
-            read_frame(&mut c, Duration::from_secs(2)).is_none(),
+            closed_within(&mut c, Duration::from_secs(2)),
             "connection closed"
         );
         assert!(alive(d.pid), "daemon survives a broken stream");
@@ -134,7 +134,7 @@ fn broken_framing_drops_connection_then_serves_next_guest() {
     let mut c = connect(&d.socket);
     c.write_all(&framed(&arp_request([192, 0, 2, 1]))).unwrap();
     assert!(
-        read_frame(&mut c, Duration::from_secs(2)).is_some(),
+        read_arp(&mut c, Duration::from_secs(2)).is_some(),
         "next guest served"
     );
 }
@@ -148,18 +148,18 @@ fn second_guest_is_refused_while_one_is_connected() {
     first
         .write_all(&framed(&arp_request([192, 0, 2, 1])))
         .unwrap();
-    assert!(read_frame(&mut first, Duration::from_secs(2)).is_some());
+    assert!(read_arp(&mut first, Duration::from_secs(2)).is_some());
     let mut second = connect(&d.socket);
     let _ = second.write_all(&framed(&arp_request([192, 0, 2, 1])));
     assert!(
-        read_frame(&mut second, Duration::from_secs(1)).is_none(),
+        read_arp(&mut second, Duration::from_secs(1)).is_none(),
         "second guest refused"
     );
     first
         .write_all(&framed(&arp_request([192, 0, 2, 1])))
         .unwrap();
     assert!(
-        read_frame(&mut first, Duration::from_secs(2)).is_some(),
+        read_arp(&mut first, Duration::from_secs(2)).is_some(),
         "first guest unaffected"
     );
 }
@@ -201,7 +201,7 @@ fn guest_over_inherited_fd() {
     ours.write_all(&framed(&arp_request([192, 0, 2, 1])))
         .unwrap();
     assert!(
-        read_frame(&mut ours, Duration::from_secs(3)).is_some(),
+        read_arp(&mut ours, Duration::from_secs(3)).is_some(),
         "served over --fd"
     );
     drop(ours);
@@ -217,7 +217,7 @@ fn pcap_is_readable_by_tcpdump() {
     let d = Daemon::start(&host, &dir, &["-p", pcap.to_str().unwrap()]);
     let mut c = connect(&d.socket);
     c.write_all(&framed(&arp_request([192, 0, 2, 1]))).unwrap();
-    assert!(read_frame(&mut c, Duration::from_secs(2)).is_some());
+    assert!(read_arp(&mut c, Duration::from_secs(2)).is_some());
     assert!(d.stop(Signal::SIGTERM));
     let out = sh(&format!("tcpdump -nn -r {}", pcap.display()));
     assert!(
@@ -271,7 +271,7 @@ fn slow_guest_does_not_stall_and_drops_are_counted() {
     let mut c = connect(&d.socket);
     c.write_all(&one).unwrap();
     assert!(
-        read_frame(&mut c, Duration::from_secs(2)).is_some(),
+        read_arp(&mut c, Duration::from_secs(2)).is_some(),
         "still serving"
     );
 }
@@ -385,7 +385,7 @@ fn ipv4_only_and_ipv6_only_hosts_start() {
         let d = Daemon::start(&host, &dir, &[]);
         let mut c = connect(&d.socket);
         c.write_all(&framed(&arp_request([192, 0, 2, 1]))).unwrap();
-        let reply = read_frame(&mut c, Duration::from_millis(500));
+        let reply = read_arp(&mut c, Duration::from_millis(500));
         assert_eq!(
             reply.is_some(),
             f == Families::V4,

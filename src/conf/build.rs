@@ -305,6 +305,8 @@ fn ip4_config(cli: &Cli, host: &HostInfo, tmpl: Option<&HostFamily<Ipv4Addr>>) -
         map_guest_addr: guest_mapping(cli, v4_of),
         outbound: last_of(&cli.outbound, v4_of),
         outbound_if: cli.outbound_if4.clone(),
+        host_addrs: tmpl.map(|t| t.addrs.clone()).unwrap_or_default(),
+        host_routes: tmpl.map(|t| t.routes.clone()).unwrap_or_default(),
     }
 }
 
@@ -334,6 +336,8 @@ fn ip6_config(cli: &Cli, host: &HostInfo, tmpl: Option<&HostFamily<Ipv6Addr>>) -
         map_guest_addr: guest_mapping(cli, v6_of),
         outbound: last_of(&cli.outbound, v6_of),
         outbound_if: cli.outbound_if6.clone(),
+        host_addrs: tmpl.map(|t| t.addrs.clone()).unwrap_or_default(),
+        host_routes: tmpl.map(|t| t.routes.clone()).unwrap_or_default(),
     }
 }
 

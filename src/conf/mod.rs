@@ -81,6 +81,12 @@ pub struct Ip4Config {
     pub outbound: Option<Ipv4Addr>,
     /// `--outbound-if4` interface for outbound sockets.
     pub outbound_if: Option<String>,
+    /// Every address of the template interface (pasta `--config-net`
+    /// copies them all unless `-a` or `--no-copy-addrs`).
+    pub host_addrs: Vec<host::HostAddr<Ipv4Addr>>,
+    /// Routes of the template interface (copied by `--config-net` unless
+    /// `-g` or `--no-copy-routes`).
+    pub host_routes: Vec<host::HostRoute<Ipv4Addr>>,
 }
 
 /// IPv6 configuration handed to the guest.
@@ -110,6 +116,10 @@ pub struct Ip6Config {
     pub outbound: Option<Ipv6Addr>,
     /// `--outbound-if6` interface for outbound sockets.
     pub outbound_if: Option<String>,
+    /// Every global address of the template interface.
+    pub host_addrs: Vec<host::HostAddr<Ipv6Addr>>,
+    /// Routes of the template interface.
+    pub host_routes: Vec<host::HostRoute<Ipv6Addr>>,
 }
 
 /// Port forwarding in all four directions.

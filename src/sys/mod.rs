@@ -3,6 +3,9 @@
 //! Each function wraps one operation that nix does not offer safely, and
 //! hands back owned, typed results (`OwnedFd`, enums) so callers stay safe.
 
+pub mod inotify;
+pub mod nsfs;
+pub mod process;
 pub mod tun;
 
 use std::io;

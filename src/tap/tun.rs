@@ -73,6 +73,12 @@ pub fn flush(mut dst: impl Write, tx: &mut TxQueue) -> io::Result<bool> {
             Ok(_) => tx.consume(4 + len),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            // The interface is down (the namespace didn't bring it up
+            // yet): the frame has nowhere to go, like on a cable unplugged.
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                tx.consume(4 + len);
+                tx.dropped += 1;
+            }
             Err(e) => return Err(e),
         }
     }

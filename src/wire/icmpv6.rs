@@ -746,7 +746,14 @@ impl<'a> NdpBuilder<'a> {
 }
 
 /// Octets `name` takes in DNS wire format (RFC 1035 3.1), after checking it.
-fn dns_name_len(name: &str) -> Result<usize, WireError> {
+///
+/// Public so that callers can drop names `NdpBuilder::dnssl` would refuse,
+/// and split a long list over several options, before building.
+///
+/// # Errors
+/// `Malformed` for an empty name or label, a label over 63 octets or a
+/// name over 255 octets.
+pub fn dns_name_len(name: &str) -> Result<usize, WireError> {
     let name = name.strip_suffix('.').unwrap_or(name);
     if name.is_empty() {
         return Err(WireError::Malformed);

@@ -326,6 +326,37 @@ pub fn read_frame(s: &mut UnixStream, limit: Duration) -> Option<Vec<u8>> {
     Some(f)
 }
 
+/// Read frames until an ARP one arrives (router advertisements and other
+/// unsolicited frames are skipped).
+pub fn read_arp(s: &mut UnixStream, limit: Duration) -> Option<Vec<u8>> {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        let f = read_frame(s, until.saturating_duration_since(Instant::now()))?;
+        if f.get(12..14) == Some(&[0x08, 0x06][..]) {
+            return Some(f);
+        }
+    }
+    None
+}
+
+/// Whether the peer closes the stream within `limit`, whatever frames it
+/// sends first.
+pub fn closed_within(s: &mut UnixStream, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+            return false;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
 /// Connect a raw client to a passt socket, retrying briefly.
 pub fn connect(path: &Path) -> UnixStream {
     let until = Instant::now() + Duration::from_secs(2);
