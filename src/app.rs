@@ -30,6 +30,7 @@ pub fn main() -> ExitCode {
     match run(mode, args) {
         Ok(code) => code,
         Err(msg) => {
+            let msg = crate::startup::plain(&msg);
             let _ = writeln!(std::io::stderr(), "{}: {msg}", mode.name());
             ExitCode::FAILURE
         }

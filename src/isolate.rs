@@ -159,12 +159,24 @@ pub fn write_pidfile(f: &mut File) -> io::Result<()> {
     f.flush()
 }
 
-/// Resolve who we become: `--runas`, or `nobody` when started as root.
+/// Whether this process lives in the initial user namespace, where every
+/// ID maps to itself. Rootless podman runs us as "root" in a user namespace
+/// of its own, where typically no `nobody` exists to become.
+fn in_initial_userns() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| {
+        let f: Vec<&str> = m.split_whitespace().collect();
+        f == ["0", "0", "4294967295"]
+    })
+}
+
+/// Resolve who we become: `--runas`, or `nobody` when started as root in
+/// the initial user namespace (in any other, "root" is already an
+/// unprivileged user outside, and `nobody` may not even be mapped).
 pub fn target_ids(runas: Option<RunAs>) -> Option<RunAs> {
     if runas.is_some() {
         return runas;
     }
-    if !Uid::effective().is_root() {
+    if !Uid::effective().is_root() || !in_initial_userns() {
         return None;
     }
     match nix::unistd::User::from_name("nobody") {

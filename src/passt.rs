@@ -63,7 +63,8 @@ fn bind_socket(
 
 /// Where the guest comes from.
 enum Source {
-    Listener(UnixListener),
+    /// The socket we bound, and its path.
+    Listener(UnixListener, PathBuf),
     /// `--fd`: an already connected socket, served once.
     Fd(UnixStream),
 }
@@ -78,19 +79,22 @@ pub fn run(conf: &Config) -> Result<(), StartError> {
     let mut leftovers = Leftovers::default();
     let files = open_files(conf, &mut leftovers)?;
 
-    crate::startup::log_summary(conf);
     let source = match conf.passt.fd {
         Some(fd) => Source::Fd(adopt_fd(fd)?),
         None => {
             let (l, path) = bind_socket(conf, &mut leftovers)?;
-            log::info!("UNIX domain socket bound at {}", path.display());
-            if !conf.quiet {
-                print_qemu_hint(&path);
-            }
-            Source::Listener(l)
+            Source::Listener(l, path)
         }
     };
-
+    // Only now that nothing can fail any more: what we'll tell the guest,
+    // and how to reach us.
+    crate::startup::log_summary(conf);
+    if let Source::Listener(_, path) = &source {
+        log::info!("UNIX domain socket bound at {}", path.display());
+        if !conf.quiet {
+            print_qemu_hint(path);
+        }
+    }
     let ready = if conf.foreground {
         Ready::foreground()
     } else {
@@ -110,7 +114,7 @@ pub fn run(conf: &Config) -> Result<(), StartError> {
     isolate::drop_privileges(ids, leftovers.paths()).map_err(|e| err_at("--runas", e))?;
 
     let side = match source {
-        Source::Listener(l) => TapSide::Stream {
+        Source::Listener(l, _) => TapSide::Stream {
             listener: Some(l),
             conn: None,
         },
@@ -137,12 +141,9 @@ fn adopt_fd(fd: RawFd) -> Result<UnixStream, StartError> {
 
 fn print_qemu_hint(path: &Path) {
     let p = path.display();
-    let mut err = io::stderr().lock();
     let _ = writeln!(
-        err,
-        "\nYou can now start qemu (>= 7.2, with commit 13c6be96618c):\n    \
-         kvm ... -device virtio-net-pci,netdev=s -netdev stream,id=s,server=off,addr.type=unix,addr.path={p}\n\
-         or qrap, for earlier qemu versions:\n    \
-         ./qrap 5 kvm ... -net socket,fd=5 -net nic,model=virtio"
+        io::stderr().lock(),
+        "Connect qemu 7.2 or later with:\n    \
+         -netdev stream,id=n0,server=off,addr.type=unix,addr.path={p} -device virtio-net-pci,netdev=n0"
     );
 }

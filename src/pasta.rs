@@ -53,14 +53,13 @@ pub fn run(conf: &Config) -> Result<ExitCode, StartError> {
     let tap: OwnedFd = target
         .run_in(|| -> Result<OwnedFd, String> {
             let fd = crate::sys::tun::open_tap(&p.ns_ifname)
-                .map_err(|e| format!("/dev/net/tun: {e}"))?;
+                .map_err(|e| format!("/dev/net/tun: {}", crate::startup::plain(&e)))?;
             configure(conf, p)?;
             Ok(fd)
         })
         .map_err(ns_err)?
         .map_err(StartError)?;
 
-    crate::startup::log_summary(conf);
     // With a command we stay its parent; attached to a namespace we fork
     // only now that it is fully configured.
     let spawned = matches!(p.target, NsTarget::Spawn(_));
@@ -90,6 +89,7 @@ pub fn run(conf: &Config) -> Result<ExitCode, StartError> {
         .map_err(ns_err)?
         .map(|q| Box::new(q) as Box<dyn QuitSource>);
     target.release().map_err(ns_err)?;
+    crate::startup::log_summary(conf);
 
     let mut server = Server::new(conf, TapSide::Tun(File::from(tap)), files.pcap, quit)?;
     ready.notify();

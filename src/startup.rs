@@ -16,7 +16,17 @@ pub struct StartError(pub String);
 
 /// `what: why`, the shape of every start-up error.
 pub fn err_at(what: impl std::fmt::Display, e: impl std::fmt::Display) -> StartError {
-    StartError(format!("{what}: {e}"))
+    StartError(format!("{what}: {}", plain(&e)))
+}
+
+/// An error's text without std's " (os error N)" suffix: users know the
+/// words, the number is noise.
+pub fn plain(e: &impl std::fmt::Display) -> String {
+    let s = e.to_string();
+    match s.rfind(" (os error ") {
+        Some(i) if s.ends_with(')') => s[..i].to_string(),
+        _ => s,
+    }
 }
 
 /// Files named on the command line.

@@ -111,6 +111,13 @@ fn udhcpc_with_overrides() {
 }
 
 #[test]
+fn udhcpc_with_netmask_option() {
+    let (_h, dir, _d, g) = setup(&["-a", "10.0.5.6", "-n", "255.255.240.0"]);
+    let env = udhcpc(&g, &dir).expect("udhcpc got a lease");
+    assert!(has(&env, "ip=10.0.5.6") && has(&env, "mask=20"), "{env}");
+}
+
+#[test]
 fn off_link_gateway_comes_with_classless_routes() {
     let (_h, dir, _d, g) = setup(&["-a", "10.0.5.6/24", "-g", "10.9.9.9"]);
     let env = udhcpc(&g, &dir).expect("udhcpc got a lease");

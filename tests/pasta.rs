@@ -337,3 +337,174 @@ fn errors_are_one_clear_line() {
         "pasta: --netns /nonexistent/x: No such file or directory"
     );
 }
+
+#[test]
+fn rootless_podman_style_inside_a_user_namespace() {
+    // As podman rootless does: an unprivileged user's own user and mount
+    // namespaces, a network namespace bind-mounted there, and pasta run as
+    // that namespace's root with podman's arguments.
+    let host = Host::new();
+    let dir = TempDir::new();
+    let script = format!(
+        r#"set -e
+mount -t tmpfs none {d}
+touch {d}/netns-x
+unshare --net={d}/netns-x true
+{PASTA} --config-net --dns-forward 169.254.1.1 -t none -u none -T none -U none --no-map-gw --quiet --netns {d}/netns-x -P {d}/pid
+nsenter --net={d}/netns-x ip -j addr show dev eth0
+kill $(cat {d}/pid)
+"#,
+        d = dir.0.display()
+    );
+    let mut c = host.ns.cmd("setpriv");
+    c.args([
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        "--",
+        "unshare",
+        "-r",
+        "-m",
+        "sh",
+        "-c",
+    ])
+    .arg(script);
+    let out = run_ok(c);
+    assert_eq!(
+        global_addrs(&out),
+        vec![format!("{HOST_ADDR4}/24"), format!("{HOST_ADDR6}/64")],
+        "{out}"
+    );
+}
+
+#[test]
+fn attach_by_pid_unprivileged() {
+    let host = Host::new();
+    let mut holder = host
+        .ns
+        .cmd("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+            "unshare",
+            "-r",
+            "-n",
+            "sleep",
+            "30",
+        ])
+        .spawn()
+        .unwrap();
+    let setpriv_pid = holder.id();
+    // setpriv execs unshare, which execs sleep: same PID throughout.
+    assert!(wait_for(Duration::from_secs(2), || {
+        std::fs::read_to_string(format!("/proc/{setpriv_pid}/comm"))
+            .is_ok_and(|c| c.trim() == "sleep")
+    }));
+    let mut c = pasta(&host, true);
+    c.args(["--config-net", &setpriv_pid.to_string()]);
+    run_ok(c);
+    let addrs = sh(&format!(
+        "nsenter -t {setpriv_pid} -n ip -j addr show dev eth0"
+    ));
+    assert_eq!(
+        global_addrs(&addrs),
+        vec![format!("{HOST_ADDR4}/24"), format!("{HOST_ADDR6}/64")]
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
+
+#[test]
+fn namespace_interface_name_and_mac() {
+    let host = Host::new();
+    let mut c = pasta(&host, true);
+    c.args([
+        "--config-net",
+        "-I",
+        "tap7",
+        "--ns-mac-addr",
+        "02:aa:bb:cc:dd:ee",
+        "--",
+        "ip",
+        "-o",
+        "link",
+        "show",
+        "tap7",
+    ]);
+    let out = run_ok(c);
+    assert!(out.contains("link/ether 02:aa:bb:cc:dd:ee"), "{out}");
+    assert!(out.contains("mtu 65520"), "{out}");
+}
+
+#[test]
+fn no_copy_routes_and_addrs() {
+    let host = Host::new();
+    host.ns
+        .sh("ip addr add 198.51.100.9/25 dev eth0 && ip route add 203.0.113.0/24 via 192.0.2.254");
+    let mut c = pasta(&host, false);
+    c.args([
+        "--config-net",
+        "--",
+        "sh",
+        "-c",
+        "ip -4 -o addr show dev eth0; ip -4 route",
+    ]);
+    let out = run_ok(c);
+    assert!(
+        out.contains("198.51.100.9/25") && out.contains("203.0.113.0/24 via 192.0.2.254"),
+        "copied: {out}"
+    );
+    let mut c = pasta(&host, false);
+    c.args([
+        "--config-net",
+        "--no-copy-routes",
+        "--no-copy-addrs",
+        "--",
+        "sh",
+        "-c",
+        "ip -4 -o addr show dev eth0; ip -4 route",
+    ]);
+    let out = run_ok(c);
+    assert!(
+        !out.contains("198.51.100.9") && !out.contains("203.0.113.0"),
+        "not copied: {out}"
+    );
+    assert!(
+        out.contains("192.0.2.2/24") && out.contains("default via 192.0.2.1"),
+        "{out}"
+    );
+}
+
+#[test]
+fn tun_permission_denied_is_one_line() {
+    // A private mount namespace where /dev/net/tun is root-only, as on
+    // systems that restrict it.
+    let host = Host::new();
+    let dir = TempDir::new();
+    let script = format!(
+        "set -e; mknod {d}/tun c 10 200; chmod 0600 {d}/tun; mount --bind {d}/tun /dev/net/tun; \
+         exec setpriv --reuid 65534 --regid 65534 --clear-groups -- {PASTA} --config-net -- true",
+        d = dir.0.display()
+    );
+    let out = host
+        .ns
+        .cmd("unshare")
+        .args(["-m", "sh", "-c"])
+        .arg(script)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.lines().last(),
+        Some("pasta: /dev/net/tun: Permission denied"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
