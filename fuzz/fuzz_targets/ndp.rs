@@ -10,51 +10,28 @@
 //! - bit 1: hop limit 255 (otherwise byte 0 itself is the hop limit);
 //! - bit 2: source `::` (duplicate address detection, RS before an address).
 //!
-//! Every reply must parse back as an Ethernet/IPv6/ICMPv6 frame with hop
-//! limit 255 and a correct checksum.
+//! Answers come from the fixed configuration in `common.rs` (NDP, RA and
+//! every RA option on). Every reply must parse back as an Ethernet, IPv6,
+//! ICMPv6 frame with hop limit 255 and a correct checksum.
 
 #![no_main]
 
+mod common;
+
 use libfuzzer_sys::fuzz_target;
-use passt_rs::cli;
-use passt_rs::conf::{Config, HostInfo, Mode, build};
+use passt_rs::conf::Config;
 use passt_rs::l2::ndp;
+use passt_rs::wire::IpProtocol;
 use passt_rs::wire::ethernet::Frame;
 use passt_rs::wire::icmpv6::Packet;
 use passt_rs::wire::ipv6::{self, Ipv6Repr};
-use passt_rs::wire::{IpProtocol, Mac};
 use std::net::Ipv6Addr;
-use std::sync::LazyLock;
+use std::sync::OnceLock;
 
-/// Largest frame `reply` may write (Ethernet + IPv6 + 65535-byte payload).
-const OUT_LEN: usize = 65549;
-
+/// Flags byte, source and destination addresses.
 const HEADER_LEN: usize = 1 + 16 + 16;
 
-const GUEST_MAC: Mac = Mac([2, 0, 0, 0, 0, 1]);
-
-/// A fixed configuration with every RA option on, built the way `main`
-/// builds one (so it stays valid as `Config` grows).
-static CONF: LazyLock<Config> = LazyLock::new(|| {
-    let argv = [
-        "passt",
-        "-a",
-        "2001:db8::2/64",
-        "-g",
-        "fe80::1",
-        "-D",
-        "2001:db8::53",
-        "-S",
-        "example.org",
-        "-m",
-        "1500",
-    ];
-    let cli = cli::parse(Mode::Passt, argv).expect("fuzz command line parses");
-    let conf =
-        build::build(Mode::Passt, &cli, &HostInfo::default()).expect("fuzz configuration builds");
-    assert!(conf.ip6.is_some() && conf.services.ndp && conf.services.ra);
-    conf
-});
+static CONF: OnceLock<Config> = OnceLock::new();
 
 fuzz_target!(|data: &[u8]| {
     let Some((head, body)) = data.split_first_chunk::<HEADER_LEN>() else {
@@ -80,8 +57,9 @@ fuzz_target!(|data: &[u8]| {
         payload_len: msg.len(),
         hop_limit: if flags & 2 != 0 { 255 } else { flags },
     };
-    let mut out = vec![0u8; OUT_LEN];
-    let Ok(n) = ndp::reply(&CONF, GUEST_MAC, &ip, &msg, &mut out) else {
+    let conf = CONF.get_or_init(common::config);
+    let mut out = vec![0u8; common::OUT_LEN];
+    let Ok(n) = ndp::reply(conf, common::GUEST_MAC, &ip, &msg, &mut out) else {
         return;
     };
     if n == 0 {
