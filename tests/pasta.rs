@@ -221,16 +221,29 @@ fn attach_by_pid() {
     assert!(wait_for(Duration::from_secs(2), || {
         std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
     }));
+    let dir = TempDir::new();
+    let pidfile = dir.join("pasta.pid");
     let mut c = pasta(&host, false);
-    c.args(["--config-net", &pid.to_string()]);
+    c.args(["--config-net", "-P"])
+        .arg(&pidfile)
+        .arg(pid.to_string());
     run_ok(c);
     let addrs = sh(&format!("nsenter -t {pid} -n ip -j addr show dev eth0"));
     assert_eq!(
         global_addrs(&addrs),
         vec![format!("{HOST_ADDR4}/24"), format!("{HOST_ADDR6}/64")]
     );
+    let daemon: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let _ = holder.kill();
     let _ = holder.wait();
+    assert!(
+        wait_for(Duration::from_secs(1), || !alive(daemon)),
+        "pasta gone within a second of the process"
+    );
 }
 
 #[test]
