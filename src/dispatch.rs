@@ -322,60 +322,15 @@ mod tests {
     use super::*;
     use crate::wire::arp::Operation;
 
+    /// IPv4 only: guest 192.0.2.2/24 behind gateway 192.0.2.1.
     pub(crate) fn test_config() -> Config {
-        use crate::conf::*;
-        Config {
-            mode: Mode::Passt,
-            debug: false,
-            trace: false,
-            quiet: true,
-            foreground: true,
-            log_file: None,
-            log_size: DEFAULT_LOG_SIZE,
-            runas: None,
-            pcap: None,
-            pidfile: None,
-            our_mac: DEFAULT_OUR_MAC,
-            mtu: Some(DEFAULT_MTU),
-            ip4: Some(Ip4Config {
-                addr: Ipv4Addr::new(192, 0, 2, 2),
-                prefix_len: 24,
-                gateway: Ipv4Addr::new(192, 0, 2, 1),
-                addr_from_cli: false,
-                gateway_from_cli: false,
-                dns: vec![],
-                dns_forward: None,
-                dns_host: None,
-                map_host_loopback: None,
-                map_guest_addr: None,
-                outbound: None,
-                outbound_if: None,
-                host_addrs: vec![],
-                host_routes: vec![],
-            }),
-            ip6: None,
-            template_if4: Some("eth0".into()),
-            template_if6: None,
-            search: vec![],
-            hostname: None,
-            fqdn: None,
-            services: Services {
-                tcp: true,
-                udp: true,
-                icmp: true,
-                dhcp: true,
-                ndp: true,
-                dhcpv6: true,
-                ra: true,
-                dhcp_dns: true,
-                dhcp_search: true,
-            },
-            freebind: false,
-            chroot_fallback: false,
-            fwd: Forwarding::default(),
-            passt: PasstConfig::default(),
-            pasta: None,
+        let mut c = Config::example();
+        c.ip6 = None;
+        if let Some(ip4) = c.ip4.as_mut() {
+            ip4.addr = Ipv4Addr::new(192, 0, 2, 2);
+            ip4.gateway = Ipv4Addr::new(192, 0, 2, 1);
         }
+        c
     }
 
     const GUEST_MAC: Mac = Mac([2, 0, 0, 0, 0, 1]);

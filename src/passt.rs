@@ -8,9 +8,9 @@
 //! (or `--fd`) says to exit.
 
 use crate::conf::Config;
-use crate::isolate::{self, Leftovers, Ready};
+use crate::isolate::{self, Leftovers};
 use crate::serve::{Server, TapSide};
-use crate::startup::{StartError, err_at, open_files};
+use crate::startup::{StartError, detach_and_drop, err_at, open_files};
 use std::io::{self, Write};
 use std::os::fd::RawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -95,23 +95,7 @@ pub fn run(conf: &Config) -> Result<(), StartError> {
             print_qemu_hint(path);
         }
     }
-    let ready = if conf.foreground {
-        Ready::foreground()
-    } else {
-        let r = isolate::daemonise(&mut leftovers).map_err(|e| err_at("daemonise", e))?;
-        if files.log.is_none() {
-            crate::log::use_syslog();
-        }
-        r
-    };
-    if let Some(mut f) = files.pidfile {
-        isolate::write_pidfile(&mut f).map_err(|e| err_at("-P", e))?;
-    }
-    if let Some(f) = files.log {
-        crate::log::use_file(f, conf.log_size);
-    }
-    let ids = isolate::target_ids(conf.runas);
-    isolate::drop_privileges(ids, leftovers.paths()).map_err(|e| err_at("--runas", e))?;
+    let (ready, pcap) = detach_and_drop(conf, files, &mut leftovers, false, false)?;
 
     let side = match source {
         Source::Listener(l, _) => TapSide::Stream {
@@ -123,7 +107,7 @@ pub fn run(conf: &Config) -> Result<(), StartError> {
             conn: Some(c),
         },
     };
-    let mut server = Server::new(conf, side, files.pcap, None)?;
+    let mut server = Server::new(conf, side, pcap, None)?;
     ready.notify();
     server.serve();
     leftovers.remove_all();

@@ -15,11 +15,11 @@
 
 use crate::conf::host::{HostAddr, HostRoute};
 use crate::conf::{Config, DEFAULT_MTU, NsTarget, PastaConfig};
-use crate::isolate::{self, Leftovers, Ready};
+use crate::isolate::{self, Leftovers};
 use crate::netlink::{IpFamily, Netlink, NetlinkError};
 use crate::ns::{QuitWatch, Target};
 use crate::serve::{Outcome, QuitSource, Server, TapSide};
-use crate::startup::{StartError, err_at, open_files};
+use crate::startup::{StartError, detach_and_drop, err_at, open_files};
 use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::OwnedFd;
@@ -63,27 +63,10 @@ pub fn run(conf: &Config) -> Result<ExitCode, StartError> {
     // With a command we stay its parent; attached to a namespace we fork
     // only now that it is fully configured.
     let spawned = matches!(p.target, NsTarget::Spawn(_));
-    let ready = if conf.foreground || spawned {
-        Ready::foreground()
-    } else {
-        let r = isolate::daemonise(&mut leftovers).map_err(|e| err_at("daemonise", e))?;
-        if files.log.is_none() {
-            crate::log::use_syslog();
-        }
-        r
-    };
-    if let Some(mut f) = files.pidfile {
-        isolate::write_pidfile(&mut f).map_err(|e| err_at("-P", e))?;
-    }
-    if let Some(f) = files.log {
-        crate::log::use_file(f, conf.log_size);
-    }
     // Only our own IDs exist in a user namespace we joined: there is no
     // one else to become.
-    if !target.joined_userns() {
-        let ids = isolate::target_ids(conf.runas);
-        isolate::drop_privileges(ids, leftovers.paths()).map_err(|e| err_at("--runas", e))?;
-    }
+    let (ready, pcap) =
+        detach_and_drop(conf, files, &mut leftovers, spawned, target.joined_userns())?;
     let quit = target
         .quit_watch()
         .map_err(ns_err)?
@@ -91,7 +74,7 @@ pub fn run(conf: &Config) -> Result<ExitCode, StartError> {
     target.release().map_err(ns_err)?;
     crate::startup::log_summary(conf);
 
-    let mut server = Server::new(conf, TapSide::Tun(File::from(tap)), files.pcap, quit)?;
+    let mut server = Server::new(conf, TapSide::Tun(File::from(tap)), pcap, quit)?;
     ready.notify();
     let outcome = server.serve();
     leftovers.remove_all();

@@ -3,7 +3,7 @@
 //! halfway, and before privileges are dropped).
 
 use crate::conf::Config;
-use crate::isolate::Leftovers;
+use crate::isolate::{self, Leftovers, Ready};
 use crate::pcap::Pcap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -88,6 +88,42 @@ pub fn open_files(conf: &Config, leftovers: &mut Leftovers) -> Result<OpenedFile
         None => None,
     };
     Ok(OpenedFiles { pidfile, pcap, log })
+}
+
+/// The common tail of start-up, once the guest side is ready: fork to
+/// background unless `stay` (or `-f`), write the pidfile, switch logging
+/// to its final place, and drop privileges unless `keep_ids`. Returns the
+/// handle that lets the foreground process exit.
+///
+/// # Errors
+/// Forking, writing the pidfile or changing IDs failed.
+pub fn detach_and_drop(
+    conf: &Config,
+    files: OpenedFiles,
+    leftovers: &mut Leftovers,
+    stay: bool,
+    keep_ids: bool,
+) -> Result<(Ready, Option<Pcap>), StartError> {
+    let ready = if conf.foreground || stay {
+        Ready::foreground()
+    } else {
+        let r = isolate::daemonise(leftovers).map_err(|e| err_at("daemonise", e))?;
+        if files.log.is_none() {
+            crate::log::use_syslog();
+        }
+        r
+    };
+    if let Some(mut f) = files.pidfile {
+        isolate::write_pidfile(&mut f).map_err(|e| err_at("-P", e))?;
+    }
+    if let Some(f) = files.log {
+        crate::log::use_file(f, conf.log_size);
+    }
+    if !keep_ids {
+        let ids = isolate::target_ids(conf.runas);
+        isolate::drop_privileges(ids, leftovers.paths()).map_err(|e| err_at("--runas", e))?;
+    }
+    Ok((ready, files.pcap))
 }
 
 /// What the guest will be told, as upstream prints it at start-up.

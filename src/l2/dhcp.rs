@@ -714,78 +714,18 @@ pub(super) mod tests {
     pub(in crate::l2) const OUT_LEN: usize = 65549;
 
     /// A configuration with every DHCP(v6) feature on.
+    /// `Config::example()` with this module's addresses and a search
+    /// list that also needs a trailing-dot name.
     pub(in crate::l2) fn config() -> Config {
-        Config {
-            mode: Mode::Passt,
-            debug: false,
-            trace: false,
-            quiet: true,
-            foreground: true,
-            log_file: None,
-            log_size: DEFAULT_LOG_SIZE,
-            runas: None,
-            pcap: None,
-            pidfile: None,
-            our_mac: DEFAULT_OUR_MAC,
-            mtu: Some(DEFAULT_MTU),
-            ip4: Some(Ip4Config {
-                addr: ADDR,
-                prefix_len: 24,
-                gateway: GW,
-                addr_from_cli: false,
-                gateway_from_cli: false,
-                dns: DNS.to_vec(),
-                dns_forward: None,
-                dns_host: None,
-                map_host_loopback: None,
-                map_guest_addr: None,
-                outbound: None,
-                outbound_if: None,
-                host_addrs: vec![],
-                host_routes: vec![],
-            }),
-            ip6: Some(Ip6Config {
-                addr: "2001:db8::2".parse().unwrap(),
-                prefix_len: 64,
-                gateway: "fe80::1".parse().unwrap(),
-                addr_from_cli: false,
-                gateway_from_cli: false,
-                dns: vec!["2001:db8::53".parse().unwrap()],
-                dns_forward: None,
-                dns_host: None,
-                map_host_loopback: None,
-                map_guest_addr: None,
-                outbound: None,
-                outbound_if: None,
-                host_addrs: vec![],
-                host_routes: vec![],
-            }),
-            template_if4: Some("eth0".into()),
-            template_if6: Some("eth0".into()),
-            search: vec![
-                "example.com".into(),
-                "sub.example.com".into(),
-                "example.org.".into(),
-            ],
-            hostname: Some("guest".into()),
-            fqdn: Some("guest.example.com".into()),
-            services: Services {
-                tcp: true,
-                udp: true,
-                icmp: true,
-                dhcp: true,
-                ndp: true,
-                dhcpv6: true,
-                ra: true,
-                dhcp_dns: true,
-                dhcp_search: true,
-            },
-            freebind: false,
-            chroot_fallback: false,
-            fwd: Forwarding::default(),
-            passt: PasstConfig::default(),
-            pasta: None,
+        let mut c = Config::example();
+        if let Some(ip4) = c.ip4.as_mut() {
+            ip4.addr = ADDR;
+            ip4.prefix_len = 24;
+            ip4.gateway = GW;
+            ip4.dns = DNS.to_vec();
         }
+        c.search.push("example.org.".into());
+        c
     }
 
     /// Deterministic xorshift64 generator for the mutation smoke tests.

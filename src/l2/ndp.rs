@@ -529,59 +529,20 @@ mod tests {
     /// A message from the guest: its IPv6 header and ICMPv6 bytes.
     type Req = (Ipv6Repr, Vec<u8>);
 
+    /// IPv6 only, the guest's address and our DNS and search list.
     fn config() -> Config {
-        Config {
-            mode: Mode::Passt,
-            debug: false,
-            trace: false,
-            quiet: true,
-            foreground: true,
-            log_file: None,
-            log_size: DEFAULT_LOG_SIZE,
-            runas: None,
-            pcap: None,
-            pidfile: None,
-            our_mac: DEFAULT_OUR_MAC,
-            mtu: Some(DEFAULT_MTU),
-            ip4: None,
-            ip6: Some(Ip6Config {
-                addr: GUEST_ADDR,
-                prefix_len: 64,
-                gateway: GATEWAY,
-                addr_from_cli: false,
-                gateway_from_cli: false,
-                dns: vec![DNS],
-                dns_forward: None,
-                dns_host: None,
-                map_host_loopback: None,
-                map_guest_addr: None,
-                outbound: None,
-                outbound_if: None,
-                host_addrs: vec![],
-                host_routes: vec![],
-            }),
-            template_if4: None,
-            template_if6: Some("eth0".into()),
-            search: vec!["example.org".into()],
-            hostname: None,
-            fqdn: None,
-            services: Services {
-                tcp: true,
-                udp: true,
-                icmp: true,
-                dhcp: true,
-                ndp: true,
-                dhcpv6: true,
-                ra: true,
-                dhcp_dns: true,
-                dhcp_search: true,
-            },
-            freebind: false,
-            chroot_fallback: false,
-            fwd: Forwarding::default(),
-            passt: PasstConfig::default(),
-            pasta: None,
+        let mut c = Config::example();
+        c.ip4 = None;
+        c.template_if4 = None;
+        c.hostname = None;
+        c.fqdn = None;
+        c.search = vec!["example.org".into()];
+        if let Some(ip6) = c.ip6.as_mut() {
+            ip6.addr = GUEST_ADDR;
+            ip6.gateway = GATEWAY;
+            ip6.dns = vec![DNS];
         }
+        c
     }
 
     fn ip6(conf: &mut Config) -> &mut Ip6Config {
