@@ -521,3 +521,28 @@ fn tun_permission_denied_is_one_line() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[test]
+fn one_family_only_with_4_and_6() {
+    let host = Host::new();
+    for (flag, want, absent) in [
+        ("-4", format!("{HOST_ADDR4}/24"), HOST_ADDR6),
+        ("-6", format!("{HOST_ADDR6}/64"), HOST_ADDR4),
+    ] {
+        let mut c = pasta(&host, true);
+        c.args([
+            flag,
+            "--config-net",
+            "--",
+            "ip",
+            "-j",
+            "addr",
+            "show",
+            "dev",
+            "eth0",
+        ]);
+        let out = run_ok(c);
+        assert_eq!(global_addrs(&out), vec![want], "{flag}: {out}");
+        assert!(!out.contains(absent), "{flag}: {out}");
+    }
+}
