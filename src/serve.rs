@@ -102,21 +102,25 @@ impl<'c> Server<'c> {
         if let Some(q) = &quit {
             ev.add(q.as_fd(), EpollRef::Quit, false).map_err(ep)?;
         }
-        let mut one_off = conf.passt.one_off;
-        let mut stream_conn = None;
-        match &side {
+        let sock = |e| err_at("socket", e);
+        let one_off = match &side {
             TapSide::Stream { listener, conn } => {
                 if let Some(l) = listener {
-                    l.set_nonblocking(true).map_err(|e| err_at("socket", e))?;
+                    l.set_nonblocking(true).map_err(sock)?;
                     ev.add(l, EpollRef::Listener, false).map_err(ep)?;
-                } else {
-                    // --fd: nobody to listen for once this guest leaves.
-                    one_off = true;
                 }
-                stream_conn = conn.as_ref().map(|_| ());
+                if let Some(c) = conn {
+                    c.set_nonblocking(true).map_err(sock)?;
+                    ev.add(c, EpollRef::TapStream, false).map_err(ep)?;
+                }
+                // --fd: nobody to listen for once this guest leaves.
+                conf.passt.one_off || listener.is_none()
             }
-            TapSide::Tun(dev) => ev.add(dev, EpollRef::TapTun, false).map_err(ep)?,
-        }
+            TapSide::Tun(dev) => {
+                ev.add(dev, EpollRef::TapTun, false).map_err(ep)?;
+                false
+            }
+        };
         let mut s = Server {
             ev,
             signals,
@@ -131,11 +135,7 @@ impl<'c> Server<'c> {
             dispatch: Dispatch::new(conf),
             next_timer: None,
         };
-        if let TapSide::Stream { conn: Some(c), .. } = &s.side {
-            c.set_nonblocking(true).map_err(|e| err_at("socket", e))?;
-            s.ev.add(c, EpollRef::TapStream, false).map_err(ep)?;
-        }
-        if stream_conn.is_some() || matches!(s.side, TapSide::Tun(_)) {
+        if s.guest_present() {
             s.guest_attached();
         }
         Ok(s)
