@@ -115,8 +115,14 @@ pub fn run(conf: &Config) -> Result<(), StartError> {
 }
 
 fn adopt_fd(fd: RawFd) -> Result<UnixStream, StartError> {
-    let owned = crate::sys::adopt_fd(fd).map_err(|e| err_at(format_args!("--fd {fd}"), e))?;
-    let stream = UnixStream::from(owned);
+    let what = format!("--fd {fd}");
+    let owned = crate::sys::adopt_fd(fd).map_err(|e| err_at(&what, e))?;
+    // Move it above the standard streams (dup picks the lowest free number
+    // from 3 up): daemonising points 0-2 at /dev/null, which would
+    // otherwise replace a guest handed to us as standard input.
+    let moved = owned.try_clone().map_err(|e| err_at(&what, e))?;
+    drop(owned);
+    let stream = UnixStream::from(moved);
     stream
         .set_nonblocking(true)
         .map_err(|e| err_at(format_args!("--fd {fd}"), e))?;

@@ -393,3 +393,41 @@ fn ipv4_only_and_ipv6_only_hosts_start() {
         );
     }
 }
+
+#[test]
+fn guest_on_stdin_survives_daemonising() {
+    // inetd style: the connected socket is our standard input, and we fork
+    // to background (which points 0-2 at /dev/null).
+    let host = Host::new();
+    let dir = TempDir::new();
+    let pidfile = dir.join("pid");
+    let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let status = host
+        .passt()
+        .args(["-q", "--fd", "0", "-P"])
+        .arg(&pidfile)
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let d = Daemon {
+        pid,
+        socket: dir.join("none"),
+    };
+    ours.write_all(&framed(&arp_request([192, 0, 2, 1])))
+        .unwrap();
+    assert!(
+        read_arp(&mut ours, Duration::from_secs(3)).is_some(),
+        "served after daemonising"
+    );
+    drop(ours);
+    assert!(
+        wait_for(Duration::from_secs(2), || !alive(d.pid)),
+        "exits when the guest leaves"
+    );
+}
