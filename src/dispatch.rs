@@ -6,13 +6,15 @@
 //! the next frame is looked at as if nothing happened.
 
 use crate::conf::Config;
+use crate::event::EventLoop;
+use crate::icmp::{IcmpDrop, Pings};
 use crate::l2::{self, dhcp, dhcpv6, ndp};
 use crate::tap::{Batch, MAX_FRAME, TxQueue};
 use crate::wire::arp::ArpRepr;
 use crate::wire::ethernet::{self, Frame};
 use crate::wire::{EtherType, IpProtocol, Mac, ipv4, ipv6, udp};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 /// Why a guest frame was dropped.
@@ -40,11 +42,17 @@ pub enum DropReason {
     Ndp,
     /// A DHCPv6 message we can't or won't answer.
     Dhcpv6,
+    /// An ICMP/ICMPv6 message we don't forward (malformed, not an echo
+    /// request, `--no-icmp`).
+    Icmp,
+    /// An echo request the host wouldn't send (ping socket refused, flow
+    /// table full).
+    IcmpHost,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    const ALL: [DropReason; 11] = [
+    const ALL: [DropReason; 13] = [
         DropReason::Runt,
         DropReason::MalformedArp,
         DropReason::UnknownEtherType,
@@ -56,6 +64,8 @@ impl DropReason {
         DropReason::Dhcp,
         DropReason::Ndp,
         DropReason::Dhcpv6,
+        DropReason::Icmp,
+        DropReason::IcmpHost,
     ];
     /// Number of variants, for the counter array.
     const COUNT: usize = Self::ALL.len();
@@ -73,6 +83,8 @@ impl DropReason {
             DropReason::Dhcp => 8,
             DropReason::Ndp => 9,
             DropReason::Dhcpv6 => 10,
+            DropReason::Icmp => 11,
+            DropReason::IcmpHost => 12,
         }
     }
 
@@ -95,6 +107,8 @@ impl fmt::Display for DropReason {
             DropReason::Dhcp => "DHCP",
             DropReason::Ndp => "NDP",
             DropReason::Dhcpv6 => "DHCPv6",
+            DropReason::Icmp => "ICMP",
+            DropReason::IcmpHost => "ICMP (host refused)",
         })
     }
 }
@@ -149,6 +163,8 @@ pub struct Dispatch<'c> {
     pub guest: GuestState,
     /// Frames dropped, by reason.
     pub drops: DropCounters,
+    pings: Pings,
+    next_ra: Option<Instant>,
 }
 
 impl<'c> Dispatch<'c> {
@@ -158,16 +174,19 @@ impl<'c> Dispatch<'c> {
             conf,
             guest: GuestState::default(),
             drops: DropCounters::default(),
+            pings: Pings::default(),
+            next_ra: None,
         }
     }
 
     /// Handle every frame of `batch` (ranges into `buf`), queueing replies on `tx`.
-    pub fn handle_batch(&mut self, buf: &[u8], batch: &Batch, tx: &mut TxQueue) {
+    pub fn handle_batch(&mut self, buf: &[u8], batch: &Batch, tx: &mut TxQueue, ev: &EventLoop) {
         if tx.capturing() {
             tx.capture_rx(batch.frames(buf));
         }
+        let now = Instant::now();
         for frame in batch.frames(buf) {
-            if let Err(r) = self.handle_frame(frame, tx) {
+            if let Err(r) = self.handle_frame(frame, tx, ev, now) {
                 self.drops.bump(r);
                 log::trace!("dropped guest frame ({r}), {} bytes", frame.len());
             }
@@ -175,18 +194,49 @@ impl<'c> Dispatch<'c> {
     }
 
     /// Time-driven work: unsolicited router advertisements (RFC 4861
-    /// 6.2.4), the first one as soon as a guest appears. Returns when it is
-    /// due next, `None` when there is nothing to schedule.
-    pub fn periodic(&mut self, now: Instant, tx: &mut TxQueue) -> Option<Instant> {
+    /// 6.2.4), the first one as soon as a guest appears, and closing idle
+    /// echo flows. Returns when it is due next, `None` when there is
+    /// nothing to schedule.
+    pub fn periodic(&mut self, now: Instant, tx: &mut TxQueue, ev: &EventLoop) -> Option<Instant> {
         let s = &self.conf.services;
-        if self.conf.ip6.is_none() || !s.ndp || !s.ra {
-            return None;
+        if self.conf.ip6.is_some() && s.ndp && s.ra {
+            if self.next_ra.is_none_or(|t| t <= now) {
+                tx.push_with(MAX_FRAME, |out| ndp::unsolicited_ra(self.conf, out));
+                self.next_ra = Some(now + ndp::RA_INTERVAL);
+            }
+        } else {
+            self.next_ra = None;
         }
-        tx.push_with(MAX_FRAME, |out| ndp::unsolicited_ra(self.conf, out));
-        Some(now + ndp::RA_INTERVAL)
+        let flows = self.pings.expire(ev, now);
+        match (self.next_ra, flows) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    fn handle_frame(&mut self, bytes: &[u8], tx: &mut TxQueue) -> Result<(), DropReason> {
+    /// A guest appeared: it gets a router advertisement right away.
+    pub fn guest_attached(&mut self) {
+        self.next_ra = None;
+    }
+
+    /// The guest went away: its flows go with it.
+    pub fn guest_left(&mut self, ev: &EventLoop) {
+        self.pings.clear(ev);
+    }
+
+    /// Replies arrived for echo flow `idx`.
+    pub fn ping_reply(&mut self, idx: u32, tx: &mut TxQueue) {
+        let mac = self.guest.mac.unwrap_or(Mac::BROADCAST);
+        self.pings.reply(idx, self.conf, mac, tx);
+    }
+
+    fn handle_frame(
+        &mut self,
+        bytes: &[u8],
+        tx: &mut TxQueue,
+        ev: &EventLoop,
+        now: Instant,
+    ) -> Result<(), DropReason> {
         let frame = Frame::new_checked(bytes).map_err(|_| DropReason::Runt)?;
         let src = frame.src();
         if src.is_unicast() && self.guest.mac != Some(src) {
@@ -197,8 +247,8 @@ impl<'c> Dispatch<'c> {
             EtherType::Arp => self.handle_arp(src, frame.payload(), tx),
             EtherType::Ipv4 if self.conf.ip4.is_none() => Err(DropReason::FamilyDisabled),
             EtherType::Ipv6 if self.conf.ip6.is_none() => Err(DropReason::FamilyDisabled),
-            EtherType::Ipv4 => self.handle_ipv4(src, frame.payload(), tx),
-            EtherType::Ipv6 => self.handle_ipv6(src, frame.payload(), tx),
+            EtherType::Ipv4 => self.handle_ipv4(src, frame.payload(), tx, ev, now),
+            EtherType::Ipv6 => self.handle_ipv6(src, frame.payload(), tx, ev, now),
             EtherType::Unknown(_) => Err(DropReason::UnknownEtherType),
         }
     }
@@ -208,6 +258,8 @@ impl<'c> Dispatch<'c> {
         src: Mac,
         payload: &[u8],
         tx: &mut TxQueue,
+        ev: &EventLoop,
+        now: Instant,
     ) -> Result<(), DropReason> {
         let pkt = ipv4::Packet::new_checked(payload).map_err(|_| DropReason::MalformedIp)?;
         let ip = ipv4::Ipv4Repr::parse(&pkt).map_err(|_| DropReason::MalformedIp)?;
@@ -230,6 +282,17 @@ impl<'c> Dispatch<'c> {
                     DropReason::Dhcp
                 })
             }
+            IpProtocol::Icmp => {
+                let r = self.pings.request(
+                    self.conf,
+                    ev,
+                    IpAddr::V4(ip.src),
+                    IpAddr::V4(ip.dst),
+                    pkt.payload(),
+                    now,
+                );
+                r.map_err(icmp_reason)
+            }
             _ => Err(DropReason::Unhandled),
         }
     }
@@ -239,6 +302,8 @@ impl<'c> Dispatch<'c> {
         src: Mac,
         payload: &[u8],
         tx: &mut TxQueue,
+        ev: &EventLoop,
+        now: Instant,
     ) -> Result<(), DropReason> {
         let pkt = ipv6::Packet::new_checked(payload).map_err(|_| DropReason::MalformedIp)?;
         let ip = ipv6::Ipv6Repr::parse(&pkt).map_err(|_| DropReason::MalformedIp)?;
@@ -253,7 +318,11 @@ impl<'c> Dispatch<'c> {
                         log::debug!("NDP: dropped ({e})");
                         DropReason::Ndp
                     }),
-                _ => Err(DropReason::Unhandled),
+                Some(128) => self
+                    .pings
+                    .request(conf, ev, IpAddr::V6(ip.src), IpAddr::V6(ip.dst), l4, now)
+                    .map_err(icmp_reason),
+                _ => Err(DropReason::Icmp),
             },
             IpProtocol::Udp => {
                 let u = udp::Packet::new_checked(l4).map_err(|_| DropReason::MalformedUdp)?;
@@ -297,6 +366,15 @@ impl<'c> Dispatch<'c> {
             });
         }
         Ok(())
+    }
+}
+
+/// Count an echo request that didn't go out under the right reason.
+fn icmp_reason(e: IcmpDrop) -> DropReason {
+    log::debug!("ICMP: dropped ({e})");
+    match e {
+        IcmpDrop::Malformed | IcmpDrop::NotEcho | IcmpDrop::Disabled => DropReason::Icmp,
+        IcmpDrop::TableFull | IcmpDrop::Socket(_) => DropReason::IcmpHost,
     }
 }
 
@@ -360,7 +438,8 @@ mod tests {
         rx.frames(&mut batch).unwrap();
         let mut tx = TxQueue::new(0, None);
         let mut d = Dispatch::new(conf);
-        d.handle_batch(rx.buf(), &batch, &mut tx);
+        let ev = EventLoop::new().unwrap();
+        d.handle_batch(rx.buf(), &batch, &mut tx, &ev);
         let mut out_rx = crate::tap::stream::StreamRx::with_capacity(0);
         out_rx.feed(tx.pending());
         out_rx.frames(&mut batch).unwrap();

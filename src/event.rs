@@ -18,6 +18,8 @@ pub enum EpollRef {
     TapTun,
     /// What ends the program besides signals (namespace gone, command exited).
     Quit,
+    /// The ping socket of echo flow N.
+    Ping(u32),
 }
 
 impl EpollRef {
@@ -26,14 +28,15 @@ impl EpollRef {
 
 impl From<EpollRef> for u64 {
     fn from(r: EpollRef) -> u64 {
-        let kind: u64 = match r {
-            EpollRef::Signal => 1,
-            EpollRef::Listener => 2,
-            EpollRef::TapStream => 3,
-            EpollRef::TapTun => 4,
-            EpollRef::Quit => 5,
+        let (kind, index): (u64, u32) = match r {
+            EpollRef::Signal => (1, 0),
+            EpollRef::Listener => (2, 0),
+            EpollRef::TapStream => (3, 0),
+            EpollRef::TapTun => (4, 0),
+            EpollRef::Quit => (5, 0),
+            EpollRef::Ping(i) => (6, i),
         };
-        kind << EpollRef::KIND_SHIFT
+        kind << EpollRef::KIND_SHIFT | u64::from(index)
     }
 }
 
@@ -47,6 +50,8 @@ impl TryFrom<u64> for EpollRef {
             3 => Ok(EpollRef::TapStream),
             4 => Ok(EpollRef::TapTun),
             5 => Ok(EpollRef::Quit),
+            // The low 32 bits are the index, by construction.
+            6 => Ok(EpollRef::Ping((v & u64::from(u32::MAX)) as u32)),
             _ => Err(v),
         }
     }
@@ -126,6 +131,8 @@ mod tests {
             EpollRef::TapStream,
             EpollRef::TapTun,
             EpollRef::Quit,
+            EpollRef::Ping(0),
+            EpollRef::Ping(u32::MAX),
         ] {
             assert_eq!(EpollRef::try_from(u64::from(r)), Ok(r));
         }

@@ -26,6 +26,10 @@ use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Instant;
 
+/// Longest gap between two rounds of time-driven work while a guest is
+/// attached.
+const PERIODIC_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Bytes of frames we hold for a guest that doesn't read.
 pub const TX_QUEUE_BYTES: usize = 4 << 20;
 
@@ -143,6 +147,7 @@ impl<'c> Server<'c> {
 
     /// A guest appeared: greet it with what it would otherwise wait for.
     fn guest_attached(&mut self) {
+        self.dispatch.guest_attached();
         self.next_timer = Some(Instant::now());
     }
 
@@ -171,6 +176,10 @@ impl<'c> Server<'c> {
                     EpollRef::TapStream => self.on_stream(ev.events()),
                     EpollRef::TapTun => self.on_tun(ev.events()),
                     EpollRef::Quit => self.on_quit(),
+                    EpollRef::Ping(i) => {
+                        self.dispatch.ping_reply(i, &mut self.tx);
+                        None
+                    }
                 };
                 if let Some(o) = end {
                     return o;
@@ -197,7 +206,15 @@ impl<'c> Server<'c> {
         let now = Instant::now();
         if self.next_timer.is_some_and(|t| t <= now) {
             self.next_timer = if self.guest_present() {
-                self.dispatch.periodic(now, &mut self.tx)
+                // Flows opened since the last round have deadlines of
+                // their own: look again within a few seconds whatever
+                // dispatch says.
+                let cap = now + PERIODIC_MAX;
+                Some(
+                    self.dispatch
+                        .periodic(now, &mut self.tx, &self.ev)
+                        .map_or(cap, |t| t.min(cap)),
+                )
             } else {
                 None
             };
@@ -288,10 +305,12 @@ impl<'c> Server<'c> {
             Ok(_) => loop {
                 match self.stream_rx.frames(&mut self.batch) {
                     Ok(()) if self.batch.is_empty() => return None,
-                    Ok(()) => {
-                        self.dispatch
-                            .handle_batch(self.stream_rx.buf(), &self.batch, &mut self.tx)
-                    }
+                    Ok(()) => self.dispatch.handle_batch(
+                        self.stream_rx.buf(),
+                        &self.batch,
+                        &mut self.tx,
+                        &self.ev,
+                    ),
                     Err(e) => {
                         break format!("guest stream out of sync ({e}), closing the connection");
                     }
@@ -318,9 +337,12 @@ impl<'c> Server<'c> {
         loop {
             match self.tun_rx.read_batch(dev, &mut self.batch) {
                 Ok(0) => return None,
-                Ok(_) => self
-                    .dispatch
-                    .handle_batch(self.tun_rx.buf(), &self.batch, &mut self.tx),
+                Ok(_) => self.dispatch.handle_batch(
+                    self.tun_rx.buf(),
+                    &self.batch,
+                    &mut self.tx,
+                    &self.ev,
+                ),
                 Err(e) => {
                     log::error!("tap device: {e}");
                     return Some(Outcome::TapError);
@@ -340,6 +362,7 @@ impl<'c> Server<'c> {
         self.report_drops();
         self.stream_rx.reset();
         self.tx.clear();
+        self.dispatch.guest_left(&self.ev);
         self.next_timer = None;
         if self.one_off {
             log::info!("exiting (one-off)");

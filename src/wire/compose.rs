@@ -7,8 +7,8 @@
 //! fit is cut to the space available (callers size `out` to `MAX_FRAME`).
 
 use super::ethernet::{self, Frame};
-use super::{EtherType, IpProtocol, Mac, icmpv6, ipv4, ipv6, udp};
-use std::net::{Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use super::{EtherType, IpProtocol, Mac, icmpv4, icmpv6, ipv4, ipv6, udp};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
 /// Link-layer addresses of a frame: ours as source, the guest's as destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +115,37 @@ pub fn icmp6(
     UDP6_OFF + mlen
 }
 
+/// Build an Ethernet/IPv4/ICMP frame: `message` writes the whole ICMP
+/// message, the checksum is filled here. Returns the frame length, or 0 if
+/// the message doesn't fit.
+pub fn icmp4(
+    out: &mut [u8],
+    link: Link,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    message: impl FnOnce(&mut [u8]) -> usize,
+) -> usize {
+    if out.len() < UDP4_OFF + icmpv4::HEADER_LEN {
+        return 0;
+    }
+    let room = (out.len() - UDP4_OFF).min(65535 - ipv4::HEADER_LEN);
+    let mlen = message(&mut out[UDP4_OFF..UDP4_OFF + room]).min(room);
+    if mlen < icmpv4::HEADER_LEN {
+        return 0;
+    }
+    icmpv4::Packet::new_unchecked(&mut out[UDP4_OFF..UDP4_OFF + mlen]).fill_checksum();
+    ipv4::Ipv4Repr {
+        src,
+        dst,
+        protocol: IpProtocol::Icmp,
+        payload_len: mlen,
+        ttl: 64,
+    }
+    .emit(&mut out[ethernet::HEADER_LEN..]);
+    Frame::new_unchecked(&mut out[..]).set_header(link.dst, link.src, EtherType::Ipv4);
+    UDP4_OFF + mlen
+}
+
 fn ip6_header(
     out: &mut [u8],
     src: Ipv6Addr,
@@ -136,7 +167,6 @@ fn ip6_header(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
 
     const LINK: Link = Link {
         src: Mac([0x9a, 0x55, 0x9a, 0x55, 0x9a, 0x55]),
@@ -199,6 +229,24 @@ mod tests {
         assert_eq!(ip.hop_limit(), 255);
         let m = icmpv6::Packet::new_checked(ip.payload()).unwrap();
         assert!(m.verify_checksum(a, b));
+    }
+
+    #[test]
+    fn icmp4_frame_parses_back() {
+        let mut out = [0u8; 100];
+        let (a, b) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2));
+        let n = icmp4(&mut out, LINK, a, b, |m| {
+            m[..10].copy_from_slice(&[0, 0, 0, 0, 0, 9, 0, 1, b'h', b'i']);
+            10
+        });
+        assert_eq!(n, 14 + 20 + 10);
+        let f = Frame::new_checked(&out[..n]).unwrap();
+        let ip = ipv4::Packet::new_checked(f.payload()).unwrap();
+        let r = ipv4::Ipv4Repr::parse(&ip).unwrap();
+        assert_eq!((r.src, r.dst, r.protocol), (a, b, IpProtocol::Icmp));
+        let m = icmpv4::Packet::new_checked(ip.payload()).unwrap();
+        assert!(m.verify_checksum());
+        assert_eq!(m.echo_ident(), 9);
     }
 
     #[test]

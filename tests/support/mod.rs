@@ -24,6 +24,10 @@ pub const HOST_GW4: &str = "192.0.2.1";
 pub const HOST_ADDR6: &str = "2001:db8::2";
 /// The host's IPv6 default gateway.
 pub const HOST_GW6: &str = "2001:db8::1";
+/// An address of the host's own (on its loopback), for the guest to reach.
+pub const HOST_REMOTE4: &str = "203.0.113.1";
+/// The same for IPv6.
+pub const HOST_REMOTE6: &str = "2001:db8:1::1";
 /// Our default MAC towards the guest.
 pub const OUR_MAC: &str = "9a:55:9a:55:9a:55";
 
@@ -171,6 +175,14 @@ impl Host {
             sh(&format!(
                 "ip netns exec {n} sysctl -qw net.ipv6.conf.all.disable_ipv6=1"
             ));
+        }
+        // Ping sockets for every group (each namespace starts with none),
+        // and an address of the host's own to ping.
+        sh(&format!(
+            "ip netns exec {n} sysctl -qw net.ipv4.ping_group_range='0 2147483647' && ip -n {n} addr add {HOST_REMOTE4}/32 dev lo"
+        ));
+        if f != Families::V4 {
+            sh(&format!("ip -n {n} addr add {HOST_REMOTE6}/128 dev lo"));
         }
         std::fs::create_dir_all(format!("/etc/netns/{n}")).expect("mkdir /etc/netns");
         std::fs::write(

@@ -1,0 +1,367 @@
+//! ICMP and ICMPv6 echo ("ping") translation through unprivileged ping
+//! sockets (`SOCK_DGRAM` with `IPPROTO_ICMP`/`IPPROTO_ICMPV6`).
+//!
+//! Theory of operation: each (guest source, destination, echo identifier)
+//! gets its own ping socket, bound to the guest's identifier when the
+//! kernel lets us (so it shows up unchanged on the wire) and to any
+//! identifier otherwise. The kernel rewrites the identifier and checksum
+//! of what we send and hands back only replies for that socket, so a
+//! reply is mapped back to the guest by the socket it arrives on: we put
+//! the guest's identifier back, and the destination it asked for as the
+//! source. Replies are received straight into the guest's output queue.
+//!
+//! Limits: at most `MAX_FLOWS` flows, each closed after `IDLE_TIMEOUT`
+//! without requests; a request that needs a new flow when the table is
+//! full is dropped and counted. For ping sockets to work at all, our group
+//! must be in `net.ipv4.ping_group_range` (see the manual).
+
+use crate::conf::Config;
+use crate::event::{EpollRef, EventLoop};
+use crate::tap::{MAX_FRAME, TxQueue};
+use crate::wire::{Mac, compose, icmpv4, icmpv6};
+use nix::errno::Errno;
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, SockaddrIn6, bind, recv,
+    sendto, socket,
+};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// Most echo flows at once.
+pub const MAX_FLOWS: usize = 256;
+/// A flow without requests for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why an echo request from the guest was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IcmpDrop {
+    /// Truncated, bad checksum or non-zero code.
+    #[error("malformed echo request")]
+    Malformed,
+    /// Not an echo request: other ICMP messages aren't forwarded.
+    #[error("not an echo request")]
+    NotEcho,
+    /// `--no-icmp`.
+    #[error("ICMP disabled")]
+    Disabled,
+    /// Every flow slot is taken.
+    #[error("echo flow table full")]
+    TableFull,
+    /// The host refused the socket or the send.
+    #[error("ping socket: {0}")]
+    Socket(Errno),
+}
+
+struct Flow {
+    sock: OwnedFd,
+    /// The guest's address, destination of replies.
+    guest: IpAddr,
+    /// The address the guest pinged, source of replies.
+    remote: IpAddr,
+    /// The guest's echo identifier.
+    id: u16,
+    last: Instant,
+}
+
+/// The echo flows.
+pub struct Pings {
+    flows: Vec<Option<Flow>>,
+}
+
+impl Default for Pings {
+    fn default() -> Self {
+        Pings {
+            flows: (0..MAX_FLOWS).map(|_| None).collect(),
+        }
+    }
+}
+
+/// Where a guest's destination is on the host: the mapped addresses
+/// (`--map-host-loopback`, `--map-guest-addr`) translated, others as is.
+fn host_side(conf: &Config, remote: IpAddr) -> IpAddr {
+    match remote {
+        IpAddr::V4(a) => match &conf.ip4 {
+            Some(c) if c.map_host_loopback == Some(a) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Some(c) if c.map_guest_addr == Some(a) => IpAddr::V4(c.addr),
+            _ => remote,
+        },
+        IpAddr::V6(a) => match &conf.ip6 {
+            Some(c) if c.map_host_loopback == Some(a) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            Some(c) if c.map_guest_addr == Some(a) => IpAddr::V6(c.addr),
+            _ => remote,
+        },
+    }
+}
+
+fn open_socket(v6: bool, id: u16) -> Result<OwnedFd, Errno> {
+    let (family, proto) = if v6 {
+        (AddressFamily::Inet6, SockProtocol::IcmpV6)
+    } else {
+        (AddressFamily::Inet, SockProtocol::Icmp)
+    };
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let sock = socket(family, SockType::Datagram, flags, proto)?;
+    // The "port" of a ping socket is its echo identifier: keep the guest's
+    // if nobody else has it, else let the kernel pick one.
+    for port in [id, 0] {
+        let r = if v6 {
+            bind(
+                sock.as_raw_fd(),
+                &SockaddrIn6::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0)),
+            )
+        } else {
+            bind(
+                sock.as_raw_fd(),
+                &SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)),
+            )
+        };
+        if r.is_ok() {
+            return Ok(sock);
+        }
+    }
+    Err(Errno::EADDRINUSE)
+}
+
+impl Pings {
+    /// Forward an echo request the guest sent from `guest` to `remote`
+    /// (`msg` is the ICMP or ICMPv6 message).
+    ///
+    /// # Errors
+    /// An `IcmpDrop` saying why nothing was sent.
+    pub fn request(
+        &mut self,
+        conf: &Config,
+        ev: &EventLoop,
+        guest: IpAddr,
+        remote: IpAddr,
+        msg: &[u8],
+        now: Instant,
+    ) -> Result<(), IcmpDrop> {
+        if !conf.services.icmp {
+            return Err(IcmpDrop::Disabled);
+        }
+        let id = match (guest, remote) {
+            (IpAddr::V4(_), IpAddr::V4(_)) => {
+                let p = icmpv4::Packet::new_checked(msg).map_err(|_| IcmpDrop::Malformed)?;
+                if p.msg_type() != icmpv4::ECHO_REQUEST {
+                    return Err(IcmpDrop::NotEcho);
+                }
+                if p.code() != 0 || !p.verify_checksum() {
+                    return Err(IcmpDrop::Malformed);
+                }
+                p.echo_ident()
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                let p = icmpv6::Packet::new_checked(msg).map_err(|_| IcmpDrop::Malformed)?;
+                if p.msg_type() != icmpv6::Message::EchoRequest {
+                    return Err(IcmpDrop::NotEcho);
+                }
+                if p.code() != 0 || !p.verify_checksum(src, dst) {
+                    return Err(IcmpDrop::Malformed);
+                }
+                p.echo_ident_seq().ok_or(IcmpDrop::Malformed)?.0
+            }
+            _ => return Err(IcmpDrop::Malformed),
+        };
+        let idx = match self.find(guest, remote, id) {
+            Some(i) => i,
+            None => self.open(ev, guest, remote, id, now)?,
+        };
+        let Some(flow) = self.flows.get_mut(idx).and_then(Option::as_mut) else {
+            return Err(IcmpDrop::TableFull);
+        };
+        flow.last = now;
+        let fd = flow.sock.as_raw_fd();
+        let sent = match host_side(conf, remote) {
+            IpAddr::V4(a) => sendto(
+                fd,
+                msg,
+                &SockaddrIn::from(SocketAddrV4::new(a, 0)),
+                MsgFlags::empty(),
+            ),
+            IpAddr::V6(a) => sendto(
+                fd,
+                msg,
+                &SockaddrIn6::from(SocketAddrV6::new(a, 0, 0, 0)),
+                MsgFlags::empty(),
+            ),
+        };
+        sent.map(|_| ()).map_err(IcmpDrop::Socket)
+    }
+
+    fn find(&self, guest: IpAddr, remote: IpAddr, id: u16) -> Option<usize> {
+        self.flows.iter().position(|f| {
+            f.as_ref()
+                .is_some_and(|f| f.id == id && f.remote == remote && f.guest == guest)
+        })
+    }
+
+    fn open(
+        &mut self,
+        ev: &EventLoop,
+        guest: IpAddr,
+        remote: IpAddr,
+        id: u16,
+        now: Instant,
+    ) -> Result<usize, IcmpDrop> {
+        let idx = self
+            .flows
+            .iter()
+            .position(Option::is_none)
+            .ok_or(IcmpDrop::TableFull)?;
+        let sock = open_socket(remote.is_ipv6(), id).map_err(IcmpDrop::Socket)?;
+        let r = u32::try_from(idx).map_err(|_| IcmpDrop::TableFull)?;
+        ev.add(&sock, EpollRef::Ping(r), false)
+            .map_err(|e| IcmpDrop::Socket(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+        log::debug!("ping flow {idx}: {guest} -> {remote}, id {id}");
+        if let Some(slot) = self.flows.get_mut(idx) {
+            *slot = Some(Flow {
+                sock,
+                guest,
+                remote,
+                id,
+                last: now,
+            });
+        }
+        Ok(idx)
+    }
+
+    /// Replies arrived on flow `idx`: queue each for the guest.
+    pub fn reply(&mut self, idx: u32, conf: &Config, guest_mac: Mac, tx: &mut TxQueue) {
+        let Some(Some(flow)) = usize::try_from(idx).ok().and_then(|i| self.flows.get(i)) else {
+            return;
+        };
+        let link = compose::Link {
+            src: Mac(conf.our_mac),
+            dst: guest_mac,
+        };
+        let fd = flow.sock.as_raw_fd();
+        let id = flow.id;
+        // Until the socket runs dry; each reply is received in place.
+        loop {
+            let mut more = false;
+            match (flow.remote, flow.guest) {
+                (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                    tx.push_with(MAX_FRAME, |out| {
+                        compose::icmp4(out, link, src, dst, |m| {
+                            let n = recv_reply(fd, m, &mut more);
+                            if n >= icmpv4::HEADER_LEN {
+                                icmpv4::Packet::new_unchecked(&mut m[..n]).set_echo_ident(id);
+                            }
+                            n
+                        })
+                    });
+                }
+                (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                    tx.push_with(MAX_FRAME, |out| {
+                        compose::icmp6(out, link, src, dst, |m| {
+                            let n = recv_reply(fd, m, &mut more);
+                            if n >= icmpv4::HEADER_LEN {
+                                // Same layout as ICMP: identifier at bytes 4-5.
+                                icmpv4::Packet::new_unchecked(&mut m[..n]).set_echo_ident(id);
+                            }
+                            n
+                        })
+                    });
+                }
+                _ => return,
+            }
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// Close flows idle for `IDLE_TIMEOUT`; returns when to look again.
+    pub fn expire(&mut self, ev: &EventLoop, now: Instant) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        for slot in &mut self.flows {
+            let Some(f) = slot else { continue };
+            let due = f.last + IDLE_TIMEOUT;
+            if due <= now {
+                let _ = ev.remove(&f.sock);
+                *slot = None;
+            } else {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        next
+    }
+
+    /// Close every flow (the guest went away).
+    pub fn clear(&mut self, ev: &EventLoop) {
+        for slot in &mut self.flows {
+            if let Some(f) = slot.take() {
+                let _ = ev.remove(&f.sock);
+            }
+        }
+    }
+}
+
+/// Receive one reply into `m`; sets `more` when another may be waiting.
+fn recv_reply(fd: std::os::fd::RawFd, m: &mut [u8], more: &mut bool) -> usize {
+    match recv(fd, m, MsgFlags::MSG_DONTWAIT) {
+        Ok(n) => {
+            *more = true;
+            n
+        }
+        Err(Errno::EINTR) => {
+            *more = true;
+            0
+        }
+        Err(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_addresses_go_to_the_host() {
+        let mut c = Config::example();
+        if let Some(ip4) = c.ip4.as_mut() {
+            ip4.map_host_loopback = Some(Ipv4Addr::new(192, 0, 2, 1));
+            ip4.map_guest_addr = Some(Ipv4Addr::new(169, 254, 1, 2));
+        }
+        let v4 = |a: [u8; 4]| IpAddr::V4(Ipv4Addr::from(a));
+        assert_eq!(host_side(&c, v4([192, 0, 2, 1])), v4([127, 0, 0, 1]));
+        assert_eq!(host_side(&c, v4([169, 254, 1, 2])), v4([10, 0, 0, 2]));
+        assert_eq!(host_side(&c, v4([198, 51, 100, 1])), v4([198, 51, 100, 1]));
+    }
+
+    #[test]
+    fn bad_requests_are_dropped_before_any_socket() {
+        let c = Config::example();
+        let ev = EventLoop::new().unwrap();
+        let mut p = Pings::default();
+        let g = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+        let r = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9));
+        let now = Instant::now();
+        assert_eq!(
+            p.request(&c, &ev, g, r, &[8, 0, 0], now),
+            Err(IcmpDrop::Malformed)
+        );
+        let mut reply = [0u8, 0, 0, 0, 0, 1, 0, 1];
+        icmpv4::Packet::new_unchecked(&mut reply[..]).fill_checksum();
+        assert_eq!(
+            p.request(&c, &ev, g, r, &reply, now),
+            Err(IcmpDrop::NotEcho)
+        );
+        let mut bad = [8u8, 0, 0, 0, 0, 1, 0, 1];
+        icmpv4::Packet::new_unchecked(&mut bad[..]).fill_checksum();
+        bad[7] ^= 1;
+        assert_eq!(
+            p.request(&c, &ev, g, r, &bad, now),
+            Err(IcmpDrop::Malformed)
+        );
+        let mut off = c.clone();
+        off.services.icmp = false;
+        assert_eq!(
+            p.request(&off, &ev, g, r, &bad, now),
+            Err(IcmpDrop::Disabled)
+        );
+        assert!(p.flows.iter().all(Option::is_none));
+    }
+}

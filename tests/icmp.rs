@@ -1,0 +1,90 @@
+//! Echo requests from a guest and from a pasta namespace, answered by the
+//! host through unprivileged ping sockets.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+use support::relay::Guest;
+use support::*;
+
+const PASTA: &str = env!("CARGO_BIN_EXE_pasta");
+
+/// A passt guest with the host's addresses and default routes.
+fn guest(args: &[&str]) -> (Host, TempDir, Daemon, Guest) {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let d = Daemon::start(&host, &dir, args);
+    let g = Guest::connect(&d.socket);
+    g.ns.sh(&format!(
+        "ip addr add {HOST_ADDR4}/24 dev eth0 && ip route add default via {HOST_GW4}"
+    ));
+    (host, dir, d, g)
+}
+
+#[test]
+fn guest_pings_the_host_v4() {
+    let (_h, _dir, _d, g) = guest(&[]);
+    let out = g.ns.sh(&format!("ping -c 3 -i 0.2 -W 2 {HOST_REMOTE4}"));
+    assert!(out.contains("3 received"), "{out}");
+    // The gateway address stands for the host's loopback.
+    let out = g.ns.sh(&format!("ping -c 1 -W 2 {HOST_GW4}"));
+    assert!(out.contains("1 received"), "{out}");
+}
+
+#[test]
+fn guest_pings_the_host_v6() {
+    let (_h, _dir, _d, g) = guest(&[]);
+    // SLAAC address and default route from our router advertisement.
+    assert!(wait_for(Duration::from_secs(5), || {
+        g.ns.run("ip -6 route show default")
+            .stdout
+            .starts_with(b"default")
+    }));
+    let out = g.ns.sh(&format!("ping -6 -c 3 -i 0.2 -W 2 {HOST_REMOTE6}"));
+    assert!(out.contains("3 received"), "{out}");
+}
+
+#[test]
+fn no_icmp_drops_echo_requests() {
+    let (_h, _dir, _d, g) = guest(&["--no-icmp"]);
+    let r = g.ns.run(&format!("ping -c 1 -W 1 {HOST_REMOTE4}"));
+    assert!(!r.status.success(), "no reply with --no-icmp");
+}
+
+#[test]
+fn ping_from_pasta_as_nobody() {
+    let host = Host::new();
+    let out = host
+        .ns
+        .cmd("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+            PASTA,
+            "-q",
+            "--config-net",
+            "--",
+        ])
+        .args([
+            "sh",
+            "-c",
+            &format!(
+                "ping -c 2 -i 0.2 -W 2 {HOST_REMOTE4} && ping -6 -c 2 -i 0.2 -W 2 {HOST_REMOTE6}"
+            ),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("2 received").count(), 2, "{text}");
+}
