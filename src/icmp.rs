@@ -17,6 +17,7 @@
 
 use crate::conf::Config;
 use crate::event::{EpollRef, EventLoop};
+use crate::flow::FlowTable;
 use crate::tap::{MAX_FRAME, TxQueue};
 use crate::wire::{Mac, compose, icmpv4, icmpv6};
 use nix::errno::Errno;
@@ -53,6 +54,9 @@ pub enum IcmpDrop {
     Socket(Errno),
 }
 
+/// What identifies an echo flow: guest address, pinged address, identifier.
+type Key = (IpAddr, IpAddr, u16);
+
 struct Flow {
     sock: OwnedFd,
     /// The guest's address, destination of replies.
@@ -66,13 +70,13 @@ struct Flow {
 
 /// The echo flows.
 pub struct Pings {
-    flows: Vec<Option<Flow>>,
+    flows: FlowTable<Key, Flow>,
 }
 
 impl Default for Pings {
     fn default() -> Self {
         Pings {
-            flows: (0..MAX_FLOWS).map(|_| None).collect(),
+            flows: FlowTable::new(MAX_FLOWS),
         }
     }
 }
@@ -164,11 +168,12 @@ impl Pings {
             }
             _ => return Err(IcmpDrop::Malformed),
         };
-        let idx = match self.find(guest, remote, id) {
+        let key = (guest, remote, id);
+        let idx = match self.flows.lookup(&key) {
             Some(i) => i,
-            None => self.open(ev, guest, remote, id, now)?,
+            None => self.open(ev, key, now)?,
         };
-        let Some(flow) = self.flows.get_mut(idx).and_then(Option::as_mut) else {
+        let Some(flow) = self.flows.get_mut(idx) else {
             return Err(IcmpDrop::TableFull);
         };
         flow.last = now;
@@ -190,46 +195,28 @@ impl Pings {
         sent.map(|_| ()).map_err(IcmpDrop::Socket)
     }
 
-    fn find(&self, guest: IpAddr, remote: IpAddr, id: u16) -> Option<usize> {
-        self.flows.iter().position(|f| {
-            f.as_ref()
-                .is_some_and(|f| f.id == id && f.remote == remote && f.guest == guest)
-        })
-    }
-
-    fn open(
-        &mut self,
-        ev: &EventLoop,
-        guest: IpAddr,
-        remote: IpAddr,
-        id: u16,
-        now: Instant,
-    ) -> Result<usize, IcmpDrop> {
-        let idx = self
-            .flows
-            .iter()
-            .position(Option::is_none)
-            .ok_or(IcmpDrop::TableFull)?;
+    fn open(&mut self, ev: &EventLoop, key: Key, now: Instant) -> Result<u32, IcmpDrop> {
+        let (guest, remote, id) = key;
+        let idx = self.flows.free_slot().ok_or(IcmpDrop::TableFull)?;
         let sock = open_socket(remote.is_ipv6(), id).map_err(IcmpDrop::Socket)?;
-        let r = u32::try_from(idx).map_err(|_| IcmpDrop::TableFull)?;
-        ev.add(&sock, EpollRef::Ping(r), false)
+        ev.add(&sock, EpollRef::Ping(idx), false)
             .map_err(|e| IcmpDrop::Socket(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
         log::debug!("ping flow {idx}: {guest} -> {remote}, id {id}");
-        if let Some(slot) = self.flows.get_mut(idx) {
-            *slot = Some(Flow {
-                sock,
-                guest,
-                remote,
-                id,
-                last: now,
-            });
-        }
-        Ok(idx)
+        let flow = Flow {
+            sock,
+            guest,
+            remote,
+            id,
+            last: now,
+        };
+        self.flows
+            .insert(key, flow)
+            .map_err(|_| IcmpDrop::TableFull)
     }
 
     /// Replies arrived on flow `idx`: queue each for the guest.
     pub fn reply(&mut self, idx: u32, conf: &Config, guest_mac: Mac, tx: &mut TxQueue) {
-        let Some(Some(flow)) = usize::try_from(idx).ok().and_then(|i| self.flows.get(i)) else {
+        let Some(flow) = self.flows.get(idx) else {
             return;
         };
         let link = compose::Link {
@@ -275,27 +262,23 @@ impl Pings {
 
     /// Close flows idle for `IDLE_TIMEOUT`; returns when to look again.
     pub fn expire(&mut self, ev: &EventLoop, now: Instant) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
-        for slot in &mut self.flows {
-            let Some(f) = slot else { continue };
-            let due = f.last + IDLE_TIMEOUT;
-            if due <= now {
+        self.flows.retain(
+            |f| f.last + IDLE_TIMEOUT > now,
+            |f| {
                 let _ = ev.remove(&f.sock);
-                *slot = None;
-            } else {
-                next = Some(next.map_or(due, |n| n.min(due)));
-            }
-        }
-        next
+            },
+        );
+        self.flows.iter().map(|f| f.last + IDLE_TIMEOUT).min()
     }
 
     /// Close every flow (the guest went away).
     pub fn clear(&mut self, ev: &EventLoop) {
-        for slot in &mut self.flows {
-            if let Some(f) = slot.take() {
+        self.flows.retain(
+            |_| false,
+            |f| {
                 let _ = ev.remove(&f.sock);
-            }
-        }
+            },
+        );
     }
 }
 
@@ -362,6 +345,6 @@ mod tests {
             p.request(&off, &ev, g, r, &bad, now),
             Err(IcmpDrop::Disabled)
         );
-        assert!(p.flows.iter().all(Option::is_none));
+        assert!(p.flows.is_empty());
     }
 }

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod conf;
 pub mod dispatch;
 pub mod event;
+pub mod flow;
 pub mod icmp;
 pub mod isolate;
 pub mod l2;
