@@ -10,11 +10,12 @@ use crate::event::EventLoop;
 use crate::icmp::{IcmpDrop, Pings};
 use crate::l2::{self, dhcp, dhcpv6, ndp};
 use crate::tap::{Batch, MAX_FRAME, TxQueue};
+use crate::udp::{Udp, UdpDrop};
 use crate::wire::arp::ArpRepr;
 use crate::wire::ethernet::{self, Frame};
 use crate::wire::{EtherType, IpProtocol, Mac, ipv4, ipv6, udp};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 /// Why a guest frame was dropped.
@@ -48,11 +49,14 @@ pub enum DropReason {
     /// An echo request the host wouldn't send (ping socket refused, flow
     /// table full).
     IcmpHost,
+    /// A datagram the host wouldn't send (`--no-udp`, socket refused,
+    /// flow table full).
+    Udp,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    const ALL: [DropReason; 13] = [
+    const ALL: [DropReason; 14] = [
         DropReason::Runt,
         DropReason::MalformedArp,
         DropReason::UnknownEtherType,
@@ -66,6 +70,7 @@ impl DropReason {
         DropReason::Dhcpv6,
         DropReason::Icmp,
         DropReason::IcmpHost,
+        DropReason::Udp,
     ];
     /// Number of variants, for the counter array.
     const COUNT: usize = Self::ALL.len();
@@ -85,6 +90,7 @@ impl DropReason {
             DropReason::Dhcpv6 => 10,
             DropReason::Icmp => 11,
             DropReason::IcmpHost => 12,
+            DropReason::Udp => 13,
         }
     }
 
@@ -109,6 +115,7 @@ impl fmt::Display for DropReason {
             DropReason::Dhcpv6 => "DHCPv6",
             DropReason::Icmp => "ICMP",
             DropReason::IcmpHost => "ICMP (host refused)",
+            DropReason::Udp => "UDP",
         })
     }
 }
@@ -164,6 +171,7 @@ pub struct Dispatch<'c> {
     /// Frames dropped, by reason.
     pub drops: DropCounters,
     pings: Pings,
+    udp: Udp,
     next_ra: Option<Instant>,
 }
 
@@ -175,6 +183,7 @@ impl<'c> Dispatch<'c> {
             guest: GuestState::default(),
             drops: DropCounters::default(),
             pings: Pings::default(),
+            udp: Udp::default(),
             next_ra: None,
         }
     }
@@ -207,11 +216,14 @@ impl<'c> Dispatch<'c> {
         } else {
             self.next_ra = None;
         }
-        let flows = self.pings.expire(ev, now);
-        match (self.next_ra, flows) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.next_ra,
+            self.pings.expire(ev, now),
+            self.udp.expire(ev, now),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// A guest appeared: it gets a router advertisement right away.
@@ -222,6 +234,13 @@ impl<'c> Dispatch<'c> {
     /// The guest went away: its flows go with it.
     pub fn guest_left(&mut self, ev: &EventLoop) {
         self.pings.clear(ev);
+        self.udp.clear(ev);
+    }
+
+    /// Datagrams arrived for UDP flow `idx`.
+    pub fn udp_reply(&mut self, idx: u32, tx: &mut TxQueue) {
+        let mac = self.guest.mac.unwrap_or(Mac::BROADCAST);
+        self.udp.reply(idx, self.conf, mac, tx, Instant::now());
     }
 
     /// Replies arrived for echo flow `idx`.
@@ -274,7 +293,12 @@ impl<'c> Dispatch<'c> {
                     return Err(DropReason::MalformedUdp);
                 }
                 if u.dst_port() != dhcp::SERVER_PORT {
-                    return Err(DropReason::Unhandled);
+                    let guest = SocketAddr::new(IpAddr::V4(ip.src), u.src_port());
+                    let remote = SocketAddr::new(IpAddr::V4(ip.dst), u.dst_port());
+                    return self
+                        .udp
+                        .request(self.conf, ev, guest, remote, u.payload(), now)
+                        .map_err(udp_reason);
                 }
                 let conf = self.conf;
                 reply_with(tx, |out| dhcp::reply(conf, src, u.payload(), out)).map_err(|e| {
@@ -330,7 +354,12 @@ impl<'c> Dispatch<'c> {
                     return Err(DropReason::MalformedUdp);
                 }
                 if u.dst_port() != dhcpv6::SERVER_PORT {
-                    return Err(DropReason::Unhandled);
+                    let guest = SocketAddr::new(IpAddr::V6(ip.src), u.src_port());
+                    let remote = SocketAddr::new(IpAddr::V6(ip.dst), u.dst_port());
+                    return self
+                        .udp
+                        .request(conf, ev, guest, remote, u.payload(), now)
+                        .map_err(udp_reason);
                 }
                 reply_with(tx, |out| dhcpv6::reply(conf, src, ip.src, u.payload(), out)).map_err(
                     |e| {
@@ -367,6 +396,12 @@ impl<'c> Dispatch<'c> {
         }
         Ok(())
     }
+}
+
+/// Count a datagram that didn't go out.
+fn udp_reason(e: UdpDrop) -> DropReason {
+    log::debug!("UDP: dropped ({e})");
+    DropReason::Udp
 }
 
 /// Count an echo request that didn't go out under the right reason.

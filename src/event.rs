@@ -20,6 +20,8 @@ pub enum EpollRef {
     Quit,
     /// The ping socket of echo flow N.
     Ping(u32),
+    /// The socket of UDP flow N.
+    Udp(u32),
 }
 
 impl EpollRef {
@@ -35,6 +37,7 @@ impl From<EpollRef> for u64 {
             EpollRef::TapTun => (4, 0),
             EpollRef::Quit => (5, 0),
             EpollRef::Ping(i) => (6, i),
+            EpollRef::Udp(i) => (7, i),
         };
         kind << EpollRef::KIND_SHIFT | u64::from(index)
     }
@@ -52,6 +55,7 @@ impl TryFrom<u64> for EpollRef {
             5 => Ok(EpollRef::Quit),
             // The low 32 bits are the index, by construction.
             6 => Ok(EpollRef::Ping((v & u64::from(u32::MAX)) as u32)),
+            7 => Ok(EpollRef::Udp((v & u64::from(u32::MAX)) as u32)),
             _ => Err(v),
         }
     }
@@ -133,6 +137,7 @@ mod tests {
             EpollRef::Quit,
             EpollRef::Ping(0),
             EpollRef::Ping(u32::MAX),
+            EpollRef::Udp(7),
         ] {
             assert_eq!(EpollRef::try_from(u64::from(r)), Ok(r));
         }

@@ -27,4 +27,5 @@ pub mod startup;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod tap;
+pub mod udp;
 pub mod wire;

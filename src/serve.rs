@@ -180,6 +180,10 @@ impl<'c> Server<'c> {
                         self.dispatch.ping_reply(i, &mut self.tx);
                         None
                     }
+                    EpollRef::Udp(i) => {
+                        self.dispatch.udp_reply(i, &mut self.tx);
+                        None
+                    }
                 };
                 if let Some(o) = end {
                     return o;

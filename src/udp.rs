@@ -1,0 +1,338 @@
+//! UDP translation, guest to host: one connected host socket per flow.
+//!
+//! Theory of operation: a datagram from the guest finds (or opens) the
+//! flow for its source and destination. The flow's socket is bound to the
+//! guest's source port when the host lets us (so the peer sees the same
+//! port) and connected to the destination as the host must see it:
+//! `--dns-forward` queries go to the `--dns-host` resolver, the gateway
+//! address (`--map-host-loopback`) to the host's loopback,
+//! `--map-guest-addr` to the host's own address. Being connected, the
+//! socket only receives that peer's replies, which are read straight into
+//! the guest's queue with the guest-visible addresses restored.
+//!
+//! Limits: at most `MAX_FLOWS` flows, each closed after `IDLE_TIMEOUT`
+//! without traffic either way; when the table is full new flows are
+//! dropped and counted. Still to come: forwarding host ports to the guest
+//! (`-u`), and batching datagrams with `recvmmsg`/`sendmmsg`.
+
+use crate::conf::Config;
+use crate::event::{EpollRef, EventLoop};
+use crate::flow::FlowTable;
+use crate::tap::{MAX_FRAME, TxQueue};
+use crate::wire::{Mac, compose};
+use nix::errno::Errno;
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, SockFlag, SockType, SockaddrIn, SockaddrIn6, bind, connect, recv,
+    send, socket,
+};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// Most UDP flows at once.
+pub const MAX_FLOWS: usize = 512;
+/// A flow without traffic for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
+/// The DNS ports `--dns-forward` applies to (DNS, DNS over TLS/QUIC).
+const DNS_PORTS: [u16; 2] = [53, 853];
+
+/// Why a datagram from the guest was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UdpDrop {
+    /// `--no-udp`.
+    #[error("UDP disabled")]
+    Disabled,
+    /// Broadcast, multicast, unspecified or port 0: nothing a host socket
+    /// should send on the guest's behalf.
+    #[error("destination not forwarded")]
+    Destination,
+    /// Every flow slot is taken.
+    #[error("UDP flow table full")]
+    TableFull,
+    /// The host refused the socket or the send.
+    #[error("UDP socket: {0}")]
+    Socket(Errno),
+}
+
+/// Guest address and port, and the destination as the guest sees it.
+type Key = (SocketAddr, SocketAddr);
+
+struct Flow {
+    sock: OwnedFd,
+    guest: SocketAddr,
+    remote: SocketAddr,
+    last: Instant,
+}
+
+/// The UDP flows.
+pub struct Udp {
+    flows: FlowTable<Key, Flow>,
+}
+
+impl Default for Udp {
+    fn default() -> Self {
+        Udp {
+            flows: FlowTable::new(MAX_FLOWS),
+        }
+    }
+}
+
+/// Where the guest's destination is on the host.
+fn host_side(conf: &Config, remote: SocketAddr) -> SocketAddr {
+    let port = remote.port();
+    let ip = match remote.ip() {
+        IpAddr::V4(a) => match &conf.ip4 {
+            Some(c) if c.dns_forward == Some(a) && DNS_PORTS.contains(&port) => {
+                c.dns_host.map_or(remote.ip(), IpAddr::V4)
+            }
+            Some(c) if c.map_host_loopback == Some(a) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Some(c) if c.map_guest_addr == Some(a) => IpAddr::V4(c.addr),
+            _ => remote.ip(),
+        },
+        IpAddr::V6(a) => match &conf.ip6 {
+            Some(c) if c.dns_forward == Some(a) && DNS_PORTS.contains(&port) => {
+                c.dns_host.map_or(remote.ip(), IpAddr::V6)
+            }
+            Some(c) if c.map_host_loopback == Some(a) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            Some(c) if c.map_guest_addr == Some(a) => IpAddr::V6(c.addr),
+            _ => remote.ip(),
+        },
+    };
+    SocketAddr::new(ip, port)
+}
+
+fn bind_port(fd: RawFd, v6: bool, port: u16) -> nix::Result<()> {
+    if v6 {
+        bind(
+            fd,
+            &SockaddrIn6::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0)),
+        )
+    } else {
+        bind(
+            fd,
+            &SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)),
+        )
+    }
+}
+
+fn open_socket(guest_port: u16, target: SocketAddr) -> Result<OwnedFd, Errno> {
+    let v6 = target.is_ipv6();
+    let family = if v6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let sock = socket(family, SockType::Datagram, flags, None)?;
+    let fd = sock.as_raw_fd();
+    // Keep the guest's source port if it's free (and not privileged).
+    if bind_port(fd, v6, guest_port).is_err() {
+        bind_port(fd, v6, 0)?;
+    }
+    match target {
+        SocketAddr::V4(a) => connect(fd, &SockaddrIn::from(a))?,
+        SocketAddr::V6(a) => connect(fd, &SockaddrIn6::from(a))?,
+    }
+    Ok(sock)
+}
+
+impl Udp {
+    /// Send a datagram the guest sent from `guest` to `remote`.
+    ///
+    /// # Errors
+    /// An `UdpDrop` saying why nothing was sent.
+    pub fn request(
+        &mut self,
+        conf: &Config,
+        ev: &EventLoop,
+        guest: SocketAddr,
+        remote: SocketAddr,
+        payload: &[u8],
+        now: Instant,
+    ) -> Result<(), UdpDrop> {
+        if !conf.services.udp {
+            return Err(UdpDrop::Disabled);
+        }
+        let local_only = match remote.ip() {
+            IpAddr::V4(a) => a.is_broadcast() || a.is_multicast() || a.is_unspecified(),
+            IpAddr::V6(a) => a.is_multicast() || a.is_unspecified(),
+        };
+        if local_only || remote.port() == 0 || guest.port() == 0 {
+            return Err(UdpDrop::Destination);
+        }
+        let key = (guest, remote);
+        let idx = match self.flows.lookup(&key) {
+            Some(i) => i,
+            None => self.open(conf, ev, key, now)?,
+        };
+        let Some(flow) = self.flows.get_mut(idx) else {
+            return Err(UdpDrop::TableFull);
+        };
+        flow.last = now;
+        match send(flow.sock.as_raw_fd(), payload, MsgFlags::MSG_DONTWAIT) {
+            Ok(_) => Ok(()),
+            // An ICMP error for an earlier datagram: this one still goes.
+            Err(Errno::ECONNREFUSED) => {
+                send(flow.sock.as_raw_fd(), payload, MsgFlags::MSG_DONTWAIT)
+                    .map(|_| ())
+                    .map_err(UdpDrop::Socket)
+            }
+            Err(e) => Err(UdpDrop::Socket(e)),
+        }
+    }
+
+    fn open(
+        &mut self,
+        conf: &Config,
+        ev: &EventLoop,
+        key: Key,
+        now: Instant,
+    ) -> Result<u32, UdpDrop> {
+        let (guest, remote) = key;
+        let idx = self.flows.free_slot().ok_or(UdpDrop::TableFull)?;
+        let target = host_side(conf, remote);
+        let sock = open_socket(guest.port(), target).map_err(UdpDrop::Socket)?;
+        ev.add(&sock, EpollRef::Udp(idx), false)
+            .map_err(|e| UdpDrop::Socket(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+        log::debug!("UDP flow {idx}: {guest} -> {remote} (host: {target})");
+        let flow = Flow {
+            sock,
+            guest,
+            remote,
+            last: now,
+        };
+        self.flows.insert(key, flow).map_err(|_| UdpDrop::TableFull)
+    }
+
+    /// Datagrams arrived on flow `idx`: queue each for the guest.
+    pub fn reply(
+        &mut self,
+        idx: u32,
+        conf: &Config,
+        guest_mac: Mac,
+        tx: &mut TxQueue,
+        now: Instant,
+    ) {
+        let Some(flow) = self.flows.get_mut(idx) else {
+            return;
+        };
+        flow.last = now;
+        let link = compose::Link {
+            src: Mac(conf.our_mac),
+            dst: guest_mac,
+        };
+        let fd = flow.sock.as_raw_fd();
+        loop {
+            let mut more = false;
+            match (flow.remote, flow.guest) {
+                (SocketAddr::V4(src), SocketAddr::V4(dst)) => {
+                    tx.push_with(MAX_FRAME, |out| {
+                        compose::udp4(out, link, src, dst, |p| recv_datagram(fd, p, &mut more))
+                    });
+                }
+                (SocketAddr::V6(src), SocketAddr::V6(dst)) => {
+                    tx.push_with(MAX_FRAME, |out| {
+                        compose::udp6(out, link, src, dst, |p| recv_datagram(fd, p, &mut more))
+                    });
+                }
+                _ => return,
+            }
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// Close flows idle for `IDLE_TIMEOUT`; returns when to look again.
+    pub fn expire(&mut self, ev: &EventLoop, now: Instant) -> Option<Instant> {
+        self.flows.retain(
+            |f| f.last + IDLE_TIMEOUT > now,
+            |f| {
+                let _ = ev.remove(&f.sock);
+            },
+        );
+        self.flows.iter().map(|f| f.last + IDLE_TIMEOUT).min()
+    }
+
+    /// Close every flow (the guest went away).
+    pub fn clear(&mut self, ev: &EventLoop) {
+        self.flows.retain(
+            |_| false,
+            |f| {
+                let _ = ev.remove(&f.sock);
+            },
+        );
+    }
+}
+
+/// Receive one datagram into `p`; sets `more` when another may wait. An
+/// empty datagram can't be told from "nothing" here and is skipped.
+fn recv_datagram(fd: RawFd, p: &mut [u8], more: &mut bool) -> usize {
+    match recv(fd, p, MsgFlags::MSG_DONTWAIT) {
+        Ok(n) => {
+            *more = true;
+            n
+        }
+        // An ICMP error for something we sent, or a signal: go on.
+        Err(Errno::ECONNREFUSED | Errno::EINTR) => {
+            *more = true;
+            0
+        }
+        Err(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn destinations_as_the_host_sees_them() {
+        let mut c = Config::example();
+        if let Some(ip4) = c.ip4.as_mut() {
+            ip4.dns_forward = Some(Ipv4Addr::new(169, 254, 1, 1));
+            ip4.dns_host = Some(Ipv4Addr::new(192, 0, 2, 53));
+            ip4.map_host_loopback = Some(Ipv4Addr::new(192, 0, 2, 1));
+        }
+        assert_eq!(host_side(&c, sa("169.254.1.1:53")), sa("192.0.2.53:53"));
+        assert_eq!(host_side(&c, sa("169.254.1.1:853")), sa("192.0.2.53:853"));
+        assert_eq!(host_side(&c, sa("169.254.1.1:80")), sa("169.254.1.1:80"));
+        assert_eq!(host_side(&c, sa("192.0.2.1:5000")), sa("127.0.0.1:5000"));
+        assert_eq!(
+            host_side(&c, sa("[2001:db8::9]:53")),
+            sa("[2001:db8::9]:53")
+        );
+    }
+
+    #[test]
+    fn no_udp_sends_nothing() {
+        let mut c = Config::example();
+        c.services.udp = false;
+        let ev = EventLoop::new().unwrap();
+        let mut u = Udp::default();
+        let r = u.request(
+            &c,
+            &ev,
+            sa("10.0.0.2:4000"),
+            sa("192.0.2.9:53"),
+            b"q",
+            Instant::now(),
+        );
+        assert_eq!(r, Err(UdpDrop::Disabled));
+        c.services.udp = true;
+        for dst in [
+            "255.255.255.255:67",
+            "224.0.0.251:5353",
+            "192.0.2.9:0",
+            "[ff02::fb]:5353",
+        ] {
+            let r = u.request(&c, &ev, sa("10.0.0.2:4000"), sa(dst), b"q", Instant::now());
+            assert_eq!(r, Err(UdpDrop::Destination), "{dst}");
+        }
+        assert!(u.flows.is_empty());
+    }
+}
