@@ -40,7 +40,21 @@ pub fn exit_sigset() -> SigSet {
 /// `sigprocmask` failure.
 pub fn initial() -> io::Result<()> {
     exit_sigset().thread_block()?;
+    raise_fd_limit();
     Ok(())
+}
+
+/// Every flow holds a socket: take all the descriptors we are allowed
+/// (the soft limit is often 1024, the hard one much higher), so the flow
+/// tables' limits, not the descriptor limit, decide.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        log::debug!("can't raise the open files limit to {hard}: {e}");
+    }
 }
 
 /// Files we created and must remove when we exit.
