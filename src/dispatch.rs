@@ -10,10 +10,12 @@ use crate::event::EventLoop;
 use crate::icmp::{IcmpDrop, Pings};
 use crate::l2::{self, dhcp, dhcpv6, ndp};
 use crate::tap::{Batch, MAX_FRAME, TxQueue};
+use crate::tcp::{Tcp, TcpDrop};
 use crate::udp::{Udp, UdpDrop};
 use crate::wire::arp::ArpRepr;
 use crate::wire::ethernet::{self, Frame};
-use crate::wire::{EtherType, IpProtocol, Mac, ipv4, ipv6, udp};
+use crate::wire::{EtherType, IpProtocol, Mac, compose, ipv4, ipv6, tcp, udp};
+use nix::sys::epoll::EpollFlags;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
@@ -52,11 +54,16 @@ pub enum DropReason {
     /// A datagram the host wouldn't send (`--no-udp`, socket refused,
     /// flow table full).
     Udp,
+    /// A TCP header that fails validation (lengths, checksum).
+    MalformedTcp,
+    /// A TCP segment we don't translate (`--no-tcp`, destination,
+    /// connection table full, socket refused).
+    Tcp,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    const ALL: [DropReason; 14] = [
+    const ALL: [DropReason; 16] = [
         DropReason::Runt,
         DropReason::MalformedArp,
         DropReason::UnknownEtherType,
@@ -71,6 +78,8 @@ impl DropReason {
         DropReason::Icmp,
         DropReason::IcmpHost,
         DropReason::Udp,
+        DropReason::MalformedTcp,
+        DropReason::Tcp,
     ];
     /// Number of variants, for the counter array.
     const COUNT: usize = Self::ALL.len();
@@ -91,6 +100,8 @@ impl DropReason {
             DropReason::Icmp => 11,
             DropReason::IcmpHost => 12,
             DropReason::Udp => 13,
+            DropReason::MalformedTcp => 14,
+            DropReason::Tcp => 15,
         }
     }
 
@@ -116,6 +127,8 @@ impl fmt::Display for DropReason {
             DropReason::Icmp => "ICMP",
             DropReason::IcmpHost => "ICMP (host refused)",
             DropReason::Udp => "UDP",
+            DropReason::MalformedTcp => "malformed TCP",
+            DropReason::Tcp => "TCP",
         })
     }
 }
@@ -172,6 +185,7 @@ pub struct Dispatch<'c> {
     pub drops: DropCounters,
     pings: Pings,
     udp: Udp,
+    tcp: Tcp,
     next_ra: Option<Instant>,
 }
 
@@ -184,6 +198,7 @@ impl<'c> Dispatch<'c> {
             drops: DropCounters::default(),
             pings: Pings::default(),
             udp: Udp::default(),
+            tcp: Tcp::default(),
             next_ra: None,
         }
     }
@@ -220,6 +235,7 @@ impl<'c> Dispatch<'c> {
             self.next_ra,
             self.pings.expire(ev, now),
             self.udp.expire(ev, now),
+            self.tcp.periodic(now, self.link(), ev, tx),
         ]
         .into_iter()
         .flatten()
@@ -235,6 +251,27 @@ impl<'c> Dispatch<'c> {
     pub fn guest_left(&mut self, ev: &EventLoop) {
         self.pings.clear(ev);
         self.udp.clear(ev);
+        self.tcp.clear(ev);
+    }
+
+    /// Events on the socket of TCP connection `idx`.
+    pub fn tcp_event(&mut self, idx: u32, events: EpollFlags, tx: &mut TxQueue, ev: &EventLoop) {
+        let link = self.link();
+        self.tcp.event(idx, events, link, ev, tx);
+    }
+
+    /// When TCP timers are due next: connections opened or changed since
+    /// the last `periodic` may need it sooner.
+    pub fn tcp_deadline(&self) -> Option<Instant> {
+        self.tcp.next_deadline()
+    }
+
+    /// Link-layer addresses of frames towards the guest.
+    fn link(&self) -> compose::Link {
+        compose::Link {
+            src: Mac(self.conf.our_mac),
+            dst: self.guest.mac.unwrap_or(Mac::BROADCAST),
+        }
     }
 
     /// Datagrams arrived for UDP flow `idx`.
@@ -317,6 +354,16 @@ impl<'c> Dispatch<'c> {
                 );
                 r.map_err(icmp_reason)
             }
+            IpProtocol::Tcp => {
+                let t = tcp::Packet::new_checked(pkt.payload())
+                    .map_err(|_| DropReason::MalformedTcp)?;
+                let guest = SocketAddr::new(IpAddr::V4(ip.src), t.src_port());
+                let remote = SocketAddr::new(IpAddr::V4(ip.dst), t.dst_port());
+                let link = self.link();
+                self.tcp
+                    .segment(self.conf, ev, link, guest, remote, pkt.payload(), tx, now)
+                    .map_err(tcp_reason)
+            }
             _ => Err(DropReason::Unhandled),
         }
     }
@@ -368,6 +415,15 @@ impl<'c> Dispatch<'c> {
                     },
                 )
             }
+            IpProtocol::Tcp => {
+                let t = tcp::Packet::new_checked(l4).map_err(|_| DropReason::MalformedTcp)?;
+                let guest = SocketAddr::new(IpAddr::V6(ip.src), t.src_port());
+                let remote = SocketAddr::new(IpAddr::V6(ip.dst), t.dst_port());
+                let link = self.link();
+                self.tcp
+                    .segment(conf, ev, link, guest, remote, l4, tx, now)
+                    .map_err(tcp_reason)
+            }
             _ => Err(DropReason::Unhandled),
         }
     }
@@ -402,6 +458,17 @@ impl<'c> Dispatch<'c> {
 fn udp_reason(e: UdpDrop) -> DropReason {
     log::debug!("UDP: dropped ({e})");
     DropReason::Udp
+}
+
+/// Count a TCP segment that wasn't translated.
+fn tcp_reason(e: TcpDrop) -> DropReason {
+    log::debug!("TCP: dropped ({e})");
+    match e {
+        TcpDrop::Malformed => DropReason::MalformedTcp,
+        TcpDrop::Disabled | TcpDrop::Destination | TcpDrop::TableFull | TcpDrop::Socket(_) => {
+            DropReason::Tcp
+        }
+    }
 }
 
 /// Count an echo request that didn't go out under the right reason.

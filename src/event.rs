@@ -22,6 +22,8 @@ pub enum EpollRef {
     Ping(u32),
     /// The socket of UDP flow N.
     Udp(u32),
+    /// The socket of TCP connection N.
+    Tcp(u32),
 }
 
 impl EpollRef {
@@ -38,6 +40,7 @@ impl From<EpollRef> for u64 {
             EpollRef::Quit => (5, 0),
             EpollRef::Ping(i) => (6, i),
             EpollRef::Udp(i) => (7, i),
+            EpollRef::Tcp(i) => (8, i),
         };
         kind << EpollRef::KIND_SHIFT | u64::from(index)
     }
@@ -56,6 +59,7 @@ impl TryFrom<u64> for EpollRef {
             // The low 32 bits are the index, by construction.
             6 => Ok(EpollRef::Ping((v & u64::from(u32::MAX)) as u32)),
             7 => Ok(EpollRef::Udp((v & u64::from(u32::MAX)) as u32)),
+            8 => Ok(EpollRef::Tcp((v & u64::from(u32::MAX)) as u32)),
             _ => Err(v),
         }
     }
@@ -83,6 +87,17 @@ impl EventLoop {
     /// `epoll_ctl` failure.
     pub fn add(&self, fd: impl AsFd, r: EpollRef, out: bool) -> io::Result<()> {
         Ok(self.epoll.add(fd, EpollEvent::new(flags(out), r.into()))?)
+    }
+
+    /// Watch `fd` edge-triggered for input, output and the peer's close:
+    /// for sockets whose data is left in the kernel on purpose (TCP), where
+    /// level-triggered readiness would spin.
+    ///
+    /// # Errors
+    /// `epoll_ctl` failure.
+    pub fn add_edge(&self, fd: impl AsFd, r: EpollRef) -> io::Result<()> {
+        let f = flags(true) | EpollFlags::EPOLLET;
+        Ok(self.epoll.add(fd, EpollEvent::new(f, r.into()))?)
     }
 
     /// Change whether `fd` is watched for output.
@@ -138,6 +153,8 @@ mod tests {
             EpollRef::Ping(0),
             EpollRef::Ping(u32::MAX),
             EpollRef::Udp(7),
+            EpollRef::Tcp(0),
+            EpollRef::Tcp(u32::MAX),
         ] {
             assert_eq!(EpollRef::try_from(u64::from(r)), Ok(r));
         }

@@ -13,6 +13,7 @@ pub mod conf;
 pub mod dispatch;
 pub mod event;
 pub mod flow;
+pub mod fwd;
 pub mod icmp;
 pub mod isolate;
 pub mod l2;
@@ -27,5 +28,6 @@ pub mod startup;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod tap;
+pub mod tcp;
 pub mod udp;
 pub mod wire;

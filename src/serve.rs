@@ -184,10 +184,21 @@ impl<'c> Server<'c> {
                         self.dispatch.udp_reply(i, &mut self.tx);
                         None
                     }
+                    EpollRef::Tcp(i) => {
+                        self.dispatch
+                            .tcp_event(i, ev.events(), &mut self.tx, &self.ev);
+                        None
+                    }
                 };
                 if let Some(o) = end {
                     return o;
                 }
+            }
+            // TCP timers (retransmission, polls) move with every segment.
+            if let Some(t) = self.dispatch.tcp_deadline()
+                && self.guest_present()
+            {
+                self.next_timer = Some(self.next_timer.map_or(t, |n| n.min(t)));
             }
             self.timers();
             if let Err(o) = self.flush() {

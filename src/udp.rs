@@ -18,6 +18,7 @@
 use crate::conf::Config;
 use crate::event::{EpollRef, EventLoop};
 use crate::flow::FlowTable;
+use crate::fwd::host_side;
 use crate::tap::{MAX_FRAME, TxQueue};
 use crate::wire::{Mac, compose};
 use nix::errno::Errno;
@@ -33,8 +34,6 @@ use std::time::{Duration, Instant};
 pub const MAX_FLOWS: usize = 512;
 /// A flow without traffic for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
-/// The DNS ports `--dns-forward` applies to (DNS, DNS over TLS/QUIC).
-const DNS_PORTS: [u16; 2] = [53, 853];
 
 /// Why a datagram from the guest was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -75,30 +74,6 @@ impl Default for Udp {
             flows: FlowTable::new(MAX_FLOWS),
         }
     }
-}
-
-/// Where the guest's destination is on the host.
-fn host_side(conf: &Config, remote: SocketAddr) -> SocketAddr {
-    let port = remote.port();
-    let ip = match remote.ip() {
-        IpAddr::V4(a) => match &conf.ip4 {
-            Some(c) if c.dns_forward == Some(a) && DNS_PORTS.contains(&port) => {
-                c.dns_host.map_or(remote.ip(), IpAddr::V4)
-            }
-            Some(c) if c.map_host_loopback == Some(a) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            Some(c) if c.map_guest_addr == Some(a) => IpAddr::V4(c.addr),
-            _ => remote.ip(),
-        },
-        IpAddr::V6(a) => match &conf.ip6 {
-            Some(c) if c.dns_forward == Some(a) && DNS_PORTS.contains(&port) => {
-                c.dns_host.map_or(remote.ip(), IpAddr::V6)
-            }
-            Some(c) if c.map_host_loopback == Some(a) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            Some(c) if c.map_guest_addr == Some(a) => IpAddr::V6(c.addr),
-            _ => remote.ip(),
-        },
-    };
-    SocketAddr::new(ip, port)
 }
 
 fn bind_port(fd: RawFd, v6: bool, port: u16) -> nix::Result<()> {
@@ -288,24 +263,6 @@ mod tests {
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn destinations_as_the_host_sees_them() {
-        let mut c = Config::example();
-        if let Some(ip4) = c.ip4.as_mut() {
-            ip4.dns_forward = Some(Ipv4Addr::new(169, 254, 1, 1));
-            ip4.dns_host = Some(Ipv4Addr::new(192, 0, 2, 53));
-            ip4.map_host_loopback = Some(Ipv4Addr::new(192, 0, 2, 1));
-        }
-        assert_eq!(host_side(&c, sa("169.254.1.1:53")), sa("192.0.2.53:53"));
-        assert_eq!(host_side(&c, sa("169.254.1.1:853")), sa("192.0.2.53:853"));
-        assert_eq!(host_side(&c, sa("169.254.1.1:80")), sa("169.254.1.1:80"));
-        assert_eq!(host_side(&c, sa("192.0.2.1:5000")), sa("127.0.0.1:5000"));
-        assert_eq!(
-            host_side(&c, sa("[2001:db8::9]:53")),
-            sa("[2001:db8::9]:53")
-        );
     }
 
     #[test]

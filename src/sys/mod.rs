@@ -6,6 +6,7 @@
 pub mod inotify;
 pub mod nsfs;
 pub mod process;
+pub mod tcp;
 pub mod tun;
 
 use std::io;

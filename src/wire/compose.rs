@@ -1,4 +1,4 @@
-//! Whole frames towards the guest: Ethernet + IP + UDP/ICMPv6 around a
+//! Whole frames towards the guest: Ethernet + IP + UDP/TCP/ICMP around a
 //! payload that the caller writes in place.
 //!
 //! Every builder takes the output buffer and a closure that writes the
@@ -7,7 +7,7 @@
 //! fit is cut to the space available (callers size `out` to `MAX_FRAME`).
 
 use super::ethernet::{self, Frame};
-use super::{EtherType, IpProtocol, Mac, icmpv4, icmpv6, ipv4, ipv6, udp};
+use super::{EtherType, IpProtocol, Mac, icmpv4, icmpv6, ipv4, ipv6, tcp, udp};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
 /// Link-layer addresses of a frame: ours as source, the guest's as destination.
@@ -146,6 +146,63 @@ pub fn icmp4(
     UDP4_OFF + mlen
 }
 
+/// Build an Ethernet/IPv4/TCP frame with header `hdr` (ports, sequence
+/// numbers, flags, window, SYN options); returns its length, or 0 if
+/// `out` can't even hold the headers.
+pub fn tcp4(
+    out: &mut [u8],
+    link: Link,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    hdr: &tcp::TcpRepr,
+    payload: impl FnOnce(&mut [u8]) -> usize,
+) -> usize {
+    let hl = hdr.buffer_len();
+    let payload_off = UDP4_OFF + hl;
+    if out.len() < payload_off {
+        return 0;
+    }
+    let room = (out.len() - payload_off).min(65535 - ipv4::HEADER_LEN - hl);
+    let plen = payload(&mut out[payload_off..payload_off + room]).min(room);
+    let seg_len = hl + plen;
+    hdr.emit(&mut out[UDP4_OFF..]);
+    tcp::Packet::new_unchecked(&mut out[UDP4_OFF..UDP4_OFF + seg_len]).fill_checksum_v4(src, dst);
+    ipv4::Ipv4Repr {
+        src,
+        dst,
+        protocol: IpProtocol::Tcp,
+        payload_len: seg_len,
+        ttl: 255,
+    }
+    .emit(&mut out[ethernet::HEADER_LEN..]);
+    Frame::new_unchecked(&mut out[..]).set_header(link.dst, link.src, EtherType::Ipv4);
+    UDP4_OFF + seg_len
+}
+
+/// Build an Ethernet/IPv6/TCP frame, likewise.
+pub fn tcp6(
+    out: &mut [u8],
+    link: Link,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hdr: &tcp::TcpRepr,
+    payload: impl FnOnce(&mut [u8]) -> usize,
+) -> usize {
+    let hl = hdr.buffer_len();
+    let payload_off = UDP6_OFF + hl;
+    if out.len() < payload_off {
+        return 0;
+    }
+    let room = (out.len() - payload_off).min(65535 - hl);
+    let plen = payload(&mut out[payload_off..payload_off + room]).min(room);
+    let seg_len = hl + plen;
+    hdr.emit(&mut out[UDP6_OFF..]);
+    tcp::Packet::new_unchecked(&mut out[UDP6_OFF..UDP6_OFF + seg_len]).fill_checksum_v6(src, dst);
+    ip6_header(out, src, dst, IpProtocol::Tcp, seg_len, 255);
+    Frame::new_unchecked(&mut out[..]).set_header(link.dst, link.src, EtherType::Ipv6);
+    UDP6_OFF + seg_len
+}
+
 fn ip6_header(
     out: &mut [u8],
     src: Ipv6Addr,
@@ -247,6 +304,54 @@ mod tests {
         let m = icmpv4::Packet::new_checked(ip.payload()).unwrap();
         assert!(m.verify_checksum());
         assert_eq!(m.echo_ident(), 9);
+    }
+
+    #[test]
+    fn tcp4_and_tcp6_frames_parse_back() {
+        let mut out = [0u8; 200];
+        let (a, b) = (Ipv4Addr::new(203, 0, 113, 1), Ipv4Addr::new(192, 0, 2, 2));
+        let hdr = tcp::TcpRepr {
+            src_port: 80,
+            dst_port: 40000,
+            seq: 7,
+            ack: 9,
+            flags: tcp::Flags::ACK | tcp::Flags::PSH,
+            window: 1000,
+            ..Default::default()
+        };
+        let n = tcp4(&mut out, LINK, a, b, &hdr, |p| {
+            p[..3].copy_from_slice(b"xyz");
+            3
+        });
+        assert_eq!(n, 14 + 20 + 20 + 3);
+        let f = Frame::new_checked(&out[..n]).unwrap();
+        let ip = ipv4::Packet::new_checked(f.payload()).unwrap();
+        assert_eq!(
+            ipv4::Ipv4Repr::parse(&ip).unwrap().protocol,
+            IpProtocol::Tcp
+        );
+        let t = tcp::Packet::new_checked(ip.payload()).unwrap();
+        assert_eq!(tcp::TcpRepr::parse(&t, a.into(), b.into()), Ok(hdr));
+        assert_eq!(t.payload(), b"xyz");
+
+        let (a6, b6): (Ipv6Addr, Ipv6Addr) = (
+            "2001:db8:1::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        );
+        let syn = tcp::TcpRepr {
+            flags: tcp::Flags::SYN | tcp::Flags::ACK,
+            mss: Some(1440),
+            wscale: Some(7),
+            ..hdr
+        };
+        let n = tcp6(&mut out, LINK, a6, b6, &syn, |_| 0);
+        assert_eq!(n, 14 + 40 + 28);
+        let f = Frame::new_checked(&out[..n]).unwrap();
+        let ip = ipv6::Packet::new_checked(f.payload()).unwrap();
+        let (proto, l4) = ip.upper_layer().unwrap();
+        assert_eq!(proto, IpProtocol::Tcp);
+        let t = tcp::Packet::new_checked(l4).unwrap();
+        assert_eq!(tcp::TcpRepr::parse(&t, a6.into(), b6.into()), Ok(syn));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod icmpv6;
 pub mod ip;
 pub mod ipv4;
 pub mod ipv6;
+pub mod tcp;
 pub mod udp;
 
 pub use ethernet::{EtherType, Mac};

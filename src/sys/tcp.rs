@@ -1,0 +1,156 @@
+//! TCP socket queries nix doesn't wrap: the peek offset and the send queue.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// Set `SO_PEEK_OFF`: where the next `MSG_PEEK` starts, relative to the
+/// first unread byte (Linux 6.10 and later for TCP).
+///
+/// # Errors
+/// `EINVAL`/`EOPNOTSUPP` where the kernel doesn't support it for TCP.
+pub fn set_peek_off(fd: BorrowedFd<'_>, off: i32) -> io::Result<()> {
+    let len = libc::socklen_t::try_from(std::mem::size_of::<i32>()).unwrap_or(4);
+    // SAFETY: the option value points to a live i32 of the length given;
+    // the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEEK_OFF,
+            std::ptr::from_ref(&off).cast(),
+            len,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Bytes in the socket's send queue, sent or not, not yet acknowledged by
+/// the peer (`SIOCOUTQ`).
+///
+/// # Errors
+/// The ioctl's error.
+pub fn outq(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int through the pointer, which points to
+    // a live c_int.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &raw mut n) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+}
+
+/// Peek at the bytes after the first `skip.len()` unread ones into `out`,
+/// without `SO_PEEK_OFF`: the skipped prefix is copied into `skip` and
+/// thrown away. Returns the bytes put in `out`.
+///
+/// # Errors
+/// The `recvmsg` error (`EAGAIN` when nothing is there).
+pub fn peek_after(fd: BorrowedFd<'_>, skip: &mut [u8], out: &mut [u8]) -> io::Result<usize> {
+    let mut iov = [
+        libc::iovec {
+            iov_base: skip.as_mut_ptr().cast(),
+            iov_len: skip.len(),
+        },
+        libc::iovec {
+            iov_base: out.as_mut_ptr().cast(),
+            iov_len: out.len(),
+        },
+    ];
+    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = 2;
+    // SAFETY: both iovecs point into live, exclusively borrowed buffers of
+    // the lengths given; msg points to them and lives across the call.
+    let r = unsafe {
+        libc::recvmsg(
+            fd.as_raw_fd(),
+            &raw mut msg,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(r).unwrap_or(0).saturating_sub(skip.len()))
+}
+
+/// Throw away the next `n` unread bytes of a TCP socket without copying
+/// them (`MSG_TRUNC`, which TCP takes as "discard"). Returns how many went.
+///
+/// # Errors
+/// The `recv` error.
+pub fn discard(fd: BorrowedFd<'_>, n: usize) -> io::Result<usize> {
+    // SAFETY: for TCP, MSG_TRUNC makes the kernel drop the data instead of
+    // copying it (tcp(7)), so the null buffer is never written.
+    let r = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            std::ptr::null_mut(),
+            n,
+            libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(r).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn peek_past_a_prefix_and_discard() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        a.write_all(b"abcdefgh").unwrap();
+        assert!(outq(a.as_fd()).is_ok_and(|n| n <= 8));
+        let fd = b.as_fd();
+        let mut skip = [0u8; 2];
+        let mut out = [0u8; 4];
+        // The data may take a moment to show up on loopback.
+        let mut n = 0;
+        for _ in 0..100 {
+            n = peek_after(fd, &mut skip, &mut out).unwrap_or(0);
+            if n == 4 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!((n, &out), (4, b"cdef"));
+        assert_eq!(discard(fd, 3).unwrap(), 3);
+        let n = peek_after(fd, &mut [], &mut out).unwrap();
+        assert_eq!(&out[..n], b"defg");
+        // With SO_PEEK_OFF (Linux 6.10+), peeks move on by themselves.
+        if set_peek_off(fd, 0).is_ok() {
+            let mut one = [0u8; 2];
+            assert_eq!(
+                nix::sys::socket::recv(
+                    fd.as_raw_fd(),
+                    &mut one,
+                    nix::sys::socket::MsgFlags::MSG_PEEK
+                ),
+                Ok(2)
+            );
+            let n = nix::sys::socket::recv(
+                fd.as_raw_fd(),
+                &mut one,
+                nix::sys::socket::MsgFlags::MSG_PEEK,
+            )
+            .unwrap();
+            assert_eq!(&one[..n], b"fg");
+        }
+    }
+}

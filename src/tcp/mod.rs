@@ -1,0 +1,980 @@
+//! TCP translation, guest to host: one host socket per guest connection,
+//! and no copy of the data in user space.
+//!
+//! Theory of operation: a SYN from the guest opens a connection slot and a
+//! non-blocking `connect()` to the destination as the host must see it
+//! (`fwd::host_side`). When the connect completes the guest gets a SYN-ACK
+//! (or an RST if it failed), and from then on the two byte streams are
+//! mirrored:
+//!
+//! - guest → host: an in-order payload is written to the socket and the
+//!   guest is acknowledged for what the kernel took, no more; out-of-order
+//!   segments are dropped and the expected sequence number is ACKed again,
+//!   so the guest retransmits. The window we advertise is the room left in
+//!   the socket's send buffer (half of `SO_SNDBUF`, for the kernel's
+//!   overhead, minus `SIOCOUTQ`).
+//! - host → guest: data stays in the socket's receive queue until the
+//!   guest acknowledges it. It is read with `MSG_PEEK` straight into frames
+//!   in the guest's queue, from `SO_PEEK_OFF`, up to the guest's window;
+//!   an ACK discards that many bytes (`MSG_TRUNC`). After `RTO` without
+//!   progress or three duplicate ACKs the peek offset goes back to the
+//!   first unacknowledged byte and the data is sent again. Kernels without
+//!   `SO_PEEK_OFF` for TCP (before 6.10) peek from the first unread byte
+//!   into a scratch buffer and throw the already-sent prefix away: a copy
+//!   of everything in flight per segment, so in flight is capped lower.
+//! - close: the socket's EOF becomes our FIN once all data is out, the
+//!   guest's FIN a `shutdown(SHUT_WR)`; the slot is freed when both ways
+//!   are closed and our FIN is acknowledged. An RST from the guest closes
+//!   the socket with `SO_LINGER` 0 (an RST to the peer); a socket error
+//!   becomes an RST to the guest.
+//!
+//! Sockets are watched edge-triggered: unread data is left in the kernel
+//! on purpose, so a level-triggered `EPOLLIN` would fire again and again
+//! while the guest's window is full. Sending resumes on the guest's ACKs,
+//! the next edge, or a short poll when the guest's queue was full.
+//!
+//! Limits: `MAX_CONNS` connections; `HANDSHAKE_TIMEOUT` to connect and
+//! complete the handshake, `IDLE_TIMEOUT` without traffic afterwards;
+//! `MAX_RETRIES` retransmissions without progress reset the connection.
+//! Still to come: inbound port forwarding (`-t`), SACK, timestamps,
+//! reassembly of out-of-order segments, the loopback splice path.
+
+mod seq;
+
+use crate::conf::Config;
+use crate::event::{EpollRef, EventLoop};
+use crate::flow::FlowTable;
+use crate::fwd::host_side;
+use crate::sys;
+use crate::tap::{MAX_FRAME, TxQueue};
+use crate::wire::tcp::{Flags, Packet, TcpRepr};
+use crate::wire::{compose, ethernet, ipv4, ipv6};
+use nix::errno::Errno;
+use nix::sys::epoll::EpollFlags;
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, Shutdown, SockFlag, SockType, SockaddrIn, SockaddrIn6, connect,
+    getsockopt, recv, send, setsockopt, shutdown, socket, sockopt,
+};
+use seq::{Fit, after};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Most TCP connections at once.
+pub const MAX_CONNS: usize = 1024;
+/// Time to connect and complete the handshake with the guest.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+/// An established connection without traffic for this long is reset.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
+/// Retransmission timeout (doubled per retry, up to 32 s).
+pub const RTO: Duration = Duration::from_secs(1);
+/// Retransmissions without progress before we give up.
+pub const MAX_RETRIES: u8 = 8;
+/// Our window scale shift (RFC 7323), when the guest offers scaling.
+const WSCALE: u8 = 7;
+/// Most bytes in flight towards the guest per connection.
+pub const MAX_IN_FLIGHT: usize = 2 << 20;
+/// The same without `SO_PEEK_OFF`: also the scratch buffer's size.
+pub const FALLBACK_IN_FLIGHT: usize = 256 << 10;
+/// Poll interval when the guest's queue was full or our window closed.
+const POLL: Duration = Duration::from_millis(5);
+/// The MTU when the configuration leaves it unset.
+const DEFAULT_MTU: usize = 65520;
+/// Ethernet + IPv6 + TCP with our SYN options: room for any header we build.
+const MAX_HEADERS: usize = ethernet::HEADER_LEN + ipv6::HEADER_LEN + 28;
+
+/// Why a segment from the guest was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TcpDrop {
+    /// `--no-tcp`.
+    #[error("TCP disabled")]
+    Disabled,
+    /// Bad header length or checksum.
+    #[error("malformed segment")]
+    Malformed,
+    /// Broadcast, multicast, unspecified or port 0.
+    #[error("destination not forwarded")]
+    Destination,
+    /// Every connection slot is taken.
+    #[error("TCP connection table full")]
+    TableFull,
+    /// The host refused the socket.
+    #[error("TCP socket: {0}")]
+    Socket(Errno),
+}
+
+/// Guest address and port, and the destination as the guest sees it.
+type Key = (SocketAddr, SocketAddr);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// `connect()` in progress; the guest waits for our SYN-ACK.
+    Connecting,
+    /// SYN-ACK sent, waiting for the guest's ACK.
+    SynRcvd,
+    /// Data flows.
+    Established,
+}
+
+/// What to do with a connection after handling something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Keep,
+    /// Both directions closed: free the slot.
+    Close,
+    /// Reset: RST to the guest, `SO_LINGER` 0 on the socket.
+    Abort,
+    /// The guest reset: `SO_LINGER` 0, nothing to the guest.
+    Reset,
+}
+
+struct Conn {
+    sock: OwnedFd,
+    guest: SocketAddr,
+    remote: SocketAddr,
+    state: State,
+    // Guest to host.
+    /// Next sequence number we expect from the guest.
+    rcv_nxt: u32,
+    /// The guest's FIN was taken (socket shut for writing).
+    guest_fin: bool,
+    /// Window scale we apply to our window field (0: guest didn't offer).
+    our_ws: u8,
+    /// Window we last advertised, in bytes.
+    adv_wnd: usize,
+    /// MSS we told the guest.
+    our_mss: u16,
+    // Host to guest.
+    iss: u32,
+    snd_una: u32,
+    snd_nxt: u32,
+    /// The guest's window, in bytes.
+    snd_wnd: usize,
+    /// The guest's window scale.
+    peer_ws: u8,
+    /// Segment size towards the guest.
+    mss: usize,
+    /// Our FIN is in flight: it is the sequence number before `snd_nxt`.
+    fin_sent: bool,
+    fin_acked: bool,
+    dup_acks: u8,
+    retries: u8,
+    rto_at: Option<Instant>,
+    poll_at: Option<Instant>,
+    last: Instant,
+    /// `SO_PEEK_OFF` works on this socket.
+    peek_off: bool,
+}
+
+impl Conn {
+    fn deadline(&self) -> Instant {
+        let idle = if self.state == State::Established {
+            IDLE_TIMEOUT
+        } else {
+            HANDSHAKE_TIMEOUT
+        };
+        [Some(self.last + idle), self.rto_at, self.poll_at]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.last + idle)
+    }
+
+    fn in_flight(&self) -> usize {
+        self.snd_nxt.wrapping_sub(self.snd_una) as usize
+    }
+
+    fn header(&self, flags: Flags, seq: u32) -> TcpRepr {
+        TcpRepr {
+            src_port: self.remote.port(),
+            dst_port: self.guest.port(),
+            seq,
+            ack: self.rcv_nxt,
+            flags,
+            window: seq::window_field(self.adv_wnd, self.our_ws),
+            mss: None,
+            wscale: None,
+        }
+    }
+
+    /// Room in the socket's send buffer, as the window for the guest.
+    fn room(&self) -> usize {
+        let fd = self.sock.as_fd();
+        let buf = getsockopt(&fd, sockopt::SndBuf).unwrap_or(0);
+        let queued = sys::tcp::outq(fd).unwrap_or(usize::MAX);
+        (buf / 2).saturating_sub(queued)
+    }
+
+    /// Queue a segment without payload.
+    fn emit(&self, link: compose::Link, tx: &mut TxQueue, hdr: &TcpRepr) -> bool {
+        emit_segment(link, tx, self.remote, self.guest, hdr, 0, |_| 0)
+    }
+
+    /// Refresh our window and acknowledge.
+    fn ack(&mut self, link: compose::Link, tx: &mut TxQueue, now: Instant) {
+        self.adv_wnd = self.room();
+        if self.adv_wnd < self.mss.max(usize::from(self.our_mss)) {
+            // No write-space edge is due unless a write failed: look again.
+            self.poll_at = Some(now + POLL);
+        }
+        let hdr = self.header(Flags::ACK, self.snd_nxt);
+        self.emit(link, tx, &hdr);
+    }
+
+    fn syn_ack(&mut self, link: compose::Link, tx: &mut TxQueue, now: Instant) {
+        self.adv_wnd = self.room();
+        let mut hdr = self.header(Flags::SYN | Flags::ACK, self.iss);
+        // RFC 7323 2.2: the window field of a SYN is never scaled.
+        hdr.window = seq::window_field(self.adv_wnd, 0);
+        hdr.mss = Some(self.our_mss);
+        hdr.wscale = (self.our_ws > 0).then_some(self.our_ws);
+        self.emit(link, tx, &hdr);
+        self.rto_at = Some(now + backoff(self.retries));
+    }
+
+    /// Send what the socket holds and the guest's window allows, then our
+    /// FIN if the socket is at EOF and everything went out.
+    fn push(
+        &mut self,
+        link: compose::Link,
+        tx: &mut TxQueue,
+        scratch: &mut [u8],
+        now: Instant,
+    ) -> Next {
+        if self.state != State::Established {
+            return Next::Keep;
+        }
+        let cap = if self.peek_off {
+            MAX_IN_FLIGHT
+        } else {
+            FALLBACK_IN_FLIGHT.min(scratch.len())
+        };
+        // Set when a peek found the socket at EOF with everything sent.
+        let mut at_end = false;
+        while !self.fin_sent {
+            let limit = self.snd_wnd.min(cap);
+            let in_flight = self.in_flight();
+            if in_flight >= limit {
+                break;
+            }
+            let len = self.mss.min(limit - in_flight);
+            let hdr = self.header(Flags::ACK | Flags::PSH, self.snd_nxt);
+            let fd = self.sock.as_fd();
+            let peek_off = self.peek_off;
+            let mut got: Option<Result<usize, Errno>> = None;
+            emit_segment(link, tx, self.remote, self.guest, &hdr, len, |p| {
+                let r = if peek_off {
+                    recv(
+                        fd.as_raw_fd(),
+                        p,
+                        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+                    )
+                } else {
+                    sys::tcp::peek_after(fd, &mut scratch[..in_flight], p)
+                        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+                };
+                let n = *r.as_ref().unwrap_or(&0);
+                got = Some(r);
+                n
+            });
+            match got {
+                // The guest's queue is full: try again shortly.
+                None => {
+                    self.poll_at = Some(now + POLL);
+                    break;
+                }
+                Some(Ok(0)) => {
+                    at_end = true;
+                    break;
+                }
+                Some(Ok(n)) => {
+                    // At most `len`, which fits in u32.
+                    self.snd_nxt = self.snd_nxt.wrapping_add(n as u32);
+                    self.rto_at.get_or_insert(now + backoff(self.retries));
+                }
+                Some(Err(Errno::EAGAIN | Errno::EINTR)) => break,
+                Some(Err(e)) => {
+                    log::debug!("TCP {} -> {}: {e}", self.guest, self.remote);
+                    return Next::Abort;
+                }
+            }
+        }
+        if at_end && !self.fin_sent {
+            let hdr = self.header(Flags::ACK | Flags::FIN, self.snd_nxt);
+            if self.emit(link, tx, &hdr) {
+                self.snd_nxt = self.snd_nxt.wrapping_add(1);
+                self.fin_sent = true;
+                self.rto_at.get_or_insert(now + backoff(self.retries));
+            } else {
+                self.poll_at = Some(now + POLL);
+            }
+        }
+        self.closed()
+    }
+
+    fn closed(&self) -> Next {
+        if self.guest_fin && self.fin_acked {
+            Next::Close
+        } else {
+            Next::Keep
+        }
+    }
+
+    /// Go back to the first unacknowledged byte.
+    fn rewind(&mut self) {
+        self.snd_nxt = self.snd_una;
+        self.fin_sent = false;
+        self.dup_acks = 0;
+        if self.peek_off {
+            let _ = sys::tcp::set_peek_off(self.sock.as_fd(), 0);
+        }
+    }
+
+    /// The guest acknowledged up to `ack` and offers `window` bytes.
+    fn on_ack(&mut self, ack: u32, window: usize, pure: bool, now: Instant) -> Next {
+        let outstanding = self.in_flight();
+        let acked = ack.wrapping_sub(self.snd_una) as usize;
+        if acked > 0 && acked <= outstanding {
+            let mut data = acked;
+            if self.fin_sent && ack == self.snd_nxt {
+                self.fin_acked = true;
+                data -= 1;
+            }
+            let mut left = data;
+            while left > 0 {
+                match sys::tcp::discard(self.sock.as_fd(), left) {
+                    Ok(0) => break,
+                    Ok(n) => left -= n.min(left),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        log::debug!("TCP {} -> {}: discard: {e}", self.guest, self.remote);
+                        return Next::Abort;
+                    }
+                }
+            }
+            self.snd_una = ack;
+            self.dup_acks = 0;
+            self.retries = 0;
+            self.rto_at = (self.snd_nxt != self.snd_una).then(|| now + RTO);
+        } else if acked == 0 && outstanding > 0 && pure && window == self.snd_wnd {
+            // RFC 5681 2: a duplicate ACK; the third one means a loss.
+            self.dup_acks = self.dup_acks.saturating_add(1);
+            if self.dup_acks == 3 {
+                self.rewind();
+            }
+        }
+        self.snd_wnd = window;
+        Next::Keep
+    }
+}
+
+fn backoff(retries: u8) -> Duration {
+    RTO * (1u32 << retries.min(5))
+}
+
+/// Build a TCP segment from `from` to `to` in the guest's queue; `payload`
+/// writes at most `len` bytes. False if nothing was queued.
+fn emit_segment(
+    link: compose::Link,
+    tx: &mut TxQueue,
+    from: SocketAddr,
+    to: SocketAddr,
+    hdr: &TcpRepr,
+    len: usize,
+    payload: impl FnOnce(&mut [u8]) -> usize,
+) -> bool {
+    let max = (MAX_HEADERS + len).min(MAX_FRAME);
+    tx.push_with(max, |out| {
+        let mut written = 0;
+        let body = |p: &mut [u8]| {
+            let l = len.min(p.len());
+            written = payload(&mut p[..l]);
+            written
+        };
+        let n = match (from, to) {
+            (SocketAddr::V4(s), SocketAddr::V4(d)) => {
+                compose::tcp4(out, link, *s.ip(), *d.ip(), hdr, body)
+            }
+            (SocketAddr::V6(s), SocketAddr::V6(d)) => {
+                compose::tcp6(out, link, *s.ip(), *d.ip(), hdr, body)
+            }
+            _ => 0,
+        };
+        // Data segments with nothing read aren't sent.
+        if len > 0 && written == 0 { 0 } else { n }
+    })
+}
+
+/// The TCP connections.
+pub struct Tcp {
+    conns: FlowTable<Key, Conn>,
+    /// Throw-away space for peeking past sent data without `SO_PEEK_OFF`.
+    scratch: Box<[u8]>,
+    /// Seeds initial sequence numbers.
+    isn_key: std::collections::hash_map::RandomState,
+    isn_count: u32,
+}
+
+impl Default for Tcp {
+    fn default() -> Self {
+        Tcp {
+            conns: FlowTable::new(MAX_CONNS),
+            scratch: vec![0u8; FALLBACK_IN_FLIGHT].into_boxed_slice(),
+            isn_key: std::collections::hash_map::RandomState::new(),
+            isn_count: 0,
+        }
+    }
+}
+
+fn mtu(conf: &Config) -> usize {
+    conf.mtu.map_or(DEFAULT_MTU, usize::from)
+}
+
+fn ip_tcp_header(a: SocketAddr) -> usize {
+    if a.is_ipv4() {
+        ipv4::HEADER_LEN + 20
+    } else {
+        ipv6::HEADER_LEN + 20
+    }
+}
+
+/// An RST answering `seg` (RFC 9293 3.10.7.1), for a segment that belongs
+/// to no connection.
+fn rst_for(seg: &TcpRepr, payload_len: usize) -> TcpRepr {
+    let mut r = TcpRepr {
+        src_port: seg.dst_port,
+        dst_port: seg.src_port,
+        ..TcpRepr::default()
+    };
+    if seg.flags.has(Flags::ACK) {
+        r.seq = seg.ack;
+        r.flags = Flags::RST;
+    } else {
+        let mut len = payload_len;
+        if seg.flags.has(Flags::SYN) {
+            len += 1;
+        }
+        if seg.flags.has(Flags::FIN) {
+            len += 1;
+        }
+        r.ack = seg.seq.wrapping_add(len as u32);
+        r.flags = Flags::RST | Flags::ACK;
+    }
+    r
+}
+
+fn open_socket(target: SocketAddr) -> Result<(OwnedFd, bool), Errno> {
+    let family = if target.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let sock = socket(family, SockType::Stream, flags, None)?;
+    let r = match target {
+        SocketAddr::V4(a) => connect(sock.as_raw_fd(), &SockaddrIn::from(a)),
+        SocketAddr::V6(a) => connect(sock.as_raw_fd(), &SockaddrIn6::from(a)),
+    };
+    match r {
+        Ok(()) => Ok((sock, true)),
+        Err(Errno::EINPROGRESS) => Ok((sock, false)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Close with `SO_LINGER` 0: the peer gets an RST.
+fn close_hard(sock: OwnedFd) {
+    let _ = setsockopt(
+        &sock,
+        sockopt::Linger,
+        &libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    );
+    drop(sock);
+}
+
+impl Tcp {
+    fn isn(&mut self, key: &Key) -> u32 {
+        // RFC 6528: a clock plus a keyed hash of the connection's addresses.
+        self.isn_count = self.isn_count.wrapping_add(1);
+        let mut h = self.isn_key.build_hasher();
+        key.hash(&mut h);
+        self.isn_count.hash(&mut h);
+        let clock = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| (d.as_micros() / 4) as u32);
+        (h.finish() as u32).wrapping_add(clock)
+    }
+
+    /// Handle a segment the guest sent from `guest` to `remote`: `segment`
+    /// is the whole IP payload.
+    ///
+    /// # Errors
+    /// A `TcpDrop` saying why the segment was ignored.
+    #[allow(clippy::too_many_arguments)]
+    pub fn segment(
+        &mut self,
+        conf: &Config,
+        ev: &EventLoop,
+        link: compose::Link,
+        guest: SocketAddr,
+        remote: SocketAddr,
+        segment: &[u8],
+        tx: &mut TxQueue,
+        now: Instant,
+    ) -> Result<(), TcpDrop> {
+        if !conf.services.tcp {
+            return Err(TcpDrop::Disabled);
+        }
+        let pkt = Packet::new_checked(segment).map_err(|_| TcpDrop::Malformed)?;
+        let seg = TcpRepr::parse(&pkt, guest.ip(), remote.ip()).map_err(|_| TcpDrop::Malformed)?;
+        let payload = pkt.payload();
+        let key = (guest, remote);
+        let Some(idx) = self.conns.lookup(&key) else {
+            if seg.flags.has(Flags::RST) {
+                return Ok(());
+            }
+            if seg.flags.has(Flags::SYN) && !seg.flags.has(Flags::ACK) {
+                return self.open(conf, ev, link, key, &seg, tx, now);
+            }
+            emit_segment(
+                link,
+                tx,
+                remote,
+                guest,
+                &rst_for(&seg, payload.len()),
+                0,
+                |_| 0,
+            );
+            return Ok(());
+        };
+        let next = self.on_segment(idx, link, &seg, payload, tx, now);
+        self.finish(idx, next, link, ev, tx);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open(
+        &mut self,
+        conf: &Config,
+        ev: &EventLoop,
+        link: compose::Link,
+        key: Key,
+        syn: &TcpRepr,
+        tx: &mut TxQueue,
+        now: Instant,
+    ) -> Result<(), TcpDrop> {
+        let (guest, remote) = key;
+        let local_only = match remote.ip() {
+            IpAddr::V4(a) => a.is_broadcast() || a.is_multicast() || a.is_unspecified(),
+            IpAddr::V6(a) => a.is_multicast() || a.is_unspecified(),
+        };
+        if local_only || remote.port() == 0 || guest.port() == 0 {
+            return Err(TcpDrop::Destination);
+        }
+        let idx = self.conns.free_slot().ok_or(TcpDrop::TableFull)?;
+        let target = host_side(conf, remote);
+        let (sock, connected) = match open_socket(target) {
+            Ok(s) => s,
+            Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
+                return Err(TcpDrop::Socket(e));
+            }
+            Err(e) => {
+                // Refused or unreachable right away: tell the guest.
+                log::debug!("TCP {guest} -> {remote}: connect: {e}");
+                emit_segment(link, tx, remote, guest, &rst_for(syn, 0), 0, |_| 0);
+                return Ok(());
+            }
+        };
+        ev.add_edge(&sock, EpollRef::Tcp(idx))
+            .map_err(|e| TcpDrop::Socket(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+        log::debug!("TCP {idx}: {guest} -> {remote} (host: {target})");
+        let hdr = ip_tcp_header(remote);
+        let iss = self.isn(&key);
+        let conn = Conn {
+            sock,
+            guest,
+            remote,
+            state: State::Connecting,
+            rcv_nxt: syn.seq.wrapping_add(1),
+            guest_fin: false,
+            our_ws: if syn.wscale.is_some() { WSCALE } else { 0 },
+            adv_wnd: 0,
+            our_mss: seq::our_mss(mtu(conf), hdr),
+            iss,
+            snd_una: iss,
+            snd_nxt: iss.wrapping_add(1),
+            // The SYN's window is never scaled (RFC 7323 2.2).
+            snd_wnd: usize::from(syn.window),
+            peer_ws: syn.wscale.unwrap_or(0),
+            mss: seq::send_mss(syn.mss, mtu(conf), hdr),
+            fin_sent: false,
+            fin_acked: false,
+            dup_acks: 0,
+            retries: 0,
+            rto_at: None,
+            poll_at: None,
+            last: now,
+            peek_off: false,
+        };
+        let idx = self
+            .conns
+            .insert(key, conn)
+            .map_err(|_| TcpDrop::TableFull)?;
+        if connected {
+            let next = self.connected(idx, link, tx, now);
+            self.finish(idx, next, link, ev, tx);
+        }
+        Ok(())
+    }
+
+    /// The connect finished: SYN-ACK or RST to the guest.
+    fn connected(&mut self, idx: u32, link: compose::Link, tx: &mut TxQueue, now: Instant) -> Next {
+        let Some(c) = self.conns.get_mut(idx) else {
+            return Next::Keep;
+        };
+        match getsockopt(&c.sock, sockopt::SocketError) {
+            Ok(0) => {}
+            Ok(e) => {
+                log::debug!("TCP {idx}: connect: {}", Errno::from_raw(e));
+                return Next::Abort;
+            }
+            Err(e) => {
+                log::debug!("TCP {idx}: connect: {e}");
+                return Next::Abort;
+            }
+        }
+        c.peek_off = sys::tcp::set_peek_off(c.sock.as_fd(), 0).is_ok();
+        c.state = State::SynRcvd;
+        c.last = now;
+        c.syn_ack(link, tx, now);
+        Next::Keep
+    }
+
+    fn on_segment(
+        &mut self,
+        idx: u32,
+        link: compose::Link,
+        seg: &TcpRepr,
+        payload: &[u8],
+        tx: &mut TxQueue,
+        now: Instant,
+    ) -> Next {
+        let Some(c) = self.conns.get_mut(idx) else {
+            return Next::Keep;
+        };
+        c.last = now;
+        if seg.flags.has(Flags::RST) {
+            return Next::Reset;
+        }
+        if seg.flags.has(Flags::SYN) {
+            // A retransmitted SYN: the SYN-ACK may have been lost.
+            if c.state == State::SynRcvd {
+                c.syn_ack(link, tx, now);
+            } else if c.state == State::Established {
+                c.ack(link, tx, now);
+            }
+            return Next::Keep;
+        }
+        if !seg.flags.has(Flags::ACK) || c.state == State::Connecting {
+            return Next::Keep;
+        }
+        if c.state == State::SynRcvd {
+            if seg.ack != c.iss.wrapping_add(1) {
+                return Next::Keep;
+            }
+            c.state = State::Established;
+            c.snd_una = seg.ack;
+            c.rto_at = None;
+            c.retries = 0;
+        }
+        let window = seq::peer_window(seg.window, c.peer_ws);
+        let pure = payload.is_empty() && !seg.flags.has(Flags::FIN);
+        if after(seg.ack, c.snd_nxt) {
+            // Acknowledges what we never sent: RFC 9293 3.10.7.4, ACK and drop.
+            c.ack(link, tx, now);
+            return Next::Keep;
+        }
+        let next = c.on_ack(seg.ack, window, pure, now);
+        if next != Next::Keep {
+            return next;
+        }
+        if !pure {
+            let next = take_data(c, seg, payload);
+            c.ack(link, tx, now);
+            if next != Next::Keep {
+                return next;
+            }
+        }
+        c.push(link, tx, &mut self.scratch, now)
+    }
+
+    /// Events on connection `idx`'s socket.
+    pub fn event(
+        &mut self,
+        idx: u32,
+        events: EpollFlags,
+        link: compose::Link,
+        ev: &EventLoop,
+        tx: &mut TxQueue,
+    ) {
+        let now = Instant::now();
+        let Some(c) = self.conns.get_mut(idx) else {
+            return;
+        };
+        let next = if c.state == State::Connecting {
+            if events.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP)
+            {
+                self.connected(idx, link, tx, now)
+            } else {
+                Next::Keep
+            }
+        } else if events.contains(EpollFlags::EPOLLERR)
+            && getsockopt(&c.sock, sockopt::SocketError).is_ok_and(|e| e != 0)
+        {
+            Next::Abort
+        } else {
+            c.last = now;
+            if events.contains(EpollFlags::EPOLLOUT)
+                && c.state == State::Established
+                && !c.guest_fin
+                && c.room() > c.adv_wnd + c.mss.min(c.adv_wnd.max(1))
+            {
+                // Room in the send buffer again: a window update.
+                c.ack(link, tx, now);
+            }
+            c.push(link, tx, &mut self.scratch, now)
+        };
+        self.finish(idx, next, link, ev, tx);
+    }
+
+    /// Free or reset a connection as `next` says.
+    fn finish(
+        &mut self,
+        idx: u32,
+        next: Next,
+        link: compose::Link,
+        ev: &EventLoop,
+        tx: &mut TxQueue,
+    ) {
+        if next == Next::Keep {
+            return;
+        }
+        let Some(c) = self.conns.remove(idx) else {
+            return;
+        };
+        let _ = ev.remove(&c.sock);
+        log::debug!("TCP {idx}: {} -> {} closed ({next:?})", c.guest, c.remote);
+        match next {
+            Next::Abort => {
+                let seq = if c.state == State::Connecting {
+                    0
+                } else {
+                    c.snd_nxt
+                };
+                let mut hdr = c.header(Flags::RST | Flags::ACK, seq);
+                hdr.window = 0;
+                c.emit(link, tx, &hdr);
+                close_hard(c.sock);
+            }
+            Next::Reset => close_hard(c.sock),
+            Next::Close | Next::Keep => {}
+        }
+    }
+
+    /// Timers: retransmissions, polls, timeouts. Returns when to look again.
+    pub fn periodic(
+        &mut self,
+        now: Instant,
+        link: compose::Link,
+        ev: &EventLoop,
+        tx: &mut TxQueue,
+    ) -> Option<Instant> {
+        for i in 0..MAX_CONNS {
+            let idx = i as u32;
+            let Some(c) = self.conns.get_mut(idx) else {
+                continue;
+            };
+            let idle = if c.state == State::Established {
+                IDLE_TIMEOUT
+            } else {
+                HANDSHAKE_TIMEOUT
+            };
+            let mut next = Next::Keep;
+            if c.last + idle <= now {
+                next = Next::Abort;
+            } else if c.rto_at.is_some_and(|t| t <= now) {
+                c.retries = c.retries.saturating_add(1);
+                c.rto_at = None;
+                if c.retries > MAX_RETRIES {
+                    next = Next::Abort;
+                } else if c.state == State::SynRcvd {
+                    c.syn_ack(link, tx, now);
+                } else {
+                    c.rewind();
+                    next = c.push(link, tx, &mut self.scratch, now);
+                }
+            } else if c.poll_at.is_some_and(|t| t <= now) {
+                c.poll_at = None;
+                if c.state == State::Established && !c.guest_fin && c.room() > c.adv_wnd {
+                    c.ack(link, tx, now);
+                }
+                next = c.push(link, tx, &mut self.scratch, now);
+            }
+            self.finish(idx, next, link, ev, tx);
+        }
+        self.next_deadline()
+    }
+
+    /// The earliest timer of any connection.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.conns.iter().map(Conn::deadline).min()
+    }
+
+    /// Close every connection (the guest went away).
+    pub fn clear(&mut self, ev: &EventLoop) {
+        self.conns.retain(
+            |_| false,
+            |c| {
+                let _ = ev.remove(&c.sock);
+                close_hard(c.sock);
+            },
+        );
+    }
+
+    /// Number of open connections.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// True when no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+}
+
+/// Write the guest's in-order payload to the socket, and take its FIN
+/// once everything before it went.
+fn take_data(c: &mut Conn, seg: &TcpRepr, payload: &[u8]) -> Next {
+    if c.guest_fin {
+        return Next::Keep;
+    }
+    let data = match seq::fit(c.rcv_nxt, seg.seq, payload.len()) {
+        Fit::Ahead => return Next::Keep,
+        Fit::Old => &[][..],
+        Fit::New(skip) => &payload[skip..],
+    };
+    let mut taken = 0;
+    if !data.is_empty() {
+        match send(
+            c.sock.as_raw_fd(),
+            data,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        ) {
+            Ok(n) => taken = n,
+            Err(Errno::EAGAIN | Errno::EINTR) => {}
+            Err(e) => {
+                log::debug!("TCP {} -> {}: send: {e}", c.guest, c.remote);
+                return Next::Abort;
+            }
+        }
+        // At most one segment, which fits in u32.
+        c.rcv_nxt = c.rcv_nxt.wrapping_add(taken as u32);
+    }
+    let end = seg.seq.wrapping_add(payload.len() as u32);
+    if seg.flags.has(Flags::FIN) && c.rcv_nxt == end {
+        c.rcv_nxt = c.rcv_nxt.wrapping_add(1);
+        c.guest_fin = true;
+        if let Err(e) = shutdown(c.sock.as_raw_fd(), Shutdown::Write) {
+            log::debug!("TCP {} -> {}: shutdown: {e}", c.guest, c.remote);
+        }
+    }
+    c.closed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rst_for_stray_segments() {
+        let seg = TcpRepr {
+            src_port: 4000,
+            dst_port: 80,
+            seq: 100,
+            ack: 555,
+            flags: Flags::ACK,
+            ..Default::default()
+        };
+        let r = rst_for(&seg, 10);
+        assert_eq!((r.src_port, r.dst_port), (80, 4000));
+        assert_eq!((r.seq, r.flags), (555, Flags::RST));
+        let syn = TcpRepr {
+            flags: Flags::SYN,
+            ..seg
+        };
+        let r = rst_for(&syn, 0);
+        assert_eq!((r.seq, r.ack, r.flags), (0, 101, Flags::RST | Flags::ACK));
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(0), RTO);
+        assert_eq!(backoff(2), RTO * 4);
+        assert_eq!(backoff(200), RTO * 32);
+    }
+
+    #[test]
+    fn no_tcp_and_bad_segments_are_dropped() {
+        let mut c = Config::example();
+        let ev = EventLoop::new().unwrap();
+        let mut t = Tcp::default();
+        let mut tx = TxQueue::new(0, None);
+        let link = compose::Link {
+            src: crate::wire::Mac([0x9a; 6]),
+            dst: crate::wire::Mac([2, 0, 0, 0, 0, 1]),
+        };
+        let g: SocketAddr = "10.0.0.2:4000".parse().unwrap();
+        let r: SocketAddr = "192.0.2.9:80".parse().unwrap();
+        let mut syn = vec![0u8; 20];
+        TcpRepr {
+            src_port: 4000,
+            dst_port: 80,
+            flags: Flags::SYN,
+            ..Default::default()
+        }
+        .emit(&mut syn);
+        Packet::new_unchecked(&mut syn[..])
+            .fill_checksum_v4([10, 0, 0, 2].into(), [192, 0, 2, 9].into());
+        let now = Instant::now();
+        c.services.tcp = false;
+        assert_eq!(
+            t.segment(&c, &ev, link, g, r, &syn, &mut tx, now),
+            Err(TcpDrop::Disabled)
+        );
+        c.services.tcp = true;
+        let mut bad = syn.clone();
+        bad[5] ^= 1;
+        assert_eq!(
+            t.segment(&c, &ev, link, g, r, &bad, &mut tx, now),
+            Err(TcpDrop::Malformed)
+        );
+        assert_eq!(
+            t.segment(&c, &ev, link, g, r, &syn[..12], &mut tx, now),
+            Err(TcpDrop::Malformed)
+        );
+        let bcast: SocketAddr = "255.255.255.255:80".parse().unwrap();
+        let mut syn_b = syn.clone();
+        Packet::new_unchecked(&mut syn_b[..])
+            .fill_checksum_v4([10, 0, 0, 2].into(), [255; 4].into());
+        assert_eq!(
+            t.segment(&c, &ev, link, g, bcast, &syn_b, &mut tx, now),
+            Err(TcpDrop::Destination)
+        );
+        assert!(t.is_empty());
+        assert!(tx.pending().is_empty());
+    }
+}
