@@ -17,7 +17,7 @@
 
 use crate::conf::Config;
 use crate::event::{EpollRef, EventLoop};
-use crate::flow::FlowTable;
+use crate::flow::{FlowTable, SocketFlow};
 use crate::fwd::host_side;
 use crate::tap::{MAX_FRAME, TxQueue};
 use crate::wire::{Mac, compose};
@@ -61,6 +61,15 @@ struct Flow {
     guest: SocketAddr,
     remote: SocketAddr,
     last: Instant,
+}
+
+impl SocketFlow for Flow {
+    fn socket(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.sock)
+    }
+    fn last_activity(&self) -> Instant {
+        self.last
+    }
 }
 
 /// The UDP flows.
@@ -220,23 +229,12 @@ impl Udp {
 
     /// Close flows idle for `IDLE_TIMEOUT`; returns when to look again.
     pub fn expire(&mut self, ev: &EventLoop, now: Instant) -> Option<Instant> {
-        self.flows.retain(
-            |f| f.last + IDLE_TIMEOUT > now,
-            |f| {
-                let _ = ev.remove(&f.sock);
-            },
-        );
-        self.flows.iter().map(|f| f.last + IDLE_TIMEOUT).min()
+        self.flows.expire(ev, now, IDLE_TIMEOUT)
     }
 
     /// Close every flow (the guest went away).
     pub fn clear(&mut self, ev: &EventLoop) {
-        self.flows.retain(
-            |_| false,
-            |f| {
-                let _ = ev.remove(&f.sock);
-            },
-        );
+        self.flows.close_all(ev);
     }
 }
 

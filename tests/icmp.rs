@@ -5,26 +5,11 @@ mod support;
 
 use std::process::Stdio;
 use std::time::Duration;
-use support::relay::Guest;
 use support::*;
-
-const PASTA: &str = env!("CARGO_BIN_EXE_pasta");
-
-/// A passt guest with the host's addresses and default routes.
-fn guest(args: &[&str]) -> (Host, TempDir, Daemon, Guest) {
-    let host = Host::new();
-    let dir = TempDir::new();
-    let d = Daemon::start(&host, &dir, args);
-    let g = Guest::connect(&d.socket);
-    g.ns.sh(&format!(
-        "ip addr add {HOST_ADDR4}/24 dev eth0 && ip route add default via {HOST_GW4}"
-    ));
-    (host, dir, d, g)
-}
 
 #[test]
 fn guest_pings_the_host_v4() {
-    let (_h, _dir, _d, g) = guest(&[]);
+    let (_h, _dir, _d, g) = routed_guest(&[]);
     let out = g.ns.sh(&format!("ping -c 3 -i 0.2 -W 2 {HOST_REMOTE4}"));
     assert!(out.contains("3 received"), "{out}");
     // The gateway address stands for the host's loopback.
@@ -34,7 +19,7 @@ fn guest_pings_the_host_v4() {
 
 #[test]
 fn guest_pings_the_host_v6() {
-    let (_h, _dir, _d, g) = guest(&[]);
+    let (_h, _dir, _d, g) = routed_guest(&[]);
     // SLAAC address and default route from our router advertisement.
     assert!(wait_for(Duration::from_secs(5), || {
         g.ns.run("ip -6 route show default")
@@ -47,7 +32,7 @@ fn guest_pings_the_host_v6() {
 
 #[test]
 fn no_icmp_drops_echo_requests() {
-    let (_h, _dir, _d, g) = guest(&["--no-icmp"]);
+    let (_h, _dir, _d, g) = routed_guest(&["--no-icmp"]);
     let r = g.ns.run(&format!("ping -c 1 -W 1 {HOST_REMOTE4}"));
     assert!(!r.status.success(), "no reply with --no-icmp");
 }

@@ -8,8 +8,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::*;
 
-const PASTA: &str = env!("CARGO_BIN_EXE_pasta");
-
 /// Run pasta inside the test host, optionally as `nobody`.
 fn pasta(host: &Host, unprivileged: bool) -> Command {
     let mut c = host.ns.cmd("setpriv");

@@ -4,33 +4,9 @@
 
 mod support;
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-use support::relay::Guest;
 use support::*;
-
-const PASTA: &str = env!("CARGO_BIN_EXE_pasta");
-
-/// A child process killed and reaped on drop.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn guest(args: &[&str]) -> (Host, TempDir, Daemon, Guest) {
-    let host = Host::new();
-    let dir = TempDir::new();
-    let d = Daemon::start(&host, &dir, args);
-    let g = Guest::connect(&d.socket);
-    g.ns.sh(&format!(
-        "ip addr add {HOST_ADDR4}/24 dev eth0 && ip route add default via {HOST_GW4}"
-    ));
-    (host, dir, d, g)
-}
 
 /// A socat TCP server in `ns`: socat's arguments, typically a listening
 /// address and what each connection gets.
@@ -65,7 +41,7 @@ fn same(a: &std::path::Path, b: &std::path::Path) -> bool {
 
 #[test]
 fn guest_bulk_transfer_both_ways() {
-    let (h, dir, _d, g) = guest(&[]);
+    let (h, dir, _d, g) = routed_guest(&[]);
     let src = random_file(&dir, "src", 20);
     // Guest to host: the server writes what it receives.
     let up = dir.join("up");
@@ -172,7 +148,7 @@ fn pasta_curl_fetches_a_file_as_nobody() {
 
 #[test]
 fn refused_connection_fails_fast() {
-    let (_h, _dir, _d, g) = guest(&[]);
+    let (_h, _dir, _d, g) = routed_guest(&[]);
     let t = Instant::now();
     let out =
         g.ns.run(&format!("curl -s --max-time 5 http://{HOST_REMOTE4}:7009/"));
@@ -182,7 +158,7 @@ fn refused_connection_fails_fast() {
 
 #[test]
 fn half_close_both_directions_complete() {
-    let (h, _dir, _d, g) = guest(&[]);
+    let (h, _dir, _d, g) = routed_guest(&[]);
     // The server answers only after the client's EOF.
     let _s = server(
         &h.ns,
@@ -199,7 +175,7 @@ fn half_close_both_directions_complete() {
 
 #[test]
 fn guest_ipv6_and_gateway_as_loopback() {
-    let (h, _dir, _d, g) = guest(&[]);
+    let (h, _dir, _d, g) = routed_guest(&[]);
     let _s6 = server(
         &h.ns,
         &[
@@ -229,7 +205,7 @@ fn guest_ipv6_and_gateway_as_loopback() {
 
 #[test]
 fn no_tcp_connection_fails() {
-    let (h, _dir, _d, g) = guest(&["--no-tcp"]);
+    let (h, _dir, _d, g) = routed_guest(&["--no-tcp"]);
     let _s = server(
         &h.ns,
         &[

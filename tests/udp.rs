@@ -4,22 +4,9 @@
 
 mod support;
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
-use support::relay::Guest;
 use support::*;
-
-const PASTA: &str = env!("CARGO_BIN_EXE_pasta");
-
-/// A child process killed and reaped on drop.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A UDP echo server in `ns` on `addr` (socat, one child per peer).
 fn echo_server(ns: &Netns, family: &str, addr: &str, port: u16) -> Reaped {
@@ -40,20 +27,9 @@ fn udp_query(ns: &Netns, family: &str, addr: &str, port: u16, msg: &str) -> Stri
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn guest(args: &[&str]) -> (Host, TempDir, Daemon, Guest) {
-    let host = Host::new();
-    let dir = TempDir::new();
-    let d = Daemon::start(&host, &dir, args);
-    let g = Guest::connect(&d.socket);
-    g.ns.sh(&format!(
-        "ip addr add {HOST_ADDR4}/24 dev eth0 && ip route add default via {HOST_GW4}"
-    ));
-    (host, dir, d, g)
-}
-
 #[test]
 fn guest_udp_to_host_service_v4_and_v6() {
-    let (h, _dir, _d, g) = guest(&[]);
+    let (h, _dir, _d, g) = routed_guest(&[]);
     let _s4 = echo_server(&h.ns, "UDP4", HOST_REMOTE4, 5555);
     let _s6 = echo_server(&h.ns, "UDP6", &format!("[{HOST_REMOTE6}]"), 5556);
     assert_eq!(
@@ -73,14 +49,14 @@ fn guest_udp_to_host_service_v4_and_v6() {
 
 #[test]
 fn gateway_address_reaches_host_loopback() {
-    let (h, _dir, _d, g) = guest(&[]);
+    let (h, _dir, _d, g) = routed_guest(&[]);
     let _s = echo_server(&h.ns, "UDP4", "127.0.0.1", 5557);
     assert_eq!(udp_query(&g.ns, "UDP4", HOST_GW4, 5557, "via-gw"), "via-gw");
 }
 
 #[test]
 fn no_udp_drops_datagrams() {
-    let (h, _dir, _d, g) = guest(&["--no-udp"]);
+    let (h, _dir, _d, g) = routed_guest(&["--no-udp"]);
     let _s = echo_server(&h.ns, "UDP4", HOST_REMOTE4, 5558);
     assert_eq!(udp_query(&g.ns, "UDP4", HOST_REMOTE4, 5558, "x"), "");
 }

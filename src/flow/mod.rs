@@ -8,8 +8,19 @@
 //! or `remove`, which hand the flow back so its socket can leave epoll
 //! before it is closed.
 
+use crate::event::EventLoop;
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::os::fd::BorrowedFd;
+use std::time::{Duration, Instant};
+
+/// A flow that owns a socket registered in the event loop.
+pub trait SocketFlow {
+    /// The socket, to take out of epoll when the flow goes.
+    fn socket(&self) -> BorrowedFd<'_>;
+    /// When traffic last went through the flow.
+    fn last_activity(&self) -> Instant;
+}
 
 /// The table is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +114,29 @@ impl<K: Hash + Eq + Copy, F> FlowTable<K, F> {
     /// True when there are no flows.
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
+    }
+}
+
+impl<K: Hash + Eq + Copy, F: SocketFlow> FlowTable<K, F> {
+    /// Close flows idle for `timeout`; returns when the next one would be.
+    pub fn expire(&mut self, ev: &EventLoop, now: Instant, timeout: Duration) -> Option<Instant> {
+        self.retain(
+            |f| f.last_activity() + timeout > now,
+            |f| {
+                let _ = ev.remove(f.socket());
+            },
+        );
+        self.iter().map(|f| f.last_activity() + timeout).min()
+    }
+
+    /// Close every flow (the guest went away).
+    pub fn close_all(&mut self, ev: &EventLoop) {
+        self.retain(
+            |_| false,
+            |f| {
+                let _ = ev.remove(f.socket());
+            },
+        );
     }
 }
 

@@ -310,6 +310,32 @@ impl Drop for Daemon {
     }
 }
 
+/// A child process killed and reaped on drop (servers a test starts).
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The pasta binary under test.
+pub const PASTA: &str = env!("CARGO_BIN_EXE_pasta");
+
+/// A passt guest in a fresh host, with the host's IPv4 address and
+/// default route configured statically (IPv6 comes from our RAs).
+pub fn routed_guest(args: &[&str]) -> (Host, TempDir, Daemon, relay::Guest) {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let d = Daemon::start(&host, &dir, args);
+    let g = relay::Guest::connect(&d.socket);
+    g.ns.sh(&format!(
+        "ip addr add {HOST_ADDR4}/24 dev eth0 && ip route add default via {HOST_GW4}"
+    ));
+    (host, dir, d, g)
+}
+
 /// Frame `f` with qemu's 4-byte length.
 pub fn framed(f: &[u8]) -> Vec<u8> {
     let mut v = (f.len() as u32).to_be_bytes().to_vec();
