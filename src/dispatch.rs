@@ -323,47 +323,34 @@ impl<'c> Dispatch<'c> {
             return Err(DropReason::Fragment);
         }
         match ip.protocol {
-            IpProtocol::Udp => {
-                let u = udp::Packet::new_checked(pkt.payload())
-                    .map_err(|_| DropReason::MalformedUdp)?;
-                if !u.verify_checksum_v4(ip.src, ip.dst) {
-                    return Err(DropReason::MalformedUdp);
-                }
-                if u.dst_port() != dhcp::SERVER_PORT {
-                    let guest = SocketAddr::new(IpAddr::V4(ip.src), u.src_port());
-                    let remote = SocketAddr::new(IpAddr::V4(ip.dst), u.dst_port());
-                    return self
-                        .udp
-                        .request(self.conf, ev, guest, remote, u.payload(), now)
-                        .map_err(udp_reason);
-                }
-                let conf = self.conf;
-                reply_with(tx, |out| dhcp::reply(conf, src, u.payload(), out)).map_err(|e| {
-                    log::debug!("DHCP: dropped ({e})");
-                    DropReason::Dhcp
-                })
-            }
-            IpProtocol::Icmp => {
-                let r = self.pings.request(
+            IpProtocol::Udp => self.handle_udp(
+                src,
+                IpAddr::V4(ip.src),
+                IpAddr::V4(ip.dst),
+                pkt.payload(),
+                tx,
+                ev,
+                now,
+            ),
+            IpProtocol::Icmp => self
+                .pings
+                .request(
                     self.conf,
                     ev,
                     IpAddr::V4(ip.src),
                     IpAddr::V4(ip.dst),
                     pkt.payload(),
                     now,
-                );
-                r.map_err(icmp_reason)
-            }
-            IpProtocol::Tcp => {
-                let t = tcp::Packet::new_checked(pkt.payload())
-                    .map_err(|_| DropReason::MalformedTcp)?;
-                let guest = SocketAddr::new(IpAddr::V4(ip.src), t.src_port());
-                let remote = SocketAddr::new(IpAddr::V4(ip.dst), t.dst_port());
-                let link = self.link();
-                self.tcp
-                    .segment(self.conf, ev, link, guest, remote, pkt.payload(), tx, now)
-                    .map_err(tcp_reason)
-            }
+                )
+                .map_err(icmp_reason),
+            IpProtocol::Tcp => self.handle_tcp(
+                IpAddr::V4(ip.src),
+                IpAddr::V4(ip.dst),
+                pkt.payload(),
+                tx,
+                ev,
+                now,
+            ),
             _ => Err(DropReason::Unhandled),
         }
     }
@@ -396,36 +383,75 @@ impl<'c> Dispatch<'c> {
                 _ => Err(DropReason::Icmp),
             },
             IpProtocol::Udp => {
-                let u = udp::Packet::new_checked(l4).map_err(|_| DropReason::MalformedUdp)?;
-                if !u.verify_checksum_v6(ip.src, ip.dst) {
-                    return Err(DropReason::MalformedUdp);
-                }
-                if u.dst_port() != dhcpv6::SERVER_PORT {
-                    let guest = SocketAddr::new(IpAddr::V6(ip.src), u.src_port());
-                    let remote = SocketAddr::new(IpAddr::V6(ip.dst), u.dst_port());
-                    return self
-                        .udp
-                        .request(conf, ev, guest, remote, u.payload(), now)
-                        .map_err(udp_reason);
-                }
-                reply_with(tx, |out| dhcpv6::reply(conf, src, ip.src, u.payload(), out)).map_err(
+                self.handle_udp(src, IpAddr::V6(ip.src), IpAddr::V6(ip.dst), l4, tx, ev, now)
+            }
+            IpProtocol::Tcp => {
+                self.handle_tcp(IpAddr::V6(ip.src), IpAddr::V6(ip.dst), l4, tx, ev, now)
+            }
+            _ => Err(DropReason::Unhandled),
+        }
+    }
+
+    /// UDP of either IP version: our DHCP and DHCPv6 servers first,
+    /// everything else to the host.
+    #[allow(clippy::too_many_arguments)]
+    fn handle_udp(
+        &mut self,
+        src: Mac,
+        from: IpAddr,
+        to: IpAddr,
+        l4: &[u8],
+        tx: &mut TxQueue,
+        ev: &EventLoop,
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        let u = udp::Packet::new_checked(l4).map_err(|_| DropReason::MalformedUdp)?;
+        if !u.verify_checksum(from, to) {
+            return Err(DropReason::MalformedUdp);
+        }
+        let conf = self.conf;
+        match (from, u.dst_port()) {
+            (IpAddr::V4(_), dhcp::SERVER_PORT) => {
+                reply_with(tx, |out| dhcp::reply(conf, src, u.payload(), out)).map_err(|e| {
+                    log::debug!("DHCP: dropped ({e})");
+                    DropReason::Dhcp
+                })
+            }
+            (IpAddr::V6(from6), dhcpv6::SERVER_PORT) => {
+                reply_with(tx, |out| dhcpv6::reply(conf, src, from6, u.payload(), out)).map_err(
                     |e| {
                         log::debug!("DHCPv6: dropped ({e})");
                         DropReason::Dhcpv6
                     },
                 )
             }
-            IpProtocol::Tcp => {
-                let t = tcp::Packet::new_checked(l4).map_err(|_| DropReason::MalformedTcp)?;
-                let guest = SocketAddr::new(IpAddr::V6(ip.src), t.src_port());
-                let remote = SocketAddr::new(IpAddr::V6(ip.dst), t.dst_port());
-                let link = self.link();
-                self.tcp
-                    .segment(conf, ev, link, guest, remote, l4, tx, now)
-                    .map_err(tcp_reason)
+            (_, port) => {
+                let guest = SocketAddr::new(from, u.src_port());
+                let remote = SocketAddr::new(to, port);
+                self.udp
+                    .request(conf, ev, guest, remote, u.payload(), now)
+                    .map_err(udp_reason)
             }
-            _ => Err(DropReason::Unhandled),
         }
+    }
+
+    /// TCP of either IP version.
+    fn handle_tcp(
+        &mut self,
+        from: IpAddr,
+        to: IpAddr,
+        l4: &[u8],
+        tx: &mut TxQueue,
+        ev: &EventLoop,
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        let t = tcp::Packet::new_checked(l4).map_err(|_| DropReason::MalformedTcp)?;
+        let guest = SocketAddr::new(from, t.src_port());
+        let remote = SocketAddr::new(to, t.dst_port());
+        let link = self.link();
+        self.tcp
+            .segment(self.conf, ev, link, guest, remote, l4, tx, now)
+            .map_err(tcp_reason)
     }
 
     fn handle_arp(&mut self, src: Mac, payload: &[u8], tx: &mut TxQueue) -> Result<(), DropReason> {

@@ -90,21 +90,10 @@ impl Default for Pings {
     }
 }
 
-/// Where a guest's destination is on the host: the mapped addresses
-/// (`--map-host-loopback`, `--map-guest-addr`) translated, others as is.
+/// Where a guest's destination is on the host (the shared mapping, with
+/// no port to match the DNS rules).
 fn host_side(conf: &Config, remote: IpAddr) -> IpAddr {
-    match remote {
-        IpAddr::V4(a) => match &conf.ip4 {
-            Some(c) if c.map_host_loopback == Some(a) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            Some(c) if c.map_guest_addr == Some(a) => IpAddr::V4(c.addr),
-            _ => remote,
-        },
-        IpAddr::V6(a) => match &conf.ip6 {
-            Some(c) if c.map_host_loopback == Some(a) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            Some(c) if c.map_guest_addr == Some(a) => IpAddr::V6(c.addr),
-            _ => remote,
-        },
-    }
+    crate::fwd::host_side(conf, std::net::SocketAddr::new(remote, 0)).ip()
 }
 
 fn open_socket(v6: bool, id: u16) -> Result<OwnedFd, Errno> {

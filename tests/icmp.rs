@@ -41,20 +41,8 @@ fn no_icmp_drops_echo_requests() {
 fn ping_from_pasta_as_nobody() {
     let host = Host::new();
     let out = host
-        .ns
-        .cmd("setpriv")
-        .args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            "--",
-            PASTA,
-            "-q",
-            "--config-net",
-            "--",
-        ])
+        .pasta(true)
+        .args(["-q", "--config-net", "--"])
         .args([
             "sh",
             "-c",

@@ -4,20 +4,9 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use support::*;
-
-/// Run pasta inside the test host, optionally as `nobody`.
-fn pasta(host: &Host, unprivileged: bool) -> Command {
-    let mut c = host.ns.cmd("setpriv");
-    if unprivileged {
-        c.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"]);
-    }
-    c.arg("--").arg(PASTA);
-    c.stdin(Stdio::null());
-    c
-}
 
 fn run_ok(mut c: Command) -> String {
     let out = c.output().expect("spawn pasta");
@@ -83,7 +72,7 @@ fn routes(json: &str) -> Vec<String> {
 
 fn config_net_matches_host(unprivileged: bool) {
     let host = Host::new();
-    let mut c = pasta(&host, unprivileged);
+    let mut c = host.pasta(unprivileged);
     c.args([
         "--config-net",
         "--",
@@ -134,10 +123,10 @@ fn config_net_copies_host_addresses_and_routes_unprivileged() {
 fn exit_status_of_the_command() {
     for unprivileged in [false, true] {
         let host = Host::new();
-        let mut c = pasta(&host, unprivileged);
+        let mut c = host.pasta(unprivileged);
         c.args(["--", "sh", "-c", "exit 7"]);
         assert_eq!(c.status().unwrap().code(), Some(7));
-        let mut c = pasta(&host, unprivileged);
+        let mut c = host.pasta(unprivileged);
         c.args(["--", "sh", "-c", "kill -9 $$"]);
         assert_eq!(c.status().unwrap().code(), Some(128 + 9));
     }
@@ -146,7 +135,7 @@ fn exit_status_of_the_command() {
 #[test]
 fn command_runs_as_root_in_its_own_namespace() {
     let host = Host::new();
-    let mut c = pasta(&host, true);
+    let mut c = host.pasta(true);
     c.args([
         "--config-net",
         "--",
@@ -172,7 +161,7 @@ fn netns_attach_returns_configured_and_quits_when_deleted() {
     let target = Netns::new("prs-x");
     let dir = TempDir::new();
     let pidfile = dir.join("pasta.pid");
-    let mut c = pasta(&host, false);
+    let mut c = host.pasta(false);
     c.args(["--config-net", "--netns", &target.name, "-P"])
         .arg(&pidfile);
     run_ok(c);
@@ -221,7 +210,7 @@ fn attach_by_pid() {
     }));
     let dir = TempDir::new();
     let pidfile = dir.join("pasta.pid");
-    let mut c = pasta(&host, false);
+    let mut c = host.pasta(false);
     c.args(["--config-net", "-P"])
         .arg(&pidfile)
         .arg(pid.to_string());
@@ -252,7 +241,7 @@ fn podman_command_line_verbatim() {
     let nsfile = dir.join("netns-0123abcd");
     std::fs::write(&nsfile, "").unwrap();
     sh(&format!("unshare --net={} true", nsfile.display()));
-    let mut c = pasta(&host, false);
+    let mut c = host.pasta(false);
     c.args([
         "--config-net",
         "--dns-forward",
@@ -323,7 +312,7 @@ fn dhcp_inside_pasta_without_config_net() {
     )
     .unwrap();
     sh(&format!("chmod +x {}", script.display()));
-    let mut c = pasta(&host, true);
+    let mut c = host.pasta(true);
     c.args(["--", "sh", "-c"]).arg(format!(
         "ip link set eth0 up && busybox udhcpc -f -q -n -t 3 -T 1 -i eth0 -s {}",
         script.display()
@@ -338,7 +327,7 @@ fn dhcp_inside_pasta_without_config_net() {
 #[test]
 fn errors_are_one_clear_line() {
     let host = Host::new();
-    let mut c = pasta(&host, false);
+    let mut c = host.pasta(false);
     c.args(["--netns", "/nonexistent/x"]);
     let out = c.output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -417,7 +406,7 @@ fn attach_by_pid_unprivileged() {
         std::fs::read_to_string(format!("/proc/{setpriv_pid}/comm"))
             .is_ok_and(|c| c.trim() == "sleep")
     }));
-    let mut c = pasta(&host, true);
+    let mut c = host.pasta(true);
     c.args(["--config-net", &setpriv_pid.to_string()]);
     run_ok(c);
     let addrs = sh(&format!(
@@ -434,7 +423,7 @@ fn attach_by_pid_unprivileged() {
 #[test]
 fn namespace_interface_name_and_mac() {
     let host = Host::new();
-    let mut c = pasta(&host, true);
+    let mut c = host.pasta(true);
     c.args([
         "--config-net",
         "-I",
@@ -458,7 +447,7 @@ fn no_copy_routes_and_addrs() {
     let host = Host::new();
     host.ns
         .sh("ip addr add 198.51.100.9/25 dev eth0 && ip route add 203.0.113.0/24 via 192.0.2.254");
-    let mut c = pasta(&host, false);
+    let mut c = host.pasta(false);
     c.args([
         "--config-net",
         "--",
@@ -471,7 +460,7 @@ fn no_copy_routes_and_addrs() {
         out.contains("198.51.100.9/25") && out.contains("203.0.113.0/24 via 192.0.2.254"),
         "copied: {out}"
     );
-    let mut c = pasta(&host, false);
+    let mut c = host.pasta(false);
     c.args([
         "--config-net",
         "--no-copy-routes",
@@ -527,7 +516,7 @@ fn one_family_only_with_4_and_6() {
         ("-4", format!("{HOST_ADDR4}/24"), HOST_ADDR6),
         ("-6", format!("{HOST_ADDR6}/64"), HOST_ADDR4),
     ] {
-        let mut c = pasta(&host, true);
+        let mut c = host.pasta(true);
         c.args([
             flag,
             "--config-net",

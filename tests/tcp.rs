@@ -118,17 +118,7 @@ fn pasta_curl_fetches_a_file_as_nobody() {
         "the server answers locally"
     );
     let out = host
-        .ns
-        .cmd("setpriv")
-        .args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            "--",
-            PASTA,
-        ])
+        .pasta(true)
         .args(["-q", "--config-net", "--", "curl", "-s", "--max-time", "8"])
         .arg(format!("http://{HOST_REMOTE4}:8080/file"))
         .stdin(Stdio::null())

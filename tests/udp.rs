@@ -68,17 +68,7 @@ fn pasta_dns_forward_as_podman_sets_it() {
     host.ns.sh("ip addr add 192.0.2.53/32 dev lo");
     let _s = echo_server(&host.ns, "UDP4", "192.0.2.53", 53);
     let out = host
-        .ns
-        .cmd("setpriv")
-        .args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            "--",
-            PASTA,
-        ])
+        .pasta(true)
         .args([
             "-q",
             "--config-net",

@@ -197,6 +197,18 @@ impl Host {
     pub fn passt(&self) -> Command {
         self.ns.cmd(PASST)
     }
+
+    /// A pasta command that runs inside this host, as `nobody` when
+    /// `unprivileged` (as users run it), with no standard input.
+    pub fn pasta(&self, unprivileged: bool) -> Command {
+        let mut c = self.ns.cmd("setpriv");
+        if unprivileged {
+            c.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"]);
+        }
+        c.arg("--").arg(PASTA);
+        c.stdin(Stdio::null());
+        c
+    }
 }
 
 /// A temporary directory removed on drop.
