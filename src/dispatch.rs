@@ -7,6 +7,7 @@
 
 use crate::conf::Config;
 use crate::event::EventLoop;
+use crate::flow::FlowRef;
 use crate::icmp::{IcmpDrop, Pings};
 use crate::l2::{self, dhcp, dhcpv6, ndp};
 use crate::tap::{Batch, MAX_FRAME, TxQueue};
@@ -51,6 +52,9 @@ pub enum DropReason {
     /// An echo request the host wouldn't send (ping socket refused, flow
     /// table full).
     IcmpHost,
+    /// A destination no host socket may reach for the guest (loopback,
+    /// IPv4-mapped, broadcast, ...: `fwd::outbound`), any protocol.
+    Destination,
     /// A datagram the host wouldn't send (`--no-udp`, socket refused,
     /// flow table full).
     Udp,
@@ -63,7 +67,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in counter order.
-    const ALL: [DropReason; 16] = [
+    const ALL: [DropReason; 17] = [
         DropReason::Runt,
         DropReason::MalformedArp,
         DropReason::UnknownEtherType,
@@ -80,6 +84,7 @@ impl DropReason {
         DropReason::Udp,
         DropReason::MalformedTcp,
         DropReason::Tcp,
+        DropReason::Destination,
     ];
     /// Number of variants, for the counter array.
     const COUNT: usize = Self::ALL.len();
@@ -102,6 +107,7 @@ impl DropReason {
             DropReason::Udp => 13,
             DropReason::MalformedTcp => 14,
             DropReason::Tcp => 15,
+            DropReason::Destination => 16,
         }
     }
 
@@ -129,6 +135,7 @@ impl fmt::Display for DropReason {
             DropReason::Udp => "UDP",
             DropReason::MalformedTcp => "malformed TCP",
             DropReason::Tcp => "TCP",
+            DropReason::Destination => "destination refused",
         })
     }
 }
@@ -255,7 +262,13 @@ impl<'c> Dispatch<'c> {
     }
 
     /// Events on the socket of TCP connection `idx`.
-    pub fn tcp_event(&mut self, idx: u32, events: EpollFlags, tx: &mut TxQueue, ev: &EventLoop) {
+    pub fn tcp_event(
+        &mut self,
+        idx: FlowRef,
+        events: EpollFlags,
+        tx: &mut TxQueue,
+        ev: &EventLoop,
+    ) {
         let link = self.link();
         self.tcp.event(idx, events, link, ev, tx);
     }
@@ -275,13 +288,13 @@ impl<'c> Dispatch<'c> {
     }
 
     /// Datagrams arrived for UDP flow `idx`.
-    pub fn udp_reply(&mut self, idx: u32, tx: &mut TxQueue) {
+    pub fn udp_reply(&mut self, idx: FlowRef, tx: &mut TxQueue) {
         let mac = self.guest.mac.unwrap_or(Mac::BROADCAST);
         self.udp.reply(idx, self.conf, mac, tx, Instant::now());
     }
 
     /// Replies arrived for echo flow `idx`.
-    pub fn ping_reply(&mut self, idx: u32, tx: &mut TxQueue) {
+    pub fn ping_reply(&mut self, idx: FlowRef, tx: &mut TxQueue) {
         let mac = self.guest.mac.unwrap_or(Mac::BROADCAST);
         self.pings.reply(idx, self.conf, mac, tx);
     }
@@ -483,7 +496,10 @@ impl<'c> Dispatch<'c> {
 /// Count a datagram that didn't go out.
 fn udp_reason(e: UdpDrop) -> DropReason {
     log::debug!("UDP: dropped ({e})");
-    DropReason::Udp
+    match e {
+        UdpDrop::Destination(_) => DropReason::Destination,
+        UdpDrop::Disabled | UdpDrop::TableFull | UdpDrop::Socket(_) => DropReason::Udp,
+    }
 }
 
 /// Count a TCP segment that wasn't translated.
@@ -491,9 +507,8 @@ fn tcp_reason(e: TcpDrop) -> DropReason {
     log::debug!("TCP: dropped ({e})");
     match e {
         TcpDrop::Malformed => DropReason::MalformedTcp,
-        TcpDrop::Disabled | TcpDrop::Destination | TcpDrop::TableFull | TcpDrop::Socket(_) => {
-            DropReason::Tcp
-        }
+        TcpDrop::Destination(_) => DropReason::Destination,
+        TcpDrop::Disabled | TcpDrop::TableFull | TcpDrop::Socket(_) => DropReason::Tcp,
     }
 }
 
@@ -502,6 +517,7 @@ fn icmp_reason(e: IcmpDrop) -> DropReason {
     log::debug!("ICMP: dropped ({e})");
     match e {
         IcmpDrop::Malformed | IcmpDrop::NotEcho | IcmpDrop::Disabled => DropReason::Icmp,
+        IcmpDrop::Destination(_) => DropReason::Destination,
         IcmpDrop::TableFull | IcmpDrop::Socket(_) => DropReason::IcmpHost,
     }
 }

@@ -1,6 +1,7 @@
 //! The epoll loop's vocabulary: what each registered fd is, packed into
 //! the 64-bit epoll data so one `match` routes every event.
 
+use crate::flow::{FlowRef, GEN_MASK};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use std::io;
 use std::os::fd::AsFd;
@@ -18,31 +19,65 @@ pub enum EpollRef {
     TapTun,
     /// What ends the program besides signals (namespace gone, command exited).
     Quit,
-    /// The ping socket of echo flow N.
-    Ping(u32),
-    /// The socket of UDP flow N.
-    Udp(u32),
-    /// The socket of TCP connection N.
-    Tcp(u32),
+    /// The ping socket of an echo flow.
+    Ping(FlowRef),
+    /// The socket of a UDP flow.
+    Udp(FlowRef),
+    /// The socket of a TCP connection.
+    Tcp(FlowRef),
 }
 
 impl EpollRef {
+    /// Bits 56..64: the kind; 32..56: the flow's generation; 0..32: its slot.
     const KIND_SHIFT: u32 = 56;
+    const GEN_SHIFT: u32 = 32;
 }
 
 impl From<EpollRef> for u64 {
     fn from(r: EpollRef) -> u64 {
-        let (kind, index): (u64, u32) = match r {
-            EpollRef::Signal => (1, 0),
-            EpollRef::Listener => (2, 0),
-            EpollRef::TapStream => (3, 0),
-            EpollRef::TapTun => (4, 0),
-            EpollRef::Quit => (5, 0),
-            EpollRef::Ping(i) => (6, i),
-            EpollRef::Udp(i) => (7, i),
-            EpollRef::Tcp(i) => (8, i),
+        let (kind, f): (u64, FlowRef) = match r {
+            EpollRef::Signal => (
+                1,
+                FlowRef {
+                    index: 0,
+                    generation: 0,
+                },
+            ),
+            EpollRef::Listener => (
+                2,
+                FlowRef {
+                    index: 0,
+                    generation: 0,
+                },
+            ),
+            EpollRef::TapStream => (
+                3,
+                FlowRef {
+                    index: 0,
+                    generation: 0,
+                },
+            ),
+            EpollRef::TapTun => (
+                4,
+                FlowRef {
+                    index: 0,
+                    generation: 0,
+                },
+            ),
+            EpollRef::Quit => (
+                5,
+                FlowRef {
+                    index: 0,
+                    generation: 0,
+                },
+            ),
+            EpollRef::Ping(f) => (6, f),
+            EpollRef::Udp(f) => (7, f),
+            EpollRef::Tcp(f) => (8, f),
         };
-        kind << EpollRef::KIND_SHIFT | u64::from(index)
+        kind << EpollRef::KIND_SHIFT
+            | u64::from(f.generation & GEN_MASK) << EpollRef::GEN_SHIFT
+            | u64::from(f.index)
     }
 }
 
@@ -50,16 +85,20 @@ impl TryFrom<u64> for EpollRef {
     type Error = u64;
 
     fn try_from(v: u64) -> Result<Self, u64> {
+        // Masked to 32 and 24 bits, so the casts keep every bit.
+        let f = FlowRef {
+            index: (v & u64::from(u32::MAX)) as u32,
+            generation: ((v >> EpollRef::GEN_SHIFT) & u64::from(GEN_MASK)) as u32,
+        };
         match v >> EpollRef::KIND_SHIFT {
             1 => Ok(EpollRef::Signal),
             2 => Ok(EpollRef::Listener),
             3 => Ok(EpollRef::TapStream),
             4 => Ok(EpollRef::TapTun),
             5 => Ok(EpollRef::Quit),
-            // The low 32 bits are the index, by construction.
-            6 => Ok(EpollRef::Ping((v & u64::from(u32::MAX)) as u32)),
-            7 => Ok(EpollRef::Udp((v & u64::from(u32::MAX)) as u32)),
-            8 => Ok(EpollRef::Tcp((v & u64::from(u32::MAX)) as u32)),
+            6 => Ok(EpollRef::Ping(f)),
+            7 => Ok(EpollRef::Udp(f)),
+            8 => Ok(EpollRef::Tcp(f)),
             _ => Err(v),
         }
     }
@@ -144,17 +183,18 @@ mod tests {
 
     #[test]
     fn refs_round_trip() {
+        let f = |index, generation| FlowRef { index, generation };
         for r in [
             EpollRef::Signal,
             EpollRef::Listener,
             EpollRef::TapStream,
             EpollRef::TapTun,
             EpollRef::Quit,
-            EpollRef::Ping(0),
-            EpollRef::Ping(u32::MAX),
-            EpollRef::Udp(7),
-            EpollRef::Tcp(0),
-            EpollRef::Tcp(u32::MAX),
+            EpollRef::Ping(f(0, 0)),
+            EpollRef::Ping(f(u32::MAX, GEN_MASK)),
+            EpollRef::Udp(f(7, 3)),
+            EpollRef::Tcp(f(0, 1)),
+            EpollRef::Tcp(f(u32::MAX, 12345)),
         ] {
             assert_eq!(EpollRef::try_from(u64::from(r)), Ok(r));
         }

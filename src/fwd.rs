@@ -1,5 +1,28 @@
-//! Forwarding decisions shared by the L4 translations: where a guest's
-//! destination is as the host must see it.
+//! Forwarding decisions shared by the L4 translations: what a guest's
+//! destination may become on the host, decided in one place.
+//!
+//! Theory of operation: the guest is hostile, and a host socket connected
+//! on its behalf can reach whatever the host can, including services that
+//! listen only on the host's loopback because they trust everything that
+//! comes from there. So every destination a guest asks for (TCP, UDP and
+//! ICMP alike) goes through `outbound`, which either returns the address
+//! the host socket must use or refuses, with the reason counted by the
+//! caller:
+//!
+//! 1. The configured mappings come first and are the only ways to the
+//!    host itself: the `--dns-forward` address on the DNS ports goes to
+//!    the `--dns-host` resolver, the `--map-host-loopback` address (the
+//!    gateway unless `--no-map-gw`) to the host's loopback, the
+//!    `--map-guest-addr` address to the host's own address.
+//! 2. Anything else is taken as is, unless no host socket should ever
+//!    send there for a guest: loopback (`127.0.0.0/8`, `::1`), the
+//!    unspecified address and `0.0.0.0/8` (Linux connects both to
+//!    itself), broadcast, multicast, IPv6 link-local (meaningless off the
+//!    guest's link), and IPv4-mapped or IPv4-compatible IPv6 addresses
+//!    (`::ffff:a.b.c.d`, `::a.b.c.d`): those never appear on the wire (RFC
+//!    4291 2.5.5), and a socket would turn them into IPv4, around every
+//!    IPv4 rule here and even with IPv4 disabled.
+//! 3. Port 0 is refused for TCP and UDP.
 
 use crate::conf::Config;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -7,31 +30,113 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 /// The DNS ports `--dns-forward` applies to (DNS, DNS over TLS/QUIC).
 const DNS_PORTS: [u16; 2] = [53, 853];
 
-/// Where the guest's destination is on the host: `--dns-forward`
-/// queries go to the `--dns-host` resolver, the gateway address
-/// (`--map-host-loopback`) to the host's loopback, `--map-guest-addr` to
-/// the host's own address; anything else as is.
-pub fn host_side(conf: &Config, remote: SocketAddr) -> SocketAddr {
+/// The transport a destination is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// ICMP/ICMPv6 echo: no port.
+    Icmp,
+}
+
+/// Why a guest's destination is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The host's loopback, not through `--map-host-loopback`.
+    #[error("loopback destination")]
+    Loopback,
+    /// `0.0.0.0/8` or `::`, which Linux takes as the host itself.
+    #[error("unspecified destination")]
+    Unspecified,
+    /// Broadcast or multicast: stays on the guest's link.
+    #[error("broadcast or multicast destination")]
+    NotUnicast,
+    /// IPv6 link-local, not through a mapping.
+    #[error("link-local destination")]
+    LinkLocal,
+    /// An IPv4-mapped or IPv4-compatible IPv6 address.
+    #[error("IPv4-mapped IPv6 destination")]
+    V4InV6,
+    /// That IP version is disabled.
+    #[error("IP version disabled")]
+    FamilyDisabled,
+    /// TCP or UDP port 0.
+    #[error("port 0")]
+    PortZero,
+}
+
+/// Where the guest's destination `remote` is on the host for `proto`, or
+/// why no host socket may go there (see the module documentation).
+///
+/// # Errors
+/// `Refused` with the reason.
+pub fn outbound(conf: &Config, proto: Proto, remote: SocketAddr) -> Result<SocketAddr, Refused> {
     let port = remote.port();
+    if proto != Proto::Icmp && port == 0 {
+        return Err(Refused::PortZero);
+    }
+    let dns = proto != Proto::Icmp && DNS_PORTS.contains(&port);
     let ip = match remote.ip() {
-        IpAddr::V4(a) => match &conf.ip4 {
-            Some(c) if c.dns_forward == Some(a) && DNS_PORTS.contains(&port) => {
-                c.dns_host.map_or(remote.ip(), IpAddr::V4)
+        IpAddr::V4(a) => {
+            let c = conf.ip4.as_ref().ok_or(Refused::FamilyDisabled)?;
+            if dns && c.dns_forward == Some(a) {
+                IpAddr::V4(c.dns_host.unwrap_or(a))
+            } else if c.map_host_loopback == Some(a) {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else if c.map_guest_addr == Some(a) {
+                IpAddr::V4(c.addr)
+            } else {
+                check_v4(a)?;
+                IpAddr::V4(a)
             }
-            Some(c) if c.map_host_loopback == Some(a) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            Some(c) if c.map_guest_addr == Some(a) => IpAddr::V4(c.addr),
-            _ => remote.ip(),
-        },
-        IpAddr::V6(a) => match &conf.ip6 {
-            Some(c) if c.dns_forward == Some(a) && DNS_PORTS.contains(&port) => {
-                c.dns_host.map_or(remote.ip(), IpAddr::V6)
+        }
+        IpAddr::V6(a) => {
+            let c = conf.ip6.as_ref().ok_or(Refused::FamilyDisabled)?;
+            if dns && c.dns_forward == Some(a) {
+                IpAddr::V6(c.dns_host.unwrap_or(a))
+            } else if c.map_host_loopback == Some(a) {
+                IpAddr::V6(Ipv6Addr::LOCALHOST)
+            } else if c.map_guest_addr == Some(a) {
+                IpAddr::V6(c.addr)
+            } else {
+                check_v6(a)?;
+                IpAddr::V6(a)
             }
-            Some(c) if c.map_host_loopback == Some(a) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            Some(c) if c.map_guest_addr == Some(a) => IpAddr::V6(c.addr),
-            _ => remote.ip(),
-        },
+        }
     };
-    SocketAddr::new(ip, port)
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn check_v4(a: Ipv4Addr) -> Result<(), Refused> {
+    if a.is_loopback() {
+        Err(Refused::Loopback)
+    } else if a.octets()[0] == 0 {
+        Err(Refused::Unspecified)
+    } else if a.is_broadcast() || a.is_multicast() {
+        Err(Refused::NotUnicast)
+    } else {
+        Ok(())
+    }
+}
+
+fn check_v6(a: Ipv6Addr) -> Result<(), Refused> {
+    let s = a.segments();
+    if a.is_loopback() {
+        Err(Refused::Loopback)
+    } else if a.is_unspecified() {
+        Err(Refused::Unspecified)
+    } else if s[..5] == [0; 5] && (s[5] == 0 || s[5] == 0xffff) {
+        // ::/96 (IPv4-compatible) and ::ffff:0:0/96 (IPv4-mapped).
+        Err(Refused::V4InV6)
+    } else if a.is_multicast() {
+        Err(Refused::NotUnicast)
+    } else if a.is_unicast_link_local() {
+        Err(Refused::LinkLocal)
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -42,21 +147,85 @@ mod tests {
         s.parse().unwrap()
     }
 
-    #[test]
-    fn destinations_as_the_host_sees_them() {
+    fn config() -> Config {
         let mut c = Config::example();
         if let Some(ip4) = c.ip4.as_mut() {
             ip4.dns_forward = Some(Ipv4Addr::new(169, 254, 1, 1));
             ip4.dns_host = Some(Ipv4Addr::new(192, 0, 2, 53));
             ip4.map_host_loopback = Some(Ipv4Addr::new(192, 0, 2, 1));
+            ip4.map_guest_addr = Some(Ipv4Addr::new(169, 254, 1, 2));
         }
-        assert_eq!(host_side(&c, sa("169.254.1.1:53")), sa("192.0.2.53:53"));
-        assert_eq!(host_side(&c, sa("169.254.1.1:853")), sa("192.0.2.53:853"));
-        assert_eq!(host_side(&c, sa("169.254.1.1:80")), sa("169.254.1.1:80"));
-        assert_eq!(host_side(&c, sa("192.0.2.1:5000")), sa("127.0.0.1:5000"));
+        if let Some(ip6) = c.ip6.as_mut() {
+            ip6.map_host_loopback = Some("fe80::1".parse().unwrap());
+        }
+        c
+    }
+
+    #[test]
+    fn mappings_reach_the_host() {
+        let c = config();
+        let ok = |p, d| outbound(&c, p, sa(d));
+        assert_eq!(ok(Proto::Udp, "169.254.1.1:53"), Ok(sa("192.0.2.53:53")));
+        assert_eq!(ok(Proto::Tcp, "169.254.1.1:853"), Ok(sa("192.0.2.53:853")));
+        assert_eq!(ok(Proto::Tcp, "169.254.1.1:80"), Ok(sa("169.254.1.1:80")));
+        assert_eq!(ok(Proto::Tcp, "192.0.2.1:5000"), Ok(sa("127.0.0.1:5000")));
+        assert_eq!(ok(Proto::Icmp, "192.0.2.1:0"), Ok(sa("127.0.0.1:0")));
+        assert_eq!(ok(Proto::Udp, "[fe80::1]:7"), Ok(sa("[::1]:7")));
+        assert_eq!(ok(Proto::Tcp, "169.254.1.2:22"), Ok(sa("10.0.0.2:22")));
         assert_eq!(
-            host_side(&c, sa("[2001:db8::9]:53")),
-            sa("[2001:db8::9]:53")
+            ok(Proto::Udp, "[2001:db8::9]:53"),
+            Ok(sa("[2001:db8::9]:53"))
+        );
+    }
+
+    #[test]
+    fn the_host_is_reached_only_through_mappings() {
+        let mut c = config();
+        let refused = [
+            ("127.0.0.1:22", Refused::Loopback),
+            ("127.255.0.9:22", Refused::Loopback),
+            ("[::1]:22", Refused::Loopback),
+            ("0.0.0.0:22", Refused::Unspecified),
+            ("0.1.2.3:22", Refused::Unspecified),
+            ("[::]:22", Refused::Unspecified),
+            ("[::ffff:127.0.0.1]:22", Refused::V4InV6),
+            ("[::ffff:0.0.0.0]:22", Refused::V4InV6),
+            ("[::ffff:192.0.2.1]:22", Refused::V4InV6),
+            ("[::ffff:198.51.100.7]:22", Refused::V4InV6),
+            ("[::127.0.0.1]:22", Refused::V4InV6),
+            ("255.255.255.255:22", Refused::NotUnicast),
+            ("224.0.0.251:5353", Refused::NotUnicast),
+            ("[ff02::fb]:5353", Refused::NotUnicast),
+            ("[fe80::2]:22", Refused::LinkLocal),
+            ("198.51.100.7:0", Refused::PortZero),
+        ];
+        for (d, why) in refused {
+            for p in [Proto::Tcp, Proto::Udp] {
+                assert_eq!(outbound(&c, p, sa(d)), Err(why), "{p:?} {d}");
+            }
+        }
+        assert_eq!(
+            outbound(&c, Proto::Icmp, sa("127.0.0.1:0")),
+            Err(Refused::Loopback)
+        );
+        // --no-map-gw: the gateway is just another address, and loopback
+        // stays out of reach.
+        if let Some(ip4) = c.ip4.as_mut() {
+            ip4.map_host_loopback = None;
+        }
+        assert_eq!(
+            outbound(&c, Proto::Tcp, sa("192.0.2.1:5000")),
+            Ok(sa("192.0.2.1:5000"))
+        );
+        assert_eq!(
+            outbound(&c, Proto::Tcp, sa("127.0.0.1:5000")),
+            Err(Refused::Loopback)
+        );
+        // A disabled family is unreachable, mapped or not.
+        c.ip4 = None;
+        assert_eq!(
+            outbound(&c, Proto::Tcp, sa("192.0.2.1:5000")),
+            Err(Refused::FamilyDisabled)
         );
     }
 }

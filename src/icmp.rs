@@ -17,7 +17,8 @@
 
 use crate::conf::Config;
 use crate::event::{EpollRef, EventLoop};
-use crate::flow::{FlowTable, SocketFlow};
+use crate::flow::{FlowRef, FlowTable, SocketFlow};
+use crate::fwd::{self, Proto, Refused};
 use crate::tap::{MAX_FRAME, TxQueue};
 use crate::wire::{Mac, compose, icmpv4, icmpv6};
 use nix::errno::Errno;
@@ -46,6 +47,9 @@ pub enum IcmpDrop {
     /// `--no-icmp`.
     #[error("ICMP disabled")]
     Disabled,
+    /// Nothing a host socket may send to for the guest (`fwd::outbound`).
+    #[error("destination refused: {0}")]
+    Destination(Refused),
     /// Every flow slot is taken.
     #[error("echo flow table full")]
     TableFull,
@@ -90,10 +94,10 @@ impl Default for Pings {
     }
 }
 
-/// Where a guest's destination is on the host (the shared mapping, with
-/// no port to match the DNS rules).
-fn host_side(conf: &Config, remote: IpAddr) -> IpAddr {
-    crate::fwd::host_side(conf, std::net::SocketAddr::new(remote, 0)).ip()
+/// Where a guest's destination is on the host: the policy all
+/// translations share, with no port.
+fn host_side(conf: &Config, remote: IpAddr) -> Result<IpAddr, Refused> {
+    fwd::outbound(conf, Proto::Icmp, std::net::SocketAddr::new(remote, 0)).map(|a| a.ip())
 }
 
 fn open_socket(v6: bool, id: u16) -> Result<OwnedFd, Errno> {
@@ -166,6 +170,7 @@ impl Pings {
             }
             _ => return Err(IcmpDrop::Malformed),
         };
+        let target = host_side(conf, remote).map_err(IcmpDrop::Destination)?;
         let key = (guest, remote, id);
         let idx = match self.flows.lookup(&key) {
             Some(i) => i,
@@ -176,7 +181,7 @@ impl Pings {
         };
         flow.last = now;
         let fd = flow.sock.as_raw_fd();
-        let sent = match host_side(conf, remote) {
+        let sent = match target {
             IpAddr::V4(a) => sendto(
                 fd,
                 msg,
@@ -199,7 +204,7 @@ impl Pings {
         let sock = open_socket(remote.is_ipv6(), id).map_err(IcmpDrop::Socket)?;
         ev.add(&sock, EpollRef::Ping(idx), false)
             .map_err(|e| IcmpDrop::Socket(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
-        log::debug!("ping flow {idx}: {guest} -> {remote}, id {id}");
+        log::debug!("ping flow {}: {guest} -> {remote}, id {id}", idx.index);
         let flow = Flow {
             sock,
             guest,
@@ -213,8 +218,8 @@ impl Pings {
     }
 
     /// Replies arrived on flow `idx`: queue each for the guest.
-    pub fn reply(&mut self, idx: u32, conf: &Config, guest_mac: Mac, tx: &mut TxQueue) {
-        let Some(flow) = self.flows.get(idx) else {
+    pub fn reply(&mut self, r: FlowRef, conf: &Config, guest_mac: Mac, tx: &mut TxQueue) {
+        let Some(flow) = self.flows.resolve(r).and_then(|i| self.flows.get(i)) else {
             return;
         };
         let link = compose::Link {
@@ -296,9 +301,13 @@ mod tests {
             ip4.map_guest_addr = Some(Ipv4Addr::new(169, 254, 1, 2));
         }
         let v4 = |a: [u8; 4]| IpAddr::V4(Ipv4Addr::from(a));
-        assert_eq!(host_side(&c, v4([192, 0, 2, 1])), v4([127, 0, 0, 1]));
-        assert_eq!(host_side(&c, v4([169, 254, 1, 2])), v4([10, 0, 0, 2]));
-        assert_eq!(host_side(&c, v4([198, 51, 100, 1])), v4([198, 51, 100, 1]));
+        assert_eq!(host_side(&c, v4([192, 0, 2, 1])), Ok(v4([127, 0, 0, 1])));
+        assert_eq!(host_side(&c, v4([169, 254, 1, 2])), Ok(v4([10, 0, 0, 2])));
+        assert_eq!(
+            host_side(&c, v4([198, 51, 100, 1])),
+            Ok(v4([198, 51, 100, 1]))
+        );
+        assert_eq!(host_side(&c, v4([127, 0, 0, 1])), Err(Refused::Loopback));
     }
 
     #[test]

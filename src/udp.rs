@@ -17,8 +17,8 @@
 
 use crate::conf::Config;
 use crate::event::{EpollRef, EventLoop};
-use crate::flow::{FlowTable, SocketFlow};
-use crate::fwd::host_side;
+use crate::flow::{FlowRef, FlowTable, SocketFlow};
+use crate::fwd::{self, Proto, Refused};
 use crate::tap::{MAX_FRAME, TxQueue};
 use crate::wire::{Mac, compose};
 use nix::errno::Errno;
@@ -26,7 +26,7 @@ use nix::sys::socket::{
     AddressFamily, MsgFlags, SockFlag, SockType, SockaddrIn, SockaddrIn6, bind, connect, recv,
     send, socket,
 };
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -41,10 +41,9 @@ pub enum UdpDrop {
     /// `--no-udp`.
     #[error("UDP disabled")]
     Disabled,
-    /// Broadcast, multicast, unspecified or port 0: nothing a host socket
-    /// should send on the guest's behalf.
-    #[error("destination not forwarded")]
-    Destination,
+    /// Nothing a host socket may send to for the guest (`fwd::outbound`).
+    #[error("destination refused: {0}")]
+    Destination(Refused),
     /// Every flow slot is taken.
     #[error("UDP flow table full")]
     TableFull,
@@ -137,17 +136,17 @@ impl Udp {
         if !conf.services.udp {
             return Err(UdpDrop::Disabled);
         }
-        let local_only = match remote.ip() {
-            IpAddr::V4(a) => a.is_broadcast() || a.is_multicast() || a.is_unspecified(),
-            IpAddr::V6(a) => a.is_multicast() || a.is_unspecified(),
-        };
-        if local_only || remote.port() == 0 || guest.port() == 0 {
-            return Err(UdpDrop::Destination);
+        if guest.port() == 0 {
+            return Err(UdpDrop::Destination(Refused::PortZero));
         }
         let key = (guest, remote);
         let idx = match self.flows.lookup(&key) {
             Some(i) => i,
-            None => self.open(conf, ev, key, now)?,
+            None => {
+                let target =
+                    fwd::outbound(conf, Proto::Udp, remote).map_err(UdpDrop::Destination)?;
+                self.open(ev, key, target, now)?
+            }
         };
         let Some(flow) = self.flows.get_mut(idx) else {
             return Err(UdpDrop::TableFull);
@@ -167,18 +166,20 @@ impl Udp {
 
     fn open(
         &mut self,
-        conf: &Config,
         ev: &EventLoop,
         key: Key,
+        target: SocketAddr,
         now: Instant,
     ) -> Result<u32, UdpDrop> {
         let (guest, remote) = key;
         let idx = self.flows.free_slot().ok_or(UdpDrop::TableFull)?;
-        let target = host_side(conf, remote);
         let sock = open_socket(guest.port(), target).map_err(UdpDrop::Socket)?;
         ev.add(&sock, EpollRef::Udp(idx), false)
             .map_err(|e| UdpDrop::Socket(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
-        log::debug!("UDP flow {idx}: {guest} -> {remote} (host: {target})");
+        log::debug!(
+            "UDP flow {}: {guest} -> {remote} (host: {target})",
+            idx.index
+        );
         let flow = Flow {
             sock,
             guest,
@@ -191,13 +192,13 @@ impl Udp {
     /// Datagrams arrived on flow `idx`: queue each for the guest.
     pub fn reply(
         &mut self,
-        idx: u32,
+        r: FlowRef,
         conf: &Config,
         guest_mac: Mac,
         tx: &mut TxQueue,
         now: Instant,
     ) {
-        let Some(flow) = self.flows.get_mut(idx) else {
+        let Some(flow) = self.flows.resolve(r).and_then(|i| self.flows.get_mut(i)) else {
             return;
         };
         flow.last = now;
@@ -280,13 +281,15 @@ mod tests {
         assert_eq!(r, Err(UdpDrop::Disabled));
         c.services.udp = true;
         for dst in [
+            "127.0.0.1:53",
+            "[::ffff:127.0.0.1]:53",
             "255.255.255.255:67",
             "224.0.0.251:5353",
             "192.0.2.9:0",
             "[ff02::fb]:5353",
         ] {
             let r = u.request(&c, &ev, sa("10.0.0.2:4000"), sa(dst), b"q", Instant::now());
-            assert_eq!(r, Err(UdpDrop::Destination), "{dst}");
+            assert!(matches!(r, Err(UdpDrop::Destination(_))), "{dst}");
         }
         assert!(u.flows.is_empty());
     }

@@ -3,7 +3,7 @@
 //!
 //! Theory of operation: a SYN from the guest opens a connection slot and a
 //! non-blocking `connect()` to the destination as the host must see it
-//! (`fwd::host_side`). When the connect completes the guest gets a SYN-ACK
+//! (`fwd::outbound`, which also refuses what no host socket may reach). When the connect completes the guest gets a SYN-ACK
 //! (or an RST if it failed), and from then on the two byte streams are
 //! mirrored:
 //!
@@ -43,8 +43,8 @@ mod seq;
 
 use crate::conf::Config;
 use crate::event::{EpollRef, EventLoop};
-use crate::flow::FlowTable;
-use crate::fwd::host_side;
+use crate::flow::{FlowRef, FlowTable};
+use crate::fwd::{self, Proto, Refused};
 use crate::sys;
 use crate::tap::{MAX_FRAME, TxQueue};
 use crate::wire::tcp::{Flags, Packet, TcpRepr};
@@ -57,7 +57,7 @@ use nix::sys::socket::{
 };
 use seq::{Fit, after};
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -93,9 +93,10 @@ pub enum TcpDrop {
     /// Bad header length or checksum.
     #[error("malformed segment")]
     Malformed,
-    /// Broadcast, multicast, unspecified or port 0.
-    #[error("destination not forwarded")]
-    Destination,
+    /// Nothing a host socket may connect to for the guest
+    /// (`fwd::outbound`); the guest gets an RST.
+    #[error("destination refused: {0}")]
+    Destination(Refused),
     /// Every connection slot is taken.
     #[error("TCP connection table full")]
     TableFull,
@@ -568,15 +569,20 @@ impl Tcp {
         now: Instant,
     ) -> Result<(), TcpDrop> {
         let (guest, remote) = key;
-        let local_only = match remote.ip() {
-            IpAddr::V4(a) => a.is_broadcast() || a.is_multicast() || a.is_unspecified(),
-            IpAddr::V6(a) => a.is_multicast() || a.is_unspecified(),
+        let target = if guest.port() == 0 {
+            Err(Refused::PortZero)
+        } else {
+            fwd::outbound(conf, Proto::Tcp, remote)
         };
-        if local_only || remote.port() == 0 || guest.port() == 0 {
-            return Err(TcpDrop::Destination);
-        }
-        let idx = self.conns.free_slot().ok_or(TcpDrop::TableFull)?;
-        let target = host_side(conf, remote);
+        let target = match target {
+            Ok(t) => t,
+            Err(why) => {
+                // Fail the guest's connect at once, as a closed port would.
+                emit_segment(link, tx, remote, guest, &rst_for(syn, 0), 0, |_| 0);
+                return Err(TcpDrop::Destination(why));
+            }
+        };
+        let fref = self.conns.free_slot().ok_or(TcpDrop::TableFull)?;
         let (sock, connected) = match open_socket(target) {
             Ok(s) => s,
             Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
@@ -589,9 +595,9 @@ impl Tcp {
                 return Ok(());
             }
         };
-        ev.add_edge(&sock, EpollRef::Tcp(idx))
+        ev.add_edge(&sock, EpollRef::Tcp(fref))
             .map_err(|e| TcpDrop::Socket(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
-        log::debug!("TCP {idx}: {guest} -> {remote} (host: {target})");
+        log::debug!("TCP {}: {guest} -> {remote} (host: {target})", fref.index);
         let hdr = ip_tcp_header(remote);
         let iss = self.isn(&key);
         let conn = Conn {
@@ -715,13 +721,17 @@ impl Tcp {
     /// Events on connection `idx`'s socket.
     pub fn event(
         &mut self,
-        idx: u32,
+        r: FlowRef,
         events: EpollFlags,
         link: compose::Link,
         ev: &EventLoop,
         tx: &mut TxQueue,
     ) {
         let now = Instant::now();
+        // A connection closed earlier in this round, or its slot reused.
+        let Some(idx) = self.conns.resolve(r) else {
+            return;
+        };
         let Some(c) = self.conns.get_mut(idx) else {
             return;
         };
@@ -972,9 +982,10 @@ mod tests {
             .fill_checksum_v4([10, 0, 0, 2].into(), [255; 4].into());
         assert_eq!(
             t.segment(&c, &ev, link, g, bcast, &syn_b, &mut tx, now),
-            Err(TcpDrop::Destination)
+            Err(TcpDrop::Destination(Refused::NotUnicast))
         );
         assert!(t.is_empty());
-        assert!(tx.pending().is_empty());
+        // Only the RST refusing the broadcast destination went out.
+        assert_eq!(tx.pending().len(), 4 + 14 + 20 + 20);
     }
 }

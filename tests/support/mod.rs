@@ -418,3 +418,63 @@ pub fn connect(path: &Path) -> UnixStream {
         }
     }
 }
+
+/// pasta attached to a namespace of its own in `host`, killed on drop.
+pub struct AttachedPasta {
+    /// The namespace pasta serves (its tap is `eth0`).
+    pub ns: Netns,
+    /// pasta's PID (from its pidfile).
+    pub pid: i32,
+    _dir: TempDir,
+}
+
+impl AttachedPasta {
+    /// Start pasta (as root, which drops to nobody) with `args` plus
+    /// `--config-net --netns NS -P FILE`; returns once it is configured.
+    pub fn start(host: &Host, args: &[&str]) -> Self {
+        let ns = Netns::new("prs-p");
+        let dir = TempDir::new();
+        let pidfile = dir.join("pasta.pid");
+        let out = host
+            .pasta(false)
+            .args(args)
+            .args(["--config-net", "--netns", &ns.name, "-P"])
+            .arg(&pidfile)
+            .output()
+            .expect("spawn pasta");
+        assert!(
+            out.status.success(),
+            "pasta failed to start: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .expect("pidfile")
+            .trim()
+            .parse()
+            .expect("pid in pidfile");
+        AttachedPasta { ns, pid, _dir: dir }
+    }
+
+    /// Put raw Ethernet frames on the namespace's tap device, as if its
+    /// stack had sent them (an AF_PACKET socket, through python3).
+    pub fn inject(&self, frames: &[Vec<u8>]) {
+        let hex: Vec<String> = frames
+            .iter()
+            .map(|f| f.iter().map(|b| format!("{b:02x}")).collect())
+            .collect();
+        self.ns.sh(&format!(
+            "python3 -c 'import socket,sys\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\ns.bind((\"eth0\",0))\nfor h in sys.argv[1:]: s.send(bytes.fromhex(h))' {}",
+            hex.join(" ")
+        ));
+    }
+}
+
+impl Drop for AttachedPasta {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
