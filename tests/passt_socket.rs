@@ -54,6 +54,36 @@ fn arping_from_guest_gets_our_mac() {
     drop(d);
 }
 
+/// RFC 5227 probes (sender 0.0.0.0) from the guest's own stack: busybox
+/// `arping -D` exits 1 when someone answers. The gateway is ours, so the
+/// guest must see it taken, as a Linux host would show it; the guest's own
+/// address must look free, or the guest could never configure it.
+#[test]
+fn probes_find_the_gateway_taken_and_the_guests_address_free() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let d = Daemon::start(&host, &dir, &[]);
+    let guest = Guest::connect(&d.socket);
+    let dad = |target: &str| {
+        guest
+            .ns
+            .run(&format!("busybox arping -D -c 2 -w 3 -I eth0 {target}"))
+    };
+    for taken in [HOST_GW4, "192.0.2.200"] {
+        let out = dad(taken);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{taken} answered: {text}");
+        assert!(text.to_lowercase().contains(OUR_MAC), "{taken}: {text}");
+    }
+    let out = dad(HOST_ADDR4);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the guest's own address gets no answer: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 #[test]
 fn mac_addr_option_changes_our_mac() {
     let host = Host::new();
