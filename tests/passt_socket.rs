@@ -214,6 +214,41 @@ fn one_off_exits_when_guest_leaves() {
     assert!(!socket.exists());
 }
 
+/// In the foreground, passt prints what the guest will be told and where
+/// to connect, as upstream does; only pasta is quiet by default.
+#[test]
+fn foreground_prints_the_informational_lines() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let socket = dir.join("s");
+    let mut child = Reaped(
+        host.passt()
+            .arg("-f")
+            .arg("-s")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    drop(connect(&socket));
+    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+    nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+    let st = wait_timeout(&mut child.0, Duration::from_secs(3)).expect("passt exits on SIGTERM");
+    assert!(st.success(), "{st}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
+    for line in [
+        "passt: Outbound interface: eth0".to_string(),
+        format!("passt: ARP: address {OUR_MAC}"),
+        format!("passt: DHCP: assign {HOST_ADDR4}/24, router {HOST_GW4}"),
+        format!("passt: NDP/DHCPv6: assign {HOST_ADDR6}, router {HOST_GW6}"),
+        format!("passt: UNIX domain socket bound at {}", socket.display()),
+    ] {
+        assert!(err.lines().any(|l| l == line), "no {line:?} in:\n{err}");
+    }
+}
+
 #[test]
 fn guest_over_inherited_fd() {
     let host = Host::new();
