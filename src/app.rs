@@ -26,7 +26,8 @@ pub fn mode_from_argv0(argv0: &OsString) -> Mode {
 pub fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
     let mode = args.first().map(mode_from_argv0).unwrap_or(Mode::Passt);
-    crate::log::init(mode.name(), log::LevelFilter::Info);
+    // Until the options are known, what the mode logs without any.
+    crate::log::init(mode.name(), mode.default_log_level());
     match run(mode, args) {
         Ok(code) => code,
         Err(msg) => {
@@ -53,15 +54,7 @@ fn run(mode: Mode, args: Vec<OsString>) -> Result<ExitCode, String> {
     host.nameservers = ns;
     host.search = search;
     let conf = conf::build::build(mode, &cli, &host).map_err(|e| e.to_string())?;
-    crate::log::set_level(if conf.trace {
-        log::LevelFilter::Trace
-    } else if conf.debug {
-        log::LevelFilter::Debug
-    } else if conf.quiet {
-        log::LevelFilter::Warn
-    } else {
-        log::LevelFilter::Info
-    });
+    crate::log::set_level(conf.log_level());
     if cli.ipv4_wanted() && conf.ip4.is_none() {
         log::info!("IPv4: no usable host interface, disabled");
     }

@@ -476,11 +476,10 @@ impl<'c> Dispatch<'c> {
             self.guest.addr4_seen = Some(req.sender_ip);
         }
         let ours = Mac(self.conf.our_mac);
-        let mut reply = l2::arp::reply(&req, Some(ip4.addr), ours);
-        if reply.is_some() && self.guest.addr4_seen == Some(req.target_ip) {
-            reply = None;
-        }
-        if let Some(rep) = reply {
+        // A guest may configure an address other than the one we assign:
+        // both are its own, never ours to claim.
+        let seen = self.guest.addr4_seen.unwrap_or(ip4.addr);
+        if let Some(rep) = l2::arp::reply(&req, &[ip4.addr, seen], ours) {
             let len = ethernet::HEADER_LEN + rep.buffer_len();
             tx.push_with(len, |b| {
                 let mut f = Frame::new_unchecked(&mut b[..len]);
@@ -558,13 +557,18 @@ mod tests {
     const GUEST_MAC: Mac = Mac([2, 0, 0, 0, 0, 1]);
 
     fn arp_request_frame(target: Ipv4Addr) -> Vec<u8> {
+        arp_frame(Ipv4Addr::new(192, 0, 2, 2), target)
+    }
+
+    /// A broadcast ARP request from the guest's MAC.
+    fn arp_frame(sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
         let mut b = vec![0u8; 42];
         let mut f = Frame::new_unchecked(&mut b[..]);
         f.set_header(Mac::BROADCAST, GUEST_MAC, EtherType::Arp);
         ArpRepr {
             operation: Operation::Request,
             sender_mac: GUEST_MAC,
-            sender_ip: Ipv4Addr::new(192, 0, 2, 2),
+            sender_ip: sender,
             target_mac: Mac::ZERO,
             target_ip: target,
         }
@@ -603,6 +607,46 @@ mod tests {
         assert_eq!(rep.operation, Operation::Reply);
         assert_eq!(rep.sender_ip, Ipv4Addr::new(192, 0, 2, 1));
         assert_eq!(d.guest.mac, Some(GUEST_MAC));
+    }
+
+    #[test]
+    fn probe_for_gateway_is_answered_to_zero_address() {
+        let conf = test_config();
+        let gw = Ipv4Addr::new(192, 0, 2, 1);
+        let (_, out) = run(&conf, &[arp_frame(Ipv4Addr::UNSPECIFIED, gw)]);
+        assert_eq!(out.len(), 1, "the gateway's address is taken");
+        let f = Frame::new_checked(&out[0][..]).unwrap();
+        assert_eq!(f.dst(), GUEST_MAC, "unicast to the prober, as Linux");
+        let rep = ArpRepr::parse(f.payload()).unwrap();
+        assert_eq!(rep.operation, Operation::Reply);
+        assert_eq!((rep.sender_mac, rep.sender_ip), (Mac(conf.our_mac), gw));
+        assert_eq!(
+            (rep.target_mac, rep.target_ip),
+            (GUEST_MAC, Ipv4Addr::UNSPECIFIED)
+        );
+    }
+
+    #[test]
+    fn guests_own_addresses_stay_free() {
+        let conf = test_config();
+        let configured = Ipv4Addr::new(192, 0, 2, 2);
+        let used = Ipv4Addr::new(192, 0, 2, 77);
+        let zero = Ipv4Addr::UNSPECIFIED;
+        // The guest probes the configured address, then picks another one
+        // of its own: it announces it (gratuitous ARP) and probes it again,
+        // as on a link flap. None of that may be answered.
+        let (d, out) = run(
+            &conf,
+            &[
+                arp_frame(zero, configured),
+                arp_frame(used, used),
+                arp_frame(zero, used),
+                arp_frame(used, configured),
+            ],
+        );
+        assert!(out.is_empty(), "{} replies", out.len());
+        assert_eq!(d.guest.addr4_seen, Some(used));
+        assert_eq!(d.drops.total(), 0);
     }
 
     #[test]

@@ -54,6 +54,36 @@ fn arping_from_guest_gets_our_mac() {
     drop(d);
 }
 
+/// RFC 5227 probes (sender 0.0.0.0) from the guest's own stack: busybox
+/// `arping -D` exits 1 when someone answers. The gateway is ours, so the
+/// guest must see it taken, as a Linux host would show it; the guest's own
+/// address must look free, or the guest could never configure it.
+#[test]
+fn probes_find_the_gateway_taken_and_the_guests_address_free() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let d = Daemon::start(&host, &dir, &[]);
+    let guest = Guest::connect(&d.socket);
+    let dad = |target: &str| {
+        guest
+            .ns
+            .run(&format!("busybox arping -D -c 2 -w 3 -I eth0 {target}"))
+    };
+    for taken in [HOST_GW4, "192.0.2.200"] {
+        let out = dad(taken);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{taken} answered: {text}");
+        assert!(text.to_lowercase().contains(OUR_MAC), "{taken}: {text}");
+    }
+    let out = dad(HOST_ADDR4);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the guest's own address gets no answer: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 #[test]
 fn mac_addr_option_changes_our_mac() {
     let host = Host::new();
@@ -182,6 +212,41 @@ fn one_off_exits_when_guest_leaves() {
         .expect("passt exits after the guest leaves");
     assert!(st.success(), "{st}");
     assert!(!socket.exists());
+}
+
+/// In the foreground, passt prints what the guest will be told and where
+/// to connect, as upstream does; only pasta is quiet by default.
+#[test]
+fn foreground_prints_the_informational_lines() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let socket = dir.join("s");
+    let mut child = Reaped(
+        host.passt()
+            .arg("-f")
+            .arg("-s")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    drop(connect(&socket));
+    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+    nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+    let st = wait_timeout(&mut child.0, Duration::from_secs(3)).expect("passt exits on SIGTERM");
+    assert!(st.success(), "{st}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
+    for line in [
+        "passt: Outbound interface: eth0".to_string(),
+        format!("passt: ARP: address {OUR_MAC}"),
+        format!("passt: DHCP: assign {HOST_ADDR4}/24, router {HOST_GW4}"),
+        format!("passt: NDP/DHCPv6: assign {HOST_ADDR6}, router {HOST_GW6}"),
+        format!("passt: UNIX domain socket bound at {}", socket.display()),
+    ] {
+        assert!(err.lines().any(|l| l == line), "no {line:?} in:\n{err}");
+    }
 }
 
 #[test]

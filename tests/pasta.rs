@@ -324,6 +324,47 @@ fn dhcp_inside_pasta_without_config_net() {
     );
 }
 
+/// What pasta tells about the guest's configuration, as passt does at
+/// start-up: informational lines, for `-d` only in pasta.
+const INFO_LINES: [&str; 4] = [
+    "pasta: Outbound interface: eth0",
+    "pasta: ARP: address 9a:55:9a:55:9a:55",
+    "pasta: DHCP: assign 192.0.2.2/24, router 192.0.2.1",
+    "pasta: NDP/DHCPv6: assign 2001:db8::2, router 2001:db8::1",
+];
+
+#[test]
+fn quiet_by_default_the_command_owns_the_terminal() {
+    let host = Host::new();
+    for (cmd, stdout) in [(&["true"][..], ""), (&["sh", "-c", "echo hi"][..], "hi\n")] {
+        let mut c = host.pasta(true);
+        c.args(["--config-net", "--"]).args(cmd);
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{cmd:?}: {}\n{err}", out.status);
+        assert_eq!(err, "", "{cmd:?} wrote to stderr");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), stdout, "{cmd:?}");
+    }
+}
+
+#[test]
+fn debug_and_trace_show_the_informational_lines() {
+    let host = Host::new();
+    for flag in ["-d", "--debug", "--trace"] {
+        let mut c = host.pasta(true);
+        c.args([flag, "--config-net", "--", "true"]);
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{flag}: {}\n{err}", out.status);
+        for line in INFO_LINES {
+            assert!(
+                err.lines().any(|l| l == line),
+                "{flag}: no {line:?} in:\n{err}"
+            );
+        }
+    }
+}
+
 #[test]
 fn errors_are_one_clear_line() {
     let host = Host::new();

@@ -1194,6 +1194,27 @@ mod tests {
     }
 
     #[test]
+    fn log_level_quiet_by_default_in_pasta() {
+        use log::LevelFilter::{Debug, Info, Trace, Warn};
+        let cases: [(Mode, &[&str], _); 10] = [
+            (Mode::Passt, &[], Info),
+            (Mode::Passt, &["-q"], Warn),
+            (Mode::Passt, &["-d"], Debug),
+            (Mode::Passt, &["--trace"], Trace),
+            (Mode::Pasta, &[], Warn),
+            (Mode::Pasta, &["-q"], Warn),
+            (Mode::Pasta, &["-d"], Debug),
+            (Mode::Pasta, &["--debug"], Debug),
+            (Mode::Pasta, &["--trace"], Trace),
+            (Mode::Pasta, &["-d", "-q"], Warn),
+        ];
+        for (mode, args, want) in cases {
+            let got = conf(mode, args, &dual()).log_level();
+            assert_eq!(got, want, "{} {args:?}", mode.name());
+        }
+    }
+
+    #[test]
     fn passt_settings() {
         let c = conf(Mode::Passt, &["-s", "/tmp/s.sock", "-1"], &dual());
         assert_eq!(

@@ -9,6 +9,7 @@ pub mod host;
 pub mod ports;
 pub mod resolv;
 
+use log::LevelFilter;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
 use std::path::PathBuf;
@@ -31,6 +32,18 @@ impl Mode {
         match self {
             Mode::Passt => "passt",
             Mode::Pasta => "pasta",
+        }
+    }
+
+    /// The most verbose level logged without `-d`, `--trace` or `-q`.
+    ///
+    /// pasta's command owns the terminal, so pasta only reports what went
+    /// wrong; passt also tells what the guest will be given and where to
+    /// connect, as upstream does.
+    pub fn default_log_level(self) -> LevelFilter {
+        match self {
+            Mode::Passt => LevelFilter::Info,
+            Mode::Pasta => LevelFilter::Warn,
         }
     }
 }
@@ -263,6 +276,20 @@ pub struct Config {
 }
 
 impl Config {
+    /// The most verbose level to log: `--trace`, `-d`, then `-q` (warnings
+    /// and errors only), else the mode's default.
+    pub fn log_level(&self) -> LevelFilter {
+        if self.trace {
+            LevelFilter::Trace
+        } else if self.debug {
+            LevelFilter::Debug
+        } else if self.quiet {
+            LevelFilter::Warn
+        } else {
+            self.mode.default_log_level()
+        }
+    }
+
     /// A complete configuration for fuzz targets and examples: every
     /// DHCP(v6)/NDP feature on, an off-link IPv4 gateway (classless
     /// routes), a search list that needs compression.
