@@ -273,6 +273,11 @@ impl<'c> Dispatch<'c> {
         self.tcp.event(idx, events, link, ev, tx);
     }
 
+    /// True when no TCP connection is open.
+    pub fn tcp_is_empty(&self) -> bool {
+        self.tcp.is_empty()
+    }
+
     /// When TCP timers are due next: connections opened or changed since
     /// the last `periodic` may need it sooner.
     pub fn tcp_deadline(&self) -> Option<Instant> {

@@ -23,6 +23,11 @@ use crate::startup::{StartError, detach_and_drop, err_at, open_files};
 use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+/// After the command exits, how long its connections may take to close:
+/// data it wrote just before exiting is still on its way to the peer.
+pub const LINGER: Duration = Duration::from_secs(5);
 use std::process::ExitCode;
 
 impl QuitSource for QuitWatch {
@@ -75,6 +80,9 @@ pub fn run(conf: &Config) -> Result<ExitCode, StartError> {
     crate::startup::log_summary(conf);
 
     let mut server = Server::new(conf, TapSide::Tun(File::from(tap)), pcap, quit)?;
+    if spawned {
+        server.linger_on_quit(LINGER);
+    }
     ready.notify();
     let outcome = server.serve();
     leftovers.remove_all();

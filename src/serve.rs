@@ -24,11 +24,11 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Longest gap between two rounds of time-driven work while a guest is
 /// attached.
-const PERIODIC_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+const PERIODIC_MAX: Duration = Duration::from_secs(10);
 
 /// Bytes of frames we hold for a guest that doesn't read.
 pub const TX_QUEUE_BYTES: usize = 4 << 20;
@@ -82,6 +82,11 @@ pub struct Server<'c> {
     dispatch: Dispatch<'c>,
     /// When `Dispatch::periodic` is due next.
     next_timer: Option<Instant>,
+    /// How long to keep serving closing connections once the quit source
+    /// fires (pasta's command exited), if at all.
+    linger: Option<Duration>,
+    /// Serving only until this, or until no connection is left.
+    draining_until: Option<Instant>,
 }
 
 impl<'c> Server<'c> {
@@ -138,11 +143,20 @@ impl<'c> Server<'c> {
             tx: TxQueue::new(TX_QUEUE_BYTES, pcap),
             dispatch: Dispatch::new(conf),
             next_timer: None,
+            linger: None,
+            draining_until: None,
         };
         if s.guest_present() {
             s.guest_attached();
         }
         Ok(s)
+    }
+
+    /// When the quit source fires, keep serving the connections still
+    /// open for up to `limit` before returning `Outcome::Quit`: what a
+    /// command wrote just before exiting still reaches its peer.
+    pub fn linger_on_quit(&mut self, limit: Duration) {
+        self.linger = Some(limit);
     }
 
     /// A guest appeared: greet it with what it would otherwise wait for.
@@ -204,6 +218,14 @@ impl<'c> Server<'c> {
             if let Err(o) = self.flush() {
                 return o;
             }
+            if let Some(until) = self.draining_until
+                && (self.dispatch.tcp_is_empty() || Instant::now() >= until)
+            {
+                if !self.dispatch.tcp_is_empty() {
+                    log::debug!("connections still open after the linger time");
+                }
+                return Outcome::Quit;
+            }
         }
     }
 
@@ -259,7 +281,18 @@ impl<'c> Server<'c> {
 
     fn on_quit(&mut self) -> Option<Outcome> {
         let q = self.quit.as_mut()?;
-        q.gone().then_some(Outcome::Quit)
+        if !q.gone() {
+            return None;
+        }
+        match self.linger {
+            Some(limit) if !self.dispatch.tcp_is_empty() => {
+                // Stop watching it (it stays readable), and drain.
+                let _ = self.ev.remove(q.as_fd());
+                self.draining_until = Some(Instant::now() + limit);
+                None
+            }
+            _ => Some(Outcome::Quit),
+        }
     }
 
     fn on_accept(&mut self) {

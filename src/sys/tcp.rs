@@ -47,7 +47,9 @@ pub fn outq(fd: BorrowedFd<'_>) -> io::Result<usize> {
 
 /// Peek at the bytes after the first `skip.len()` unread ones into `out`,
 /// without `SO_PEEK_OFF`: the skipped prefix is copied into `skip` and
-/// thrown away. Returns the bytes put in `out`.
+/// thrown away. Returns how many bytes the peek found in all, prefix
+/// included: at most `skip.len()` means nothing new (and 0 with an empty
+/// prefix, the peer's FIN).
 ///
 /// # Errors
 /// The `recvmsg` error (`EAGAIN` when nothing is there).
@@ -78,7 +80,7 @@ pub fn peek_after(fd: BorrowedFd<'_>, skip: &mut [u8], out: &mut [u8]) -> io::Re
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(usize::try_from(r).unwrap_or(0).saturating_sub(skip.len()))
+    Ok(usize::try_from(r).unwrap_or(0))
 }
 
 /// Throw away the next `n` unread bytes of a TCP socket without copying
@@ -124,12 +126,12 @@ mod tests {
         let mut n = 0;
         for _ in 0..100 {
             n = peek_after(fd, &mut skip, &mut out).unwrap_or(0);
-            if n == 4 {
+            if n == 6 {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        assert_eq!((n, &out), (4, b"cdef"));
+        assert_eq!((n, &out), (6, b"cdef"));
         assert_eq!(discard(fd, 3).unwrap(), 3);
         let n = peek_after(fd, &mut [], &mut out).unwrap();
         assert_eq!(&out[..n], b"defg");

@@ -79,6 +79,11 @@ pub const MAX_IN_FLIGHT: usize = 2 << 20;
 pub const FALLBACK_IN_FLIGHT: usize = 256 << 10;
 /// Poll interval when the guest's queue was full or our window closed.
 const POLL: Duration = Duration::from_millis(5);
+/// While our window stays shut, polls back off up to `POLL` << this (160 ms).
+const POLL_MAX_SHIFT: u8 = 5;
+/// Set (to anything) in the environment, TCP never uses `SO_PEEK_OFF`:
+/// the path kernels before 6.10 take, forced for tests on newer ones.
+pub const NO_PEEK_OFF_ENV: &str = "PASST_RS_NO_PEEK_OFF";
 /// The MTU when the configuration leaves it unset.
 const DEFAULT_MTU: usize = 65520;
 /// Ethernet + IPv6 + TCP with our SYN options: room for any header we build.
@@ -138,6 +143,9 @@ struct Conn {
     // Guest to host.
     /// Next sequence number we expect from the guest.
     rcv_nxt: u32,
+    /// Right edge of any window we advertised (RCV.NXT + RCV.WND at its
+    /// furthest): where acceptable sequence numbers end.
+    rcv_edge: u32,
     /// The guest's FIN was taken (socket shut for writing).
     guest_fin: bool,
     /// Window scale we apply to our window field (0: guest didn't offer).
@@ -150,22 +158,56 @@ struct Conn {
     iss: u32,
     snd_una: u32,
     snd_nxt: u32,
+    /// Highest sequence number sent so far, plus one: after a rewind
+    /// `snd_nxt` goes back but ACKs up to here are still good.
+    snd_max: u32,
     /// The guest's window, in bytes.
     snd_wnd: usize,
+    /// Sequence and acknowledgment numbers of the segment that last set
+    /// `snd_wnd` (RFC 9293 SND.WL1, SND.WL2): an older one can't override it.
+    wl1: u32,
+    wl2: u32,
     /// The guest's window scale.
     peer_ws: u8,
     /// Segment size towards the guest.
     mss: usize,
-    /// Our FIN is in flight: it is the sequence number before `snd_nxt`.
-    fin_sent: bool,
+    /// Sequence number of our FIN, once sent (it stays put across rewinds).
+    fin_seq: Option<u32>,
     fin_acked: bool,
+    /// The socket reported the peer's FIN (`EPOLLRDHUP`).
+    peer_eof: bool,
     dup_acks: u8,
+    /// In fast recovery until this sequence number is acknowledged
+    /// (RFC 6582 "recover"): partial ACKs retransmit the next hole.
+    recover: Option<u32>,
+    /// Retransmit the first unacknowledged segment at the next chance.
+    retransmit: bool,
     retries: u8,
     rto_at: Option<Instant>,
+    /// Zero-window probe towards the guest (RFC 9293 3.8.6.1).
+    persist_at: Option<Instant>,
+    persist_backoff: u8,
+    /// Look at the socket again: our window was closed, or the guest's
+    /// queue was full.
     poll_at: Option<Instant>,
+    poll_backoff: u8,
     last: Instant,
     /// `SO_PEEK_OFF` works on this socket.
     peek_off: bool,
+}
+
+/// What a peek for the next bytes to send found.
+enum Peeked {
+    /// The guest's queue had no room: nothing was tried.
+    NoRoom,
+    /// This many new bytes, now in a frame.
+    Data(usize),
+    /// Nothing new yet.
+    Nothing,
+    /// The peer closed and everything it sent is in flight.
+    Eof,
+    /// The socket failed.
+    Failed(Errno),
 }
 
 impl Conn {
@@ -175,15 +217,26 @@ impl Conn {
         } else {
             HANDSHAKE_TIMEOUT
         };
-        [Some(self.last + idle), self.rto_at, self.poll_at]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(self.last + idle)
+        [
+            Some(self.last + idle),
+            self.rto_at,
+            self.poll_at,
+            self.persist_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.last + idle)
     }
 
     fn in_flight(&self) -> usize {
         self.snd_nxt.wrapping_sub(self.snd_una) as usize
+    }
+
+    /// Our FIN is the last thing sent and not yet acknowledged.
+    fn fin_in_flight(&self) -> bool {
+        self.fin_seq
+            .is_some_and(|f| self.snd_nxt == f.wrapping_add(1) && !self.fin_acked)
     }
 
     fn header(&self, flags: Flags, seq: u32) -> TcpRepr {
@@ -215,9 +268,19 @@ impl Conn {
     /// Refresh our window and acknowledge.
     fn ack(&mut self, link: compose::Link, tx: &mut TxQueue, now: Instant) {
         self.adv_wnd = self.room();
+        // The window is scaled: what the guest sees is rounded down.
+        let wnd = (self.adv_wnd >> self.our_ws << self.our_ws) as u32;
+        let edge = self.rcv_nxt.wrapping_add(wnd);
+        if after(edge, self.rcv_edge) {
+            self.rcv_edge = edge;
+        }
         if self.adv_wnd < self.mss.max(usize::from(self.our_mss)) {
-            // No write-space edge is due unless a write failed: look again.
-            self.poll_at = Some(now + POLL);
+            // The kernel only signals write space after a write failed,
+            // which never happens while the guest respects our window: look
+            // again, sooner at first, then backing off while it stays shut.
+            self.poll_at = Some(now + POLL * (1u32 << self.poll_backoff.min(POLL_MAX_SHIFT)));
+        } else {
+            self.poll_backoff = 0;
         }
         let hdr = self.header(Flags::ACK, self.snd_nxt);
         self.emit(link, tx, &hdr);
@@ -225,6 +288,9 @@ impl Conn {
 
     fn syn_ack(&mut self, link: compose::Link, tx: &mut TxQueue, now: Instant) {
         self.adv_wnd = self.room();
+        self.rcv_edge = self
+            .rcv_nxt
+            .wrapping_add(u32::try_from(self.adv_wnd.min(0xffff)).unwrap_or(0));
         let mut hdr = self.header(Flags::SYN | Flags::ACK, self.iss);
         // RFC 7323 2.2: the window field of a SYN is never scaled.
         hdr.window = seq::window_field(self.adv_wnd, 0);
@@ -232,6 +298,59 @@ impl Conn {
         hdr.wscale = (self.our_ws > 0).then_some(self.our_ws);
         self.emit(link, tx, &hdr);
         self.rto_at = Some(now + backoff(self.retries));
+    }
+
+    /// Peek up to `len` bytes following the `in_flight` already sent into
+    /// a segment starting at `seq`.
+    fn peek_segment(
+        &self,
+        link: compose::Link,
+        tx: &mut TxQueue,
+        scratch: &mut [u8],
+        seq: u32,
+        in_flight: usize,
+        len: usize,
+    ) -> Peeked {
+        let hdr = self.header(Flags::ACK | Flags::PSH, seq);
+        let fd = self.sock.as_fd();
+        let mut got = Peeked::NoRoom;
+        emit_segment(link, tx, self.remote, self.guest, &hdr, len, |p| {
+            got = if self.peek_off {
+                match recv(
+                    fd.as_raw_fd(),
+                    p,
+                    MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+                ) {
+                    // From the peek offset, 0 is the peer's FIN.
+                    Ok(0) => Peeked::Eof,
+                    Ok(n) => Peeked::Data(n),
+                    Err(Errno::EAGAIN | Errno::EINTR) => Peeked::Nothing,
+                    Err(e) => Peeked::Failed(e),
+                }
+            } else {
+                let Some(skip) = scratch.get_mut(..in_flight) else {
+                    return 0;
+                };
+                match sys::tcp::peek_after(fd, skip, p) {
+                    Ok(0) if in_flight == 0 => Peeked::Eof,
+                    Ok(n) if n > in_flight => Peeked::Data(n - in_flight),
+                    // Nothing beyond what is in flight. A peek can't tell
+                    // "more to come" from "that was all" while data is
+                    // still queued: the FIN we saw on the socket can.
+                    Ok(_) if self.peer_eof => Peeked::Eof,
+                    Ok(_) => Peeked::Nothing,
+                    Err(e) => match Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
+                        Errno::EAGAIN | Errno::EINTR => Peeked::Nothing,
+                        e => Peeked::Failed(e),
+                    },
+                }
+            };
+            match got {
+                Peeked::Data(n) => n,
+                _ => 0,
+            }
+        });
+        got
     }
 
     /// Send what the socket holds and the guest's window allows, then our
@@ -246,6 +365,12 @@ impl Conn {
         if self.state != State::Established {
             return Next::Keep;
         }
+        if self.retransmit {
+            self.retransmit = false;
+            if let Some(n) = self.retransmit_first(link, tx, scratch) {
+                return n;
+            }
+        }
         let cap = if self.peek_off {
             MAX_IN_FLIGHT
         } else {
@@ -253,65 +378,111 @@ impl Conn {
         };
         // Set when a peek found the socket at EOF with everything sent.
         let mut at_end = false;
-        while !self.fin_sent {
+        while !self.fin_in_flight() && !self.fin_acked {
             let limit = self.snd_wnd.min(cap);
             let in_flight = self.in_flight();
             if in_flight >= limit {
                 break;
             }
             let len = self.mss.min(limit - in_flight);
-            let hdr = self.header(Flags::ACK | Flags::PSH, self.snd_nxt);
-            let fd = self.sock.as_fd();
-            let peek_off = self.peek_off;
-            let mut got: Option<Result<usize, Errno>> = None;
-            emit_segment(link, tx, self.remote, self.guest, &hdr, len, |p| {
-                let r = if peek_off {
-                    recv(
-                        fd.as_raw_fd(),
-                        p,
-                        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
-                    )
-                } else {
-                    sys::tcp::peek_after(fd, &mut scratch[..in_flight], p)
-                        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
-                };
-                let n = *r.as_ref().unwrap_or(&0);
-                got = Some(r);
-                n
-            });
-            match got {
-                // The guest's queue is full: try again shortly.
-                None => {
+            match self.peek_segment(link, tx, scratch, self.snd_nxt, in_flight, len) {
+                Peeked::NoRoom => {
                     self.poll_at = Some(now + POLL);
                     break;
                 }
-                Some(Ok(0)) => {
+                Peeked::Eof => {
                     at_end = true;
                     break;
                 }
-                Some(Ok(n)) => {
+                Peeked::Data(n) => {
                     // At most `len`, which fits in u32.
                     self.snd_nxt = self.snd_nxt.wrapping_add(n as u32);
+                    if after(self.snd_nxt, self.snd_max) {
+                        self.snd_max = self.snd_nxt;
+                    }
                     self.rto_at.get_or_insert(now + backoff(self.retries));
                 }
-                Some(Err(Errno::EAGAIN | Errno::EINTR)) => break,
-                Some(Err(e)) => {
+                Peeked::Nothing => break,
+                Peeked::Failed(e) => {
                     log::debug!("TCP {} -> {}: {e}", self.guest, self.remote);
                     return Next::Abort;
                 }
             }
         }
-        if at_end && !self.fin_sent {
+        if at_end {
             let hdr = self.header(Flags::ACK | Flags::FIN, self.snd_nxt);
             if self.emit(link, tx, &hdr) {
+                self.fin_seq = Some(self.snd_nxt);
                 self.snd_nxt = self.snd_nxt.wrapping_add(1);
-                self.fin_sent = true;
+                if after(self.snd_nxt, self.snd_max) {
+                    self.snd_max = self.snd_nxt;
+                }
                 self.rto_at.get_or_insert(now + backoff(self.retries));
             } else {
                 self.poll_at = Some(now + POLL);
             }
         }
+        // RFC 9293 3.8.6.1: with the guest's window shut and nothing in
+        // flight to bring an ACK back, only a probe learns that it opened
+        // (its window update may be lost).
+        if self.snd_wnd == 0 && self.snd_max == self.snd_una && !self.fin_acked {
+            self.persist_at
+                .get_or_insert(now + backoff(self.persist_backoff));
+        }
         self.closed()
+    }
+
+    /// Send the first unacknowledged segment again (fast retransmit, or a
+    /// partial ACK in recovery), leaving `snd_nxt` where it is.
+    fn retransmit_first(
+        &mut self,
+        link: compose::Link,
+        tx: &mut TxQueue,
+        scratch: &mut [u8],
+    ) -> Option<Next> {
+        if self.fin_seq == Some(self.snd_una) {
+            let hdr = self.header(Flags::ACK | Flags::FIN, self.snd_una);
+            self.emit(link, tx, &hdr);
+            return None;
+        }
+        let data_out = self
+            .fin_seq
+            .map_or(self.snd_max, |f| f)
+            .wrapping_sub(self.snd_una) as usize;
+        let len = self.mss.min(data_out);
+        if len == 0 {
+            return None;
+        }
+        let fd = self.sock.as_fd();
+        // With SO_PEEK_OFF the peek starts at the offset: move it to the
+        // first unacknowledged byte for this one segment, then back.
+        if self.peek_off {
+            let _ = sys::tcp::set_peek_off(fd, 0);
+        }
+        let peek_off = self.peek_off;
+        self.peek_off = false;
+        let r = self.peek_segment(link, tx, scratch, self.snd_una, 0, len);
+        self.peek_off = peek_off;
+        if peek_off {
+            let back = i32::try_from(self.in_flight()).unwrap_or(i32::MAX);
+            let _ = sys::tcp::set_peek_off(fd, back);
+        }
+        match r {
+            Peeked::Failed(e) => {
+                log::debug!("TCP {} -> {}: {e}", self.guest, self.remote);
+                Some(Next::Abort)
+            }
+            _ => None,
+        }
+    }
+
+    /// A zero-window probe: an ACK one byte before what the guest has
+    /// acknowledged, which it must answer with its current window.
+    fn probe(&mut self, link: compose::Link, tx: &mut TxQueue, now: Instant) {
+        let hdr = self.header(Flags::ACK, self.snd_una.wrapping_sub(1));
+        self.emit(link, tx, &hdr);
+        self.persist_backoff = self.persist_backoff.saturating_add(1);
+        self.persist_at = Some(now + backoff(self.persist_backoff));
     }
 
     fn closed(&self) -> Next {
@@ -322,23 +493,25 @@ impl Conn {
         }
     }
 
-    /// Go back to the first unacknowledged byte.
+    /// Go back to the first unacknowledged byte (retransmission timeout).
     fn rewind(&mut self) {
         self.snd_nxt = self.snd_una;
-        self.fin_sent = false;
         self.dup_acks = 0;
+        self.recover = None;
+        self.retransmit = false;
         if self.peek_off {
             let _ = sys::tcp::set_peek_off(self.sock.as_fd(), 0);
         }
     }
 
-    /// The guest acknowledged up to `ack` and offers `window` bytes.
-    fn on_ack(&mut self, ack: u32, window: usize, pure: bool, now: Instant) -> Next {
-        let outstanding = self.in_flight();
+    /// The guest acknowledged up to `ack` and offers `window` bytes, in a
+    /// segment with sequence number `seq`.
+    fn on_ack(&mut self, seq: u32, ack: u32, window: usize, pure: bool, now: Instant) -> Next {
+        let outstanding = self.snd_max.wrapping_sub(self.snd_una) as usize;
         let acked = ack.wrapping_sub(self.snd_una) as usize;
         if acked > 0 && acked <= outstanding {
             let mut data = acked;
-            if self.fin_sent && ack == self.snd_nxt {
+            if self.fin_seq == Some(ack.wrapping_sub(1)) {
                 self.fin_acked = true;
                 data -= 1;
             }
@@ -355,17 +528,41 @@ impl Conn {
                 }
             }
             self.snd_una = ack;
+            // Data sent before a rewind, acknowledged now: the peek offset
+            // went back to 0 with the discard, as `snd_nxt` does here.
+            if after(ack, self.snd_nxt) {
+                self.snd_nxt = ack;
+            }
             self.dup_acks = 0;
             self.retries = 0;
-            self.rto_at = (self.snd_nxt != self.snd_una).then(|| now + RTO);
+            self.rto_at = (self.snd_max != self.snd_una).then(|| now + RTO);
+            match self.recover {
+                // RFC 6582 3.2: a partial ACK means the next segment was
+                // lost too.
+                Some(r) if after(r, ack) => self.retransmit = true,
+                Some(_) => self.recover = None,
+                None => {}
+            }
         } else if acked == 0 && outstanding > 0 && pure && window == self.snd_wnd {
-            // RFC 5681 2: a duplicate ACK; the third one means a loss.
+            // RFC 5681 3.2: the third duplicate ACK means a loss; send that
+            // one segment again, not the whole window.
             self.dup_acks = self.dup_acks.saturating_add(1);
-            if self.dup_acks == 3 {
-                self.rewind();
+            if self.dup_acks == 3 && self.recover.is_none() {
+                self.recover = Some(self.snd_max);
+                self.retransmit = true;
             }
         }
-        self.snd_wnd = window;
+        // RFC 9293 3.10.7.4: only a segment at least as new as the one
+        // that last set the window may change it.
+        if after(seq, self.wl1) || (seq == self.wl1 && !after(self.wl2, ack)) {
+            if window > 0 {
+                self.persist_at = None;
+                self.persist_backoff = 0;
+            }
+            self.snd_wnd = window;
+            self.wl1 = seq;
+            self.wl2 = ack;
+        }
         Next::Keep
     }
 }
@@ -415,6 +612,8 @@ pub struct Tcp {
     /// Seeds initial sequence numbers.
     isn_key: std::collections::hash_map::RandomState,
     isn_count: u32,
+    /// `NO_PEEK_OFF_ENV` was set.
+    no_peek_off: bool,
 }
 
 impl Default for Tcp {
@@ -424,6 +623,7 @@ impl Default for Tcp {
             scratch: vec![0u8; FALLBACK_IN_FLIGHT].into_boxed_slice(),
             isn_key: std::collections::hash_map::RandomState::new(),
             isn_count: 0,
+            no_peek_off: std::env::var_os(NO_PEEK_OFF_ENV).is_some(),
         }
     }
 }
@@ -606,6 +806,7 @@ impl Tcp {
             remote,
             state: State::Connecting,
             rcv_nxt: syn.seq.wrapping_add(1),
+            rcv_edge: syn.seq.wrapping_add(1),
             guest_fin: false,
             our_ws: if syn.wscale.is_some() { WSCALE } else { 0 },
             adv_wnd: 0,
@@ -613,16 +814,25 @@ impl Tcp {
             iss,
             snd_una: iss,
             snd_nxt: iss.wrapping_add(1),
+            snd_max: iss.wrapping_add(1),
             // The SYN's window is never scaled (RFC 7323 2.2).
             snd_wnd: usize::from(syn.window),
+            wl1: syn.seq,
+            wl2: iss,
             peer_ws: syn.wscale.unwrap_or(0),
             mss: seq::send_mss(syn.mss, mtu(conf), hdr),
-            fin_sent: false,
+            fin_seq: None,
             fin_acked: false,
+            peer_eof: false,
             dup_acks: 0,
+            recover: None,
+            retransmit: false,
             retries: 0,
             rto_at: None,
+            persist_at: None,
+            persist_backoff: 0,
             poll_at: None,
+            poll_backoff: 0,
             last: now,
             peek_off: false,
         };
@@ -653,7 +863,7 @@ impl Tcp {
                 return Next::Abort;
             }
         }
-        c.peek_off = sys::tcp::set_peek_off(c.sock.as_fd(), 0).is_ok();
+        c.peek_off = !self.no_peek_off && sys::tcp::set_peek_off(c.sock.as_fd(), 0).is_ok();
         c.state = State::SynRcvd;
         c.last = now;
         c.syn_ack(link, tx, now);
@@ -674,7 +884,17 @@ impl Tcp {
         };
         c.last = now;
         if seg.flags.has(Flags::RST) {
-            return Next::Reset;
+            // RFC 5961 3.2: only an RST at exactly the next expected byte
+            // resets; one elsewhere in the window gets a challenge ACK (a
+            // genuine sender answers it with an exact RST), and the rest is
+            // ignored, so a blind or stale RST can't kill the connection.
+            if seg.seq == c.rcv_nxt {
+                return Next::Reset;
+            }
+            if after(seg.seq, c.rcv_nxt) && !after(seg.seq, c.rcv_edge) {
+                c.ack(link, tx, now);
+            }
+            return Next::Keep;
         }
         if seg.flags.has(Flags::SYN) {
             // A retransmitted SYN: the SYN-ACK may have been lost.
@@ -699,12 +919,20 @@ impl Tcp {
         }
         let window = seq::peer_window(seg.window, c.peer_ws);
         let pure = payload.is_empty() && !seg.flags.has(Flags::FIN);
-        if after(seg.ack, c.snd_nxt) {
+        // RFC 9293 3.10.7.4: a segment outside the window (a keepalive
+        // probe one byte back, a zero-window probe, an old duplicate) is
+        // answered with an ACK carrying our current window, and dropped.
+        // A pure ACK may sit one past our window's edge, after a FIN.
+        if pure && (after(c.rcv_nxt, seg.seq) || after(seg.seq, c.rcv_edge.wrapping_add(1))) {
+            c.ack(link, tx, now);
+            return Next::Keep;
+        }
+        if after(seg.ack, c.snd_max) {
             // Acknowledges what we never sent: RFC 9293 3.10.7.4, ACK and drop.
             c.ack(link, tx, now);
             return Next::Keep;
         }
-        let next = c.on_ack(seg.ack, window, pure, now);
+        let next = c.on_ack(seg.seq, seg.ack, window, pure, now);
         if next != Next::Keep {
             return next;
         }
@@ -748,6 +976,9 @@ impl Tcp {
             Next::Abort
         } else {
             c.last = now;
+            if events.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP) {
+                c.peer_eof = true;
+            }
             if events.contains(EpollFlags::EPOLLOUT)
                 && c.state == State::Established
                 && !c.guest_fin
@@ -829,10 +1060,23 @@ impl Tcp {
                 }
             } else if c.poll_at.is_some_and(|t| t <= now) {
                 c.poll_at = None;
-                if c.state == State::Established && !c.guest_fin && c.room() > c.adv_wnd {
-                    c.ack(link, tx, now);
+                if c.state == State::Established && !c.guest_fin {
+                    if c.room() > c.adv_wnd {
+                        // Room again: a window update, without waiting
+                        // for the guest's probe.
+                        c.ack(link, tx, now);
+                    } else if c.adv_wnd < c.mss.max(usize::from(c.our_mss)) {
+                        c.poll_backoff = c.poll_backoff.saturating_add(1);
+                        let wait = POLL * (1u32 << c.poll_backoff.min(POLL_MAX_SHIFT));
+                        c.poll_at = Some(now + wait);
+                    }
                 }
                 next = c.push(link, tx, &mut self.scratch, now);
+            } else if c.persist_at.is_some_and(|t| t <= now) {
+                c.persist_at = None;
+                if c.state == State::Established && c.snd_wnd == 0 {
+                    c.probe(link, tx, now);
+                }
             }
             self.finish(idx, next, link, ev, tx);
         }

@@ -1,0 +1,312 @@
+//! TCP as real applications use it, through passt (a guest behind the
+//! relay) and pasta: keepalives on an idle connection, a host server that
+//! reads slowly with pauses, a guest that stops reading for a while, 2%
+//! segment loss both ways, and a command that exits right after writing.
+//! Run on both peek paths: scripts/test runs this file again with
+//! `PASST_RS_NO_PEEK_OFF` set.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// Where the guest runs its clients: passt's guest or pasta's namespace.
+enum Setup {
+    Passt {
+        host: Host,
+        _dir: TempDir,
+        _d: Daemon,
+        g: relay::Guest,
+    },
+    Pasta {
+        host: Host,
+        p: AttachedPasta,
+    },
+}
+
+impl Setup {
+    fn passt() -> Self {
+        let (host, dir, d, g) = routed_guest(&[]);
+        Setup::Passt {
+            host,
+            _dir: dir,
+            _d: d,
+            g,
+        }
+    }
+
+    fn pasta() -> Self {
+        let host = Host::new();
+        let p = AttachedPasta::start(&host, &[]);
+        Setup::Pasta { host, p }
+    }
+
+    fn host(&self) -> &Netns {
+        match self {
+            Setup::Passt { host, .. } | Setup::Pasta { host, .. } => &host.ns,
+        }
+    }
+
+    fn guest(&self) -> &Netns {
+        match self {
+            Setup::Passt { g, .. } => &g.ns,
+            Setup::Pasta { p, .. } => &p.ns,
+        }
+    }
+}
+
+fn both(test: impl Fn(&Setup)) {
+    test(&Setup::passt());
+    test(&Setup::pasta());
+}
+
+fn random_file(dir: &TempDir, name: &str, mib: usize) -> PathBuf {
+    let p = dir.join(name);
+    sh(&format!(
+        "dd if=/dev/urandom of={} bs=1M count={mib} status=none",
+        p.display()
+    ));
+    p
+}
+
+fn same(a: &Path, b: &Path) -> bool {
+    std::process::Command::new("cmp")
+        .arg(a)
+        .arg(b)
+        .status()
+        .unwrap()
+        .success()
+}
+
+fn spawn(ns: &Netns, cmd: &str) -> Reaped {
+    Reaped(
+        ns.cmd("sh")
+            .arg("-c")
+            // exec: the process killed on drop is the server itself.
+            .arg(format!("exec {cmd}"))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn script(dir: &TempDir, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+/// A host server that writes what it receives to `out`, reading `chunk`
+/// bytes every `delay_ms`, and pausing `pause_s` every `pause_every`
+/// bytes: a slow application.
+const SLOW_READER: &str = r#"
+import socket, sys, time
+addr, port, out, chunk, delay, every, pause = sys.argv[1:]
+l = socket.socket(socket.AF_INET6 if ':' in addr else socket.AF_INET)
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((addr, int(port))); l.listen(1)
+c, _ = l.accept()
+got = 0; mark = 0
+with open(out + '.part', 'wb') as f:
+    while True:
+        b = c.recv(int(chunk))
+        if not b: break
+        f.write(b); got += len(b)
+        time.sleep(float(delay) / 1000)
+        if got - mark >= int(every):
+            mark = got; time.sleep(float(pause))
+import os; os.rename(out + '.part', out)
+"#;
+
+#[test]
+fn keepalive_probes_keep_an_idle_connection() {
+    both(|s| {
+        let dir = TempDir::new();
+        let _echo = spawn(
+            s.host(),
+            &format!("socat TCP4-LISTEN:7201,bind={HOST_REMOTE4},reuseaddr,fork PIPE"),
+        );
+        // Probes every second after one idle second, two unanswered
+        // probes kill it: 6 s idle is several rounds.
+        let client = script(
+            &dir,
+            "ka.py",
+            &format!(
+                r#"
+import socket, time
+s = socket.create_connection(("{HOST_REMOTE4}", 7201), timeout=5)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 2)
+time.sleep(6)
+s.sendall(b"still-there\n")
+print(s.recv(100).decode().strip())
+"#
+            ),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let out = s.guest().sh(&format!("python3 {}", client.display()));
+        assert_eq!(out.trim(), "still-there");
+    });
+}
+
+#[test]
+fn slow_host_reader_gets_a_whole_upload() {
+    both(|s| {
+        let dir = TempDir::new();
+        let src = random_file(&dir, "src", 24);
+        let out = dir.join("out");
+        let reader = script(&dir, "slow.py", SLOW_READER);
+        // 64 KiB every 2 ms, and a 700 ms pause every 6 MiB.
+        let _srv = spawn(
+            s.host(),
+            &format!(
+                "python3 {} {HOST_REMOTE4} 7202 {} 65536 2 6291456 0.7",
+                reader.display(),
+                out.display()
+            ),
+        );
+        std::thread::sleep(Duration::from_millis(400));
+        let t = Instant::now();
+        s.guest().sh(&format!(
+            "timeout 40 socat -u OPEN:{} TCP4:{HOST_REMOTE4}:7202",
+            src.display()
+        ));
+        assert!(
+            wait_for(Duration::from_secs(40), || out.exists()),
+            "the server got everything"
+        );
+        eprintln!("24 MiB to a slow reader in {:?}", t.elapsed());
+        assert!(same(&src, &out), "content differs");
+    });
+}
+
+#[test]
+fn guest_that_stops_reading_then_drains_everything() {
+    both(|s| {
+        let dir = TempDir::new();
+        let src = random_file(&dir, "src", 24);
+        let out = dir.join("out");
+        let _srv = spawn(
+            s.host(),
+            &format!(
+                "socat -u OPEN:{} TCP4-LISTEN:7203,bind={HOST_REMOTE4},reuseaddr",
+                src.display()
+            ),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let client = script(
+            &dir,
+            "pause.py",
+            &format!(
+                r#"
+import socket, time
+s = socket.create_connection(("{HOST_REMOTE4}", 7203), timeout=30)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+f = open("{out}", "wb")
+f.write(s.recv(65536))
+time.sleep(4)
+while True:
+    b = s.recv(1 << 20)
+    if not b: break
+    f.write(b)
+"#,
+                out = out.display()
+            ),
+        );
+        s.guest()
+            .sh(&format!("timeout 60 python3 {}", client.display()));
+        assert!(same(&src, &out), "content differs");
+    });
+}
+
+/// Drop 2% of TCP segments in and out of the guest's namespace.
+fn lossy(ns: &Netns) {
+    ns.sh("nft add table inet loss && \
+         nft add chain inet loss o '{ type filter hook output priority 0; }' && \
+         nft add chain inet loss i '{ type filter hook input priority 0; }' && \
+         nft add rule inet loss o meta l4proto tcp numgen random mod 50 0 drop && \
+         nft add rule inet loss i meta l4proto tcp numgen random mod 50 0 drop");
+}
+
+#[test]
+fn two_percent_loss_both_ways_stays_intact() {
+    both(|s| {
+        let dir = TempDir::new();
+        let src = random_file(&dir, "src", 32);
+        lossy(s.guest());
+        let up = dir.join("up");
+        let _up = spawn(
+            s.host(),
+            &format!(
+                "socat -u TCP4-LISTEN:7204,bind={HOST_REMOTE4},reuseaddr CREATE:{}",
+                up.display()
+            ),
+        );
+        let _down = spawn(
+            s.host(),
+            &format!(
+                "socat -u OPEN:{} TCP4-LISTEN:7205,bind={HOST_REMOTE4},reuseaddr",
+                src.display()
+            ),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let t = Instant::now();
+        s.guest().sh(&format!(
+            "timeout 90 socat -u OPEN:{} TCP4:{HOST_REMOTE4}:7204",
+            src.display()
+        ));
+        assert!(wait_for(Duration::from_secs(20), || {
+            std::fs::metadata(&up).is_ok_and(|m| m.len() == 32 << 20)
+        }));
+        assert!(same(&src, &up), "guest to host: content differs");
+        let down = dir.join("down");
+        s.guest().sh(&format!(
+            "timeout 90 socat -u TCP4:{HOST_REMOTE4}:7205 CREATE:{}",
+            down.display()
+        ));
+        assert!(same(&src, &down), "host to guest: content differs");
+        eprintln!("32 MiB each way with 2% loss in {:?}", t.elapsed());
+    });
+}
+
+#[test]
+fn command_that_exits_right_after_writing_delivers_everything() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let src = random_file(&dir, "src", 8);
+    let out = dir.join("out");
+    let reader = script(&dir, "slow.py", SLOW_READER);
+    // About 2 s to read it all: 64 KiB every 15 ms.
+    let _srv = spawn(
+        &host.ns,
+        &format!(
+            "python3 {} {HOST_REMOTE4} 7206 {} 65536 15 1000000000 0",
+            reader.display(),
+            out.display()
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    let t = Instant::now();
+    let res = host
+        .pasta(true)
+        .args(["--config-net", "--", "socat", "-u"])
+        .arg(format!("OPEN:{}", src.display()))
+        .arg(format!("TCP4:{HOST_REMOTE4}:7206"))
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    eprintln!("pasta returned after {:?}", t.elapsed());
+    assert!(
+        wait_for(Duration::from_secs(10), || out.exists()),
+        "the reader got to the end"
+    );
+    assert!(same(&src, &out), "content differs");
+}
