@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 pub const MAX_FLOWS: usize = 256;
 /// A flow without requests for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most replies read from one socket per event (see `udp::RECV_BURST`).
+pub const RECV_BURST: usize = 64;
 
 /// Why an echo request from the guest was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -217,7 +219,8 @@ impl Pings {
             .map_err(|_| IcmpDrop::TableFull)
     }
 
-    /// Replies arrived on flow `idx`: queue each for the guest.
+    /// Replies arrived on flow `r`: queue each for the guest, at most
+    /// `RECV_BURST` of them.
     pub fn reply(&mut self, r: FlowRef, conf: &Config, guest_mac: Mac, tx: &mut TxQueue) {
         let Some(flow) = self.flows.resolve(r).and_then(|i| self.flows.get(i)) else {
             return;
@@ -228,37 +231,41 @@ impl Pings {
         };
         let fd = flow.sock.as_raw_fd();
         let id = flow.id;
-        // Until the socket runs dry; each reply is received in place.
-        loop {
-            let mut more = false;
-            match (flow.remote, flow.guest) {
-                (IpAddr::V4(src), IpAddr::V4(dst)) => {
-                    tx.push_with(MAX_FRAME, |out| {
-                        compose::icmp4(out, link, src, dst, |m| {
-                            let n = recv_reply(fd, m, &mut more);
-                            if n >= icmpv4::HEADER_LEN {
-                                icmpv4::Packet::new_unchecked(&mut m[..n]).set_echo_ident(id);
-                            }
-                            n
-                        })
-                    });
+        for _ in 0..RECV_BURST {
+            let mut failed = None;
+            // Each reply is received in place, the guest's identifier put
+            // back (ICMP and ICMPv6 echo both have it at bytes 4-5).
+            let recv_into = |m: &mut [u8]| match recv(fd, m, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) => {
+                    if let Some(msg) = m.get_mut(..n)
+                        && let Ok(mut p) = icmpv4::Packet::new_checked(msg)
+                    {
+                        p.set_echo_ident(id);
+                    }
+                    Some(n)
                 }
-                (IpAddr::V6(src), IpAddr::V6(dst)) => {
-                    tx.push_with(MAX_FRAME, |out| {
-                        compose::icmp6(out, link, src, dst, |m| {
-                            let n = recv_reply(fd, m, &mut more);
-                            if n >= icmpv4::HEADER_LEN {
-                                // Same layout as ICMP: identifier at bytes 4-5.
-                                icmpv4::Packet::new_unchecked(&mut m[..n]).set_echo_ident(id);
-                            }
-                            n
-                        })
-                    });
+                Err(e) => {
+                    failed = Some(e);
+                    None
                 }
+            };
+            let queued = match (flow.remote, flow.guest) {
+                (IpAddr::V4(src), IpAddr::V4(dst)) => tx.push_with(MAX_FRAME, |out| {
+                    compose::icmp4(out, link, src, dst, recv_into)
+                }),
+                (IpAddr::V6(src), IpAddr::V6(dst)) => tx.push_with(MAX_FRAME, |out| {
+                    compose::icmp6(out, link, src, dst, recv_into)
+                }),
                 _ => return,
-            }
-            if !more {
-                return;
+            };
+            match failed {
+                // Dry until the next event.
+                Some(Errno::EAGAIN) => return,
+                // A pending socket error or a signal: replies may follow.
+                Some(_) => {}
+                // The queue is full and nothing was read.
+                None if !queued => return,
+                None => {}
             }
         }
     }
@@ -271,21 +278,6 @@ impl Pings {
     /// Close every flow (the guest went away).
     pub fn clear(&mut self, ev: &EventLoop) {
         self.flows.close_all(ev);
-    }
-}
-
-/// Receive one reply into `m`; sets `more` when another may be waiting.
-fn recv_reply(fd: std::os::fd::RawFd, m: &mut [u8], more: &mut bool) -> usize {
-    match recv(fd, m, MsgFlags::MSG_DONTWAIT) {
-        Ok(n) => {
-            *more = true;
-            n
-        }
-        Err(Errno::EINTR) => {
-            *more = true;
-            0
-        }
-        Err(_) => 0,
     }
 }
 

@@ -34,6 +34,10 @@ use std::time::{Duration, Instant};
 pub const MAX_FLOWS: usize = 512;
 /// A flow without traffic for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
+/// Most datagrams read from one socket per event: a busy flow can't starve
+/// the others, and the socket is level-triggered, so the rest comes on the
+/// next round.
+pub const RECV_BURST: usize = 64;
 
 /// Why a datagram from the guest was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -189,7 +193,8 @@ impl Udp {
         self.flows.insert(key, flow).map_err(|_| UdpDrop::TableFull)
     }
 
-    /// Datagrams arrived on flow `idx`: queue each for the guest.
+    /// Datagrams arrived on flow `r`: queue each for the guest, as it
+    /// came, at most `RECV_BURST` of them.
     pub fn reply(
         &mut self,
         r: FlowRef,
@@ -207,23 +212,35 @@ impl Udp {
             dst: guest_mac,
         };
         let fd = flow.sock.as_raw_fd();
-        loop {
-            let mut more = false;
-            match (flow.remote, flow.guest) {
-                (SocketAddr::V4(src), SocketAddr::V4(dst)) => {
-                    tx.push_with(MAX_FRAME, |out| {
-                        compose::udp4(out, link, src, dst, |p| recv_datagram(fd, p, &mut more))
-                    });
+        for _ in 0..RECV_BURST {
+            let mut failed = None;
+            // Straight into the frame; `None` (no datagram) queues nothing,
+            // while an empty datagram is still one.
+            let recv_into = |p: &mut [u8]| match recv(fd, p, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    failed = Some(e);
+                    None
                 }
-                (SocketAddr::V6(src), SocketAddr::V6(dst)) => {
-                    tx.push_with(MAX_FRAME, |out| {
-                        compose::udp6(out, link, src, dst, |p| recv_datagram(fd, p, &mut more))
-                    });
-                }
+            };
+            let queued = match (flow.remote, flow.guest) {
+                (SocketAddr::V4(src), SocketAddr::V4(dst)) => tx.push_with(MAX_FRAME, |out| {
+                    compose::udp4(out, link, src, dst, recv_into)
+                }),
+                (SocketAddr::V6(src), SocketAddr::V6(dst)) => tx.push_with(MAX_FRAME, |out| {
+                    compose::udp6(out, link, src, dst, recv_into)
+                }),
                 _ => return,
-            }
-            if !more {
-                return;
+            };
+            match failed {
+                // Dry until the next event.
+                Some(Errno::EAGAIN) => return,
+                // A pending socket error (an ICMP error for something we
+                // sent earlier) or a signal: datagrams may still follow.
+                Some(_) => {}
+                // The queue is full and nothing was read.
+                None if !queued => return,
+                None => {}
             }
         }
     }
@@ -236,23 +253,6 @@ impl Udp {
     /// Close every flow (the guest went away).
     pub fn clear(&mut self, ev: &EventLoop) {
         self.flows.close_all(ev);
-    }
-}
-
-/// Receive one datagram into `p`; sets `more` when another may wait. An
-/// empty datagram can't be told from "nothing" here and is skipped.
-fn recv_datagram(fd: RawFd, p: &mut [u8], more: &mut bool) -> usize {
-    match recv(fd, p, MsgFlags::MSG_DONTWAIT) {
-        Ok(n) => {
-            *more = true;
-            n
-        }
-        // An ICMP error for something we sent, or a signal: go on.
-        Err(Errno::ECONNREFUSED | Errno::EINTR) => {
-            *more = true;
-            0
-        }
-        Err(_) => 0,
     }
 }
 

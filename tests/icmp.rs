@@ -61,3 +61,60 @@ fn ping_from_pasta_as_nobody() {
     );
     assert_eq!(text.matches("2 received").count(), 2, "{text}");
 }
+
+/// Echo payload sizes: empty, small, around the MTU, and large.
+const PING_SIZES: [u32; 6] = [0, 56, 1000, 1472, 8000, 60000];
+
+#[test]
+fn every_echo_request_gets_exactly_one_reply() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let pcap = dir.join("ping.pcap");
+    let d = Daemon::start(&host, &dir, &["-p", pcap.to_str().unwrap()]);
+    let g = support::relay::Guest::connect(&d.socket);
+    g.ns.sh(&format!(
+        "ip link set eth0 mtu 65520 && ip addr add {HOST_ADDR4}/24 dev eth0 && ip route add default via {HOST_GW4}"
+    ));
+    assert!(wait_for(Duration::from_secs(5), || {
+        g.ns.run("ip -6 route show default")
+            .stdout
+            .starts_with(b"default")
+    }));
+    for size in PING_SIZES {
+        for (v, addr) in [("-4", HOST_REMOTE4), ("-6", HOST_REMOTE6)] {
+            let out =
+                g.ns.sh(&format!("ping {v} -c 3 -i 0.1 -W 2 -s {size} {addr}"));
+            assert!(out.contains("3 received"), "{out}");
+            assert!(!out.contains("DUP!"), "{out}");
+        }
+    }
+    drop(g);
+    assert!(d.stop(nix::sys::signal::Signal::SIGTERM));
+    // Exactly one reply per request on the guest's link, nothing else.
+    let out = sh(&format!("tcpdump -nn -r {} icmp or icmp6", pcap.display()));
+    let n = PING_SIZES.len() * 3;
+    let count = |what: &str| out.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(count("ICMP echo request"), n, "{out}");
+    assert_eq!(count("ICMP echo reply"), n, "{out}");
+    assert_eq!(count("ICMP6, echo request"), n, "{out}");
+    assert_eq!(count("ICMP6, echo reply"), n, "{out}");
+}
+
+#[test]
+fn every_echo_request_gets_exactly_one_reply_pasta() {
+    let host = Host::new();
+    let p = AttachedPasta::start(&host, &["-q"]);
+    assert!(wait_for(Duration::from_secs(5), || {
+        p.ns.run("ip -6 route show default")
+            .stdout
+            .starts_with(b"default")
+    }));
+    for size in PING_SIZES {
+        for (v, addr) in [("-4", HOST_REMOTE4), ("-6", HOST_REMOTE6)] {
+            let out =
+                p.ns.sh(&format!("ping {v} -c 3 -i 0.1 -W 2 -s {size} {addr}"));
+            assert!(out.contains("3 received"), "{out}");
+            assert!(!out.contains("DUP!"), "{out}");
+        }
+    }
+}

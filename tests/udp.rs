@@ -88,3 +88,131 @@ fn pasta_dns_forward_as_podman_sets_it() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "query");
 }
+
+/// A UDP echo server in `ns` (python3: unlike socat, it echoes empty
+/// datagrams too, and one datagram is always one reply).
+fn exact_echo_server(ns: &Netns, addr: &str, port: u16) -> Reaped {
+    let c = ns
+        .cmd("python3")
+        .args(["-c", ECHO_SERVER, addr, &port.to_string()])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    Reaped(c)
+}
+
+const ECHO_SERVER: &str = r#"
+import socket, sys
+a, p = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if ':' in a else socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+s.bind((a, p))
+while True:
+    d, peer = s.recvfrom(65535)
+    if d == b'burst':
+        # Many datagrams at once, empty ones among them; few enough to fit
+        # the host socket's default receive buffer however slow we read.
+        for i in range(100):
+            s.sendto(b'b' * (0 if i % 25 == 12 else i * 37 % 700), peer)
+    else:
+        s.sendto(d, peer)
+"#;
+
+/// Datagram lengths sent by `UDP_CLIENT`: empty ones, around the Ethernet
+/// MTU, and close to the largest IPv4 datagram.
+const SIZES: &str = "0 1 7 100 1000 1472 1473 0 8000 30000 60000 2";
+
+/// Sends one datagram per length in argv[3] (or "burst"), prints the
+/// lengths of every datagram received until a second of silence.
+const UDP_CLIENT: &str = r#"
+import socket, sys
+a, p, what = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_INET6 if ':' in a else socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    s.setsockopt(socket.SOL_SOCKET, 33, 1 << 23)  # SO_RCVBUFFORCE
+except OSError:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 23)
+s.connect((a, p))
+if what == 'burst':
+    s.send(b'burst')
+else:
+    for n in what.split():
+        s.send(b'x' * int(n))
+s.settimeout(1.0)
+got = []
+try:
+    while True:
+        got.append(len(s.recv(65535)))
+except socket.timeout:
+    pass
+print(' '.join(map(str, got)))
+"#;
+
+/// The burst `ECHO_SERVER` sends, as lengths.
+fn burst_sizes() -> String {
+    (0..100)
+        .map(|i| if i % 25 == 12 { 0 } else { i * 37 % 700 }.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Run `UDP_CLIENT` in the guest namespace.
+fn guest_udp_client(ns: &Netns, addr: &str, port: u16, what: &str) -> String {
+    let out = ns
+        .cmd("python3")
+        .args(["-c", UDP_CLIENT, addr, &port.to_string(), what])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn every_datagram_arrives_once_with_its_length() {
+    let (h, _dir, _d, g) = routed_guest(&[]);
+    // Large datagrams go out whole rather than as fragments, which we drop.
+    g.ns.sh("ip link set eth0 mtu 65520");
+    let _s4 = exact_echo_server(&h.ns, HOST_REMOTE4, 6000);
+    let _s6 = exact_echo_server(&h.ns, HOST_REMOTE6, 6001);
+    assert_eq!(guest_udp_client(&g.ns, HOST_REMOTE4, 6000, SIZES), SIZES);
+    assert_eq!(
+        guest_udp_client(&g.ns, HOST_REMOTE4, 6000, "burst"),
+        burst_sizes()
+    );
+    assert!(wait_for(Duration::from_secs(5), || {
+        g.ns.run("ip -6 route show default")
+            .stdout
+            .starts_with(b"default")
+    }));
+    assert_eq!(guest_udp_client(&g.ns, HOST_REMOTE6, 6001, SIZES), SIZES);
+    assert_eq!(
+        guest_udp_client(&g.ns, HOST_REMOTE6, 6001, "burst"),
+        burst_sizes()
+    );
+}
+
+#[test]
+fn every_datagram_arrives_once_with_its_length_pasta() {
+    let host = Host::new();
+    let _s4 = exact_echo_server(&host.ns, HOST_REMOTE4, 6002);
+    let _s6 = exact_echo_server(&host.ns, HOST_REMOTE6, 6003);
+    let p = AttachedPasta::start(&host, &["-q"]);
+    assert!(wait_for(Duration::from_secs(5), || {
+        p.ns.run("ip -6 route show default")
+            .stdout
+            .starts_with(b"default")
+    }));
+    for (addr, port) in [(HOST_REMOTE4, 6002), (HOST_REMOTE6, 6003)] {
+        assert_eq!(guest_udp_client(&p.ns, addr, port, SIZES), SIZES, "{addr}");
+        assert_eq!(
+            guest_udp_client(&p.ns, addr, port, "burst"),
+            burst_sizes(),
+            "{addr}"
+        );
+    }
+}
