@@ -22,9 +22,10 @@ use crate::fwd::{self, Proto, Refused};
 use crate::tap::{MAX_FRAME, TxQueue};
 use crate::wire::{Mac, compose, icmpv4, icmpv6};
 use nix::errno::Errno;
+use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, SockaddrIn6, bind, recv,
-    sendto, socket,
+    AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, SockaddrIn6, bind,
+    getsockopt, recv, sendto, socket, sockopt,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -65,6 +66,8 @@ type Key = (IpAddr, IpAddr, u16);
 
 struct Flow {
     sock: OwnedFd,
+    /// What epoll knows the socket by.
+    r: FlowRef,
     /// The guest's address, destination of replies.
     guest: IpAddr,
     /// The address the guest pinged, source of replies.
@@ -72,6 +75,8 @@ struct Flow {
     /// The guest's echo identifier.
     id: u16,
     last: Instant,
+    /// Not watched for input: the guest's queue was full.
+    paused: bool,
 }
 
 impl SocketFlow for Flow {
@@ -86,12 +91,15 @@ impl SocketFlow for Flow {
 /// The echo flows.
 pub struct Pings {
     flows: FlowTable<Key, Flow>,
+    /// Some flow may be paused: `resume` has work to do.
+    any_paused: bool,
 }
 
 impl Default for Pings {
     fn default() -> Self {
         Pings {
             flows: FlowTable::new(MAX_FLOWS),
+            any_paused: false,
         }
     }
 }
@@ -209,22 +217,40 @@ impl Pings {
         log::debug!("ping flow {}: {guest} -> {remote}, id {id}", idx.index);
         let flow = Flow {
             sock,
+            r: idx,
             guest,
             remote,
             id,
             last: now,
+            paused: false,
         };
         self.flows
             .insert(key, flow)
             .map_err(|_| IcmpDrop::TableFull)
     }
 
-    /// Replies arrived on flow `r`: queue each for the guest, at most
-    /// `RECV_BURST` of them.
-    pub fn reply(&mut self, r: FlowRef, conf: &Config, guest_mac: Mac, tx: &mut TxQueue) {
-        let Some(flow) = self.flows.resolve(r).and_then(|i| self.flows.get(i)) else {
+    /// Events on the socket of flow `r`: replies to queue for the guest,
+    /// or a pending error.
+    pub fn event(
+        &mut self,
+        r: FlowRef,
+        events: EpollFlags,
+        conf: &Config,
+        guest_mac: Mac,
+        tx: &mut TxQueue,
+        ev: &EventLoop,
+    ) {
+        let Some(flow) = self.flows.resolve(r).and_then(|i| self.flows.get_mut(i)) else {
             return;
         };
+        if events.contains(EpollFlags::EPOLLERR) {
+            // Level-triggered: a pending error left in place would be
+            // reported again at once, paused or not.
+            let _ = getsockopt(&flow.sock, sockopt::SocketError);
+        }
+        if !events.contains(EpollFlags::EPOLLIN) {
+            return;
+        }
         let link = compose::Link {
             src: Mac(conf.our_mac),
             dst: guest_mac,
@@ -232,6 +258,18 @@ impl Pings {
         let fd = flow.sock.as_raw_fd();
         let id = flow.id;
         for _ in 0..RECV_BURST {
+            if !tx.has_room(MAX_FRAME) {
+                // Leave the replies in the kernel until the guest reads.
+                tx.stalled += 1;
+                match ev.watch_input(&flow.sock, EpollRef::Ping(flow.r), false) {
+                    Ok(()) => {
+                        flow.paused = true;
+                        self.any_paused = true;
+                    }
+                    Err(e) => log::warn!("ping flow {}: can't pause: {e}", flow.r.index),
+                }
+                return;
+            }
             let mut failed = None;
             // Each reply is received in place, the guest's identifier put
             // back (ICMP and ICMPv6 echo both have it at bytes 4-5).
@@ -263,9 +301,26 @@ impl Pings {
                 Some(Errno::EAGAIN) => return,
                 // A pending socket error or a signal: replies may follow.
                 Some(_) => {}
-                // The queue is full and nothing was read.
+                // Nothing was read (`has_room` makes this unexpected).
                 None if !queued => return,
                 None => {}
+            }
+        }
+    }
+
+    /// The guest's queue has room again: watch paused sockets for input.
+    pub fn resume(&mut self, ev: &EventLoop) {
+        if !self.any_paused {
+            return;
+        }
+        self.any_paused = false;
+        for flow in self.flows.iter_mut().filter(|f| f.paused) {
+            match ev.watch_input(&flow.sock, EpollRef::Ping(flow.r), true) {
+                Ok(()) => flow.paused = false,
+                Err(e) => {
+                    log::warn!("ping flow {}: can't resume: {e}", flow.r.index);
+                    self.any_paused = true;
+                }
             }
         }
     }
@@ -278,6 +333,7 @@ impl Pings {
     /// Close every flow (the guest went away).
     pub fn clear(&mut self, ev: &EventLoop) {
         self.flows.close_all(ev);
+        self.any_paused = false;
     }
 }
 

@@ -22,9 +22,10 @@ use crate::fwd::{self, Proto, Refused};
 use crate::tap::{MAX_FRAME, TxQueue};
 use crate::wire::{Mac, compose};
 use nix::errno::Errno;
+use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockType, SockaddrIn, SockaddrIn6, bind, connect, recv,
-    send, socket,
+    AddressFamily, MsgFlags, SockFlag, SockType, SockaddrIn, SockaddrIn6, bind, connect,
+    getsockopt, recv, send, socket, sockopt,
 };
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -61,9 +62,13 @@ type Key = (SocketAddr, SocketAddr);
 
 struct Flow {
     sock: OwnedFd,
+    /// What epoll knows the socket by.
+    r: FlowRef,
     guest: SocketAddr,
     remote: SocketAddr,
     last: Instant,
+    /// Not watched for input: the guest's queue was full.
+    paused: bool,
 }
 
 impl SocketFlow for Flow {
@@ -78,12 +83,15 @@ impl SocketFlow for Flow {
 /// The UDP flows.
 pub struct Udp {
     flows: FlowTable<Key, Flow>,
+    /// Some flow may be paused: `resume` has work to do.
+    any_paused: bool,
 }
 
 impl Default for Udp {
     fn default() -> Self {
         Udp {
             flows: FlowTable::new(MAX_FLOWS),
+            any_paused: false,
         }
     }
 }
@@ -186,26 +194,39 @@ impl Udp {
         );
         let flow = Flow {
             sock,
+            r: idx,
             guest,
             remote,
             last: now,
+            paused: false,
         };
         self.flows.insert(key, flow).map_err(|_| UdpDrop::TableFull)
     }
 
-    /// Datagrams arrived on flow `r`: queue each for the guest, as it
-    /// came, at most `RECV_BURST` of them.
-    pub fn reply(
+    /// Events on the socket of flow `r`: datagrams to queue for the
+    /// guest, or a pending error.
+    #[allow(clippy::too_many_arguments)]
+    pub fn event(
         &mut self,
         r: FlowRef,
+        events: EpollFlags,
         conf: &Config,
         guest_mac: Mac,
         tx: &mut TxQueue,
+        ev: &EventLoop,
         now: Instant,
     ) {
         let Some(flow) = self.flows.resolve(r).and_then(|i| self.flows.get_mut(i)) else {
             return;
         };
+        if events.contains(EpollFlags::EPOLLERR) {
+            // Level-triggered: a pending error left in place would be
+            // reported again at once, paused or not.
+            let _ = getsockopt(&flow.sock, sockopt::SocketError);
+        }
+        if !events.contains(EpollFlags::EPOLLIN) {
+            return;
+        }
         flow.last = now;
         let link = compose::Link {
             src: Mac(conf.our_mac),
@@ -213,6 +234,19 @@ impl Udp {
         };
         let fd = flow.sock.as_raw_fd();
         for _ in 0..RECV_BURST {
+            if !tx.has_room(MAX_FRAME) {
+                // Leave the datagrams in the kernel until the guest reads:
+                // polling a socket we can't empty would only spin.
+                tx.stalled += 1;
+                match ev.watch_input(&flow.sock, EpollRef::Udp(flow.r), false) {
+                    Ok(()) => {
+                        flow.paused = true;
+                        self.any_paused = true;
+                    }
+                    Err(e) => log::warn!("UDP flow {}: can't pause: {e}", flow.r.index),
+                }
+                return;
+            }
             let mut failed = None;
             // Straight into the frame; `None` (no datagram) queues nothing,
             // while an empty datagram is still one.
@@ -238,9 +272,26 @@ impl Udp {
                 // A pending socket error (an ICMP error for something we
                 // sent earlier) or a signal: datagrams may still follow.
                 Some(_) => {}
-                // The queue is full and nothing was read.
+                // Nothing was read (`has_room` makes this unexpected).
                 None if !queued => return,
                 None => {}
+            }
+        }
+    }
+
+    /// The guest's queue has room again: watch paused sockets for input.
+    pub fn resume(&mut self, ev: &EventLoop) {
+        if !self.any_paused {
+            return;
+        }
+        self.any_paused = false;
+        for flow in self.flows.iter_mut().filter(|f| f.paused) {
+            match ev.watch_input(&flow.sock, EpollRef::Udp(flow.r), true) {
+                Ok(()) => flow.paused = false,
+                Err(e) => {
+                    log::warn!("UDP flow {}: can't resume: {e}", flow.r.index);
+                    self.any_paused = true;
+                }
             }
         }
     }
@@ -253,6 +304,7 @@ impl Udp {
     /// Close every flow (the guest went away).
     pub fn clear(&mut self, ev: &EventLoop) {
         self.flows.close_all(ev);
+        self.any_paused = false;
     }
 }
 

@@ -4,8 +4,11 @@
 
 mod support;
 
+use passt_rs::wire::{Mac, compose};
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::*;
 
 /// A UDP echo server in `ns` on `addr` (socat, one child per peer).
@@ -215,4 +218,109 @@ fn every_datagram_arrives_once_with_its_length_pasta() {
             "{addr}"
         );
     }
+}
+
+/// Once a datagram arrives, floods its sender with 1000-byte datagrams
+/// that start with the send time (CLOCK_MONOTONIC, ns, big-endian), about
+/// 10 MB/s, until killed.
+const FLOOD_SERVER: &str = r#"
+import socket, struct, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+_, peer = s.recvfrom(100)
+pad = b'f' * 992
+while True:
+    for _ in range(50):
+        s.sendto(struct.pack('!Q', time.monotonic_ns()) + pad, peer)
+    time.sleep(0.005)
+"#;
+
+/// CPU time (user and system) a process used so far.
+fn cpu_time(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which may hold spaces: state is the
+    // first, utime and stime the 12th and 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap() as u64;
+    Duration::from_millis((f[0] + f[1]) * 1000 / hz)
+}
+
+/// CLOCK_MONOTONIC now, in ns, as python's time.monotonic_ns() tells it.
+fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+/// The send time `FLOOD_SERVER` put in a frame, if it is one of its
+/// datagrams.
+fn flood_stamp(f: &[u8]) -> Option<u64> {
+    let is_flood = f.get(12..14) == Some(&[0x08, 0x00][..])
+        && f.get(23) == Some(&17)
+        && f.get(26..30) == Some(&[203, 0, 113, 1][..])
+        && f.get(34..36) == Some(&6100u16.to_be_bytes()[..]);
+    if !is_flood {
+        return None;
+    }
+    Some(u64::from_be_bytes(f.get(42..50)?.try_into().ok()?))
+}
+
+#[test]
+fn guest_that_stops_reading_costs_no_cpu() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let d = Daemon::start(&host, &dir, &[]);
+    let _flood = Reaped(
+        host.ns
+            .cmd("python3")
+            .args(["-c", FLOOD_SERVER, HOST_REMOTE4, "6100"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = connect(&d.socket);
+    let mut frame = vec![0u8; 100];
+    let n = compose::udp4(
+        &mut frame,
+        compose::Link {
+            src: Mac([2, 0, 0, 0, 0, 1]),
+            dst: Mac([0x9a, 0x55, 0x9a, 0x55, 0x9a, 0x55]),
+        },
+        SocketAddrV4::new(HOST_ADDR4.parse::<Ipv4Addr>().unwrap(), 40000),
+        SocketAddrV4::new(HOST_REMOTE4.parse::<Ipv4Addr>().unwrap(), 6100),
+        |p| {
+            p[..2].copy_from_slice(b"go");
+            Some(2)
+        },
+    );
+    c.write_all(&framed(&frame[..n])).unwrap();
+    // The guest reads nothing: passt's queue and the socket between us
+    // fill within a second at this rate, and stay full.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = cpu_time(d.pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_time(d.pid) - before;
+    assert!(
+        used < Duration::from_millis(200),
+        "passt used {used:?} of CPU in 2 s with a guest not reading"
+    );
+    // Reading again: past what was queued, new datagrams arrive.
+    let resumed = monotonic_ns();
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut fresh = false;
+    while !fresh && Instant::now() < until {
+        let Some(f) = read_frame(&mut c, Duration::from_secs(1)) else {
+            break;
+        };
+        fresh = flood_stamp(&f).is_some_and(|t| t > resumed);
+    }
+    assert!(fresh, "no new datagram after the guest read again");
 }
