@@ -118,3 +118,32 @@ fn every_echo_request_gets_exactly_one_reply_pasta() {
         }
     }
 }
+
+#[test]
+fn unreachable_host_is_reported_to_ping() {
+    let (h, _dir, _d, g) = routed_guest(&[]);
+    // Nobody answers for .77 on the host's link; neighbour resolution
+    // gives up after one probe, and the host's kernel reports the host
+    // unreachable to the ping socket.
+    h.ns.sh(
+        "sysctl -qw net.ipv4.neigh.eth0.mcast_solicit=1 net.ipv4.neigh.eth0.retrans_time_ms=100 \
+         net.ipv6.neigh.eth0.mcast_solicit=1 net.ipv6.neigh.eth0.retrans_time_ms=100",
+    );
+    let out = g.ns.run("ping -c 1 -W 3 192.0.2.77");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("From 192.0.2.77 icmp_seq=1 Destination Host Unreachable"),
+        "{text}"
+    );
+    assert!(wait_for(Duration::from_secs(5), || {
+        g.ns.run("ip -6 route show default")
+            .stdout
+            .starts_with(b"default")
+    }));
+    let out = g.ns.run("ping -6 -c 1 -W 3 2001:db8::77");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("From 2001:db8::77 icmp_seq=1 Destination unreachable: Address unreachable"),
+        "{text}"
+    );
+}

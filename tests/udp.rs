@@ -324,3 +324,78 @@ fn guest_that_stops_reading_costs_no_cpu() {
     }
     assert!(fresh, "no new datagram after the guest read again");
 }
+
+/// Sends one datagram on a connected socket and tells how the reply came:
+/// "refused SECONDS" (ICMP port unreachable), "reply" or "timeout".
+const REFUSED_CLIENT: &str = r#"
+import socket, sys, time
+a, p = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if ':' in a else socket.AF_INET, socket.SOCK_DGRAM)
+s.connect((a, p))
+s.settimeout(3)
+t = time.monotonic()
+s.send(b'anyone there?')
+try:
+    s.recv(100)
+    print('reply')
+except ConnectionRefusedError:
+    print('refused %.3f' % (time.monotonic() - t))
+except socket.timeout:
+    print('timeout')
+"#;
+
+/// Seconds until a datagram from `ns` to a closed port at `addr` is
+/// refused, panicking if it isn't.
+fn refused_after(ns: &Netns, addr: &str, port: u16) -> f64 {
+    let out = ns
+        .cmd("python3")
+        .args(["-c", REFUSED_CLIENT, addr, &port.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let secs = text
+        .trim()
+        .strip_prefix("refused ")
+        .and_then(|s| s.parse().ok());
+    secs.unwrap_or_else(|| panic!("{addr}: {text}{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn closed_port_is_refused_v4_and_v6() {
+    let cap = TempDir::new();
+    let pcap = cap.join("errors.pcap");
+    let (_h, _dir, _d, g) = routed_guest(&["-p", pcap.to_str().unwrap()]);
+    assert!(refused_after(&g.ns, HOST_REMOTE4, 6200) < 1.0);
+    // The host's loopback, through the gateway address.
+    assert!(refused_after(&g.ns, HOST_GW4, 6201) < 1.0);
+    assert!(wait_for(Duration::from_secs(5), || {
+        g.ns.run("ip -6 route show default")
+            .stdout
+            .starts_with(b"default")
+    }));
+    assert!(refused_after(&g.ns, HOST_REMOTE6, 6202) < 1.0);
+    // Each error comes from the address the guest sent to, and quotes the
+    // guest's datagram (tcpdump decodes the quote).
+    let out = sh(&format!("tcpdump -nn -r {} icmp or icmp6", pcap.display()));
+    for want in [
+        format!("{HOST_REMOTE4} > {HOST_ADDR4}: ICMP {HOST_REMOTE4} udp port 6200 unreachable"),
+        format!("{HOST_GW4} > {HOST_ADDR4}: ICMP {HOST_GW4} udp port 6201 unreachable"),
+        format!("{HOST_REMOTE6} > "),
+    ] {
+        assert!(out.contains(&want), "{want} in:\n{out}");
+    }
+    assert!(out.contains("unreachable port"), "{out}");
+}
+
+#[test]
+fn closed_port_is_refused_pasta() {
+    let host = Host::new();
+    let p = AttachedPasta::start(&host, &["-q"]);
+    assert!(wait_for(Duration::from_secs(5), || {
+        p.ns.run("ip -6 route show default")
+            .stdout
+            .starts_with(b"default")
+    }));
+    assert!(refused_after(&p.ns, HOST_REMOTE4, 6203) < 1.0);
+    assert!(refused_after(&p.ns, HOST_REMOTE6, 6204) < 1.0);
+}
