@@ -292,16 +292,37 @@ impl<'c> Dispatch<'c> {
         }
     }
 
-    /// Datagrams arrived for UDP flow `idx`.
-    pub fn udp_reply(&mut self, idx: FlowRef, tx: &mut TxQueue) {
+    /// Events on the socket of UDP flow `idx`.
+    pub fn udp_event(
+        &mut self,
+        idx: FlowRef,
+        events: EpollFlags,
+        tx: &mut TxQueue,
+        ev: &EventLoop,
+    ) {
         let mac = self.guest.mac.unwrap_or(Mac::BROADCAST);
-        self.udp.reply(idx, self.conf, mac, tx, Instant::now());
+        self.udp
+            .event(idx, events, self.conf, mac, tx, ev, Instant::now());
     }
 
-    /// Replies arrived for echo flow `idx`.
-    pub fn ping_reply(&mut self, idx: FlowRef, tx: &mut TxQueue) {
+    /// Events on the socket of echo flow `idx`.
+    pub fn ping_event(
+        &mut self,
+        idx: FlowRef,
+        events: EpollFlags,
+        tx: &mut TxQueue,
+        ev: &EventLoop,
+    ) {
         let mac = self.guest.mac.unwrap_or(Mac::BROADCAST);
-        self.pings.reply(idx, self.conf, mac, tx);
+        self.pings.event(idx, events, self.conf, mac, tx, ev);
+    }
+
+    /// The queue towards the guest drained (`TxQueue::drained`): sockets
+    /// paused while it was full are read again. Cheap when none is. TCP
+    /// polls on a timer instead for now; it can resume here as well.
+    pub fn tap_drained(&mut self, ev: &EventLoop) {
+        self.udp.resume(ev);
+        self.pings.resume(ev);
     }
 
     fn handle_frame(

@@ -148,6 +148,22 @@ impl EventLoop {
         Ok(self.epoll.modify(fd, &mut ev)?)
     }
 
+    /// Start or stop watching `fd` (level-triggered, registered with `add`
+    /// and no output) for input: a socket whose data has nowhere to go yet
+    /// is left alone, rather than reported ready over and over. Errors and
+    /// hang-ups are reported either way.
+    ///
+    /// # Errors
+    /// `epoll_ctl` failure.
+    pub fn watch_input(&self, fd: impl AsFd, r: EpollRef, input: bool) -> io::Result<()> {
+        let mut f = EpollFlags::EPOLLRDHUP;
+        if input {
+            f |= EpollFlags::EPOLLIN;
+        }
+        let mut ev = EpollEvent::new(f, r.into());
+        Ok(self.epoll.modify(fd, &mut ev)?)
+    }
+
     /// Stop watching `fd`.
     ///
     /// # Errors

@@ -8,7 +8,11 @@
 //! of what we send and hands back only replies for that socket, so a
 //! reply is mapped back to the guest by the socket it arrives on: we put
 //! the guest's identifier back, and the destination it asked for as the
-//! source. Replies are received straight into the guest's output queue.
+//! source. Replies are received straight into the guest's output queue;
+//! errors for our requests (host or network unreachable, time exceeded)
+//! come through the socket's error queue and reach the guest as errors
+//! quoting its own request. As with UDP, a socket is paused while the
+//! guest's queue is full.
 //!
 //! Limits: at most `MAX_FLOWS` flows, each closed after `IDLE_TIMEOUT`
 //! without requests; a request that needs a new flow when the table is
@@ -16,12 +20,15 @@
 //! must be in `net.ipv4.ping_group_range` (see the manual).
 
 use crate::conf::Config;
+use crate::errqueue::{self, ErrQueue};
 use crate::event::{EpollRef, EventLoop};
 use crate::flow::{FlowRef, FlowTable, SocketFlow};
 use crate::fwd::{self, Proto, Refused};
 use crate::tap::{MAX_FRAME, TxQueue};
+use crate::wire::icmp_error::{self, Error4, Error6, MAX_ERROR_FRAME, Quote, Quoted};
 use crate::wire::{Mac, compose, icmpv4, icmpv6};
 use nix::errno::Errno;
+use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{
     AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, SockaddrIn6, bind, recv,
     sendto, socket,
@@ -34,6 +41,8 @@ use std::time::{Duration, Instant};
 pub const MAX_FLOWS: usize = 256;
 /// A flow without requests for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most replies read from one socket per event (see `udp::RECV_BURST`).
+pub const RECV_BURST: usize = 64;
 
 /// Why an echo request from the guest was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -63,13 +72,19 @@ type Key = (IpAddr, IpAddr, u16);
 
 struct Flow {
     sock: OwnedFd,
+    /// What epoll knows the socket by.
+    r: FlowRef,
     /// The guest's address, destination of replies.
     guest: IpAddr,
     /// The address the guest pinged, source of replies.
     remote: IpAddr,
+    /// The pinged address as the host sees it.
+    target: IpAddr,
     /// The guest's echo identifier.
     id: u16,
     last: Instant,
+    /// Not watched for input: the guest's queue was full.
+    paused: bool,
 }
 
 impl SocketFlow for Flow {
@@ -84,12 +99,17 @@ impl SocketFlow for Flow {
 /// The echo flows.
 pub struct Pings {
     flows: FlowTable<Key, Flow>,
+    /// Some flow may be paused: `resume` has work to do.
+    any_paused: bool,
+    errq: ErrQueue,
 }
 
 impl Default for Pings {
     fn default() -> Self {
         Pings {
             flows: FlowTable::new(MAX_FLOWS),
+            any_paused: false,
+            errq: ErrQueue::default(),
         }
     }
 }
@@ -108,6 +128,8 @@ fn open_socket(v6: bool, id: u16) -> Result<OwnedFd, Errno> {
     };
     let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
     let sock = socket(family, SockType::Datagram, flags, proto)?;
+    // ICMP errors for what we send, to relay to the guest.
+    errqueue::enable(&sock, v6)?;
     // The "port" of a ping socket is its echo identifier: keep the guest's
     // if nobody else has it, else let the kernel pick one.
     for port in [id, 0] {
@@ -174,14 +196,14 @@ impl Pings {
         let key = (guest, remote, id);
         let idx = match self.flows.lookup(&key) {
             Some(i) => i,
-            None => self.open(ev, key, now)?,
+            None => self.open(ev, key, target, now)?,
         };
         let Some(flow) = self.flows.get_mut(idx) else {
             return Err(IcmpDrop::TableFull);
         };
         flow.last = now;
         let fd = flow.sock.as_raw_fd();
-        let sent = match target {
+        let send = || match target {
             IpAddr::V4(a) => sendto(
                 fd,
                 msg,
@@ -195,10 +217,21 @@ impl Pings {
                 MsgFlags::empty(),
             ),
         };
-        sent.map(|_| ()).map_err(IcmpDrop::Socket)
+        // An ICMP error for an earlier request is also reported, once, by
+        // the next send, which it fails: this request still goes.
+        send()
+            .or_else(|_| send())
+            .map(|_| ())
+            .map_err(IcmpDrop::Socket)
     }
 
-    fn open(&mut self, ev: &EventLoop, key: Key, now: Instant) -> Result<u32, IcmpDrop> {
+    fn open(
+        &mut self,
+        ev: &EventLoop,
+        key: Key,
+        target: IpAddr,
+        now: Instant,
+    ) -> Result<u32, IcmpDrop> {
         let (guest, remote, id) = key;
         let idx = self.flows.free_slot().ok_or(IcmpDrop::TableFull)?;
         let sock = open_socket(remote.is_ipv6(), id).map_err(IcmpDrop::Socket)?;
@@ -207,58 +240,71 @@ impl Pings {
         log::debug!("ping flow {}: {guest} -> {remote}, id {id}", idx.index);
         let flow = Flow {
             sock,
+            r: idx,
             guest,
             remote,
+            target,
             id,
             last: now,
+            paused: false,
         };
         self.flows
             .insert(key, flow)
             .map_err(|_| IcmpDrop::TableFull)
     }
 
-    /// Replies arrived on flow `idx`: queue each for the guest.
-    pub fn reply(&mut self, r: FlowRef, conf: &Config, guest_mac: Mac, tx: &mut TxQueue) {
-        let Some(flow) = self.flows.resolve(r).and_then(|i| self.flows.get(i)) else {
+    /// Events on the socket of flow `r`: replies to queue for the guest,
+    /// and ICMP errors to relay.
+    pub fn event(
+        &mut self,
+        r: FlowRef,
+        events: EpollFlags,
+        conf: &Config,
+        guest_mac: Mac,
+        tx: &mut TxQueue,
+        ev: &EventLoop,
+    ) {
+        let Some(flow) = self.flows.resolve(r).and_then(|i| self.flows.get_mut(i)) else {
             return;
         };
         let link = compose::Link {
             src: Mac(conf.our_mac),
             dst: guest_mac,
         };
-        let fd = flow.sock.as_raw_fd();
-        let id = flow.id;
-        // Until the socket runs dry; each reply is received in place.
-        loop {
-            let mut more = false;
-            match (flow.remote, flow.guest) {
-                (IpAddr::V4(src), IpAddr::V4(dst)) => {
-                    tx.push_with(MAX_FRAME, |out| {
-                        compose::icmp4(out, link, src, dst, |m| {
-                            let n = recv_reply(fd, m, &mut more);
-                            if n >= icmpv4::HEADER_LEN {
-                                icmpv4::Packet::new_unchecked(&mut m[..n]).set_echo_ident(id);
-                            }
-                            n
-                        })
-                    });
+        let mut failed = events.contains(EpollFlags::EPOLLERR);
+        if events.contains(EpollFlags::EPOLLIN) {
+            let rx = receive(flow, link, tx);
+            failed |= rx.error;
+            if rx.full {
+                // Leave the replies in the kernel until the guest reads.
+                tx.stalled += 1;
+                match ev.watch_input(&flow.sock, EpollRef::Ping(flow.r), false) {
+                    Ok(()) => {
+                        flow.paused = true;
+                        self.any_paused = true;
+                    }
+                    Err(e) => log::warn!("ping flow {}: can't pause: {e}", flow.r.index),
                 }
-                (IpAddr::V6(src), IpAddr::V6(dst)) => {
-                    tx.push_with(MAX_FRAME, |out| {
-                        compose::icmp6(out, link, src, dst, |m| {
-                            let n = recv_reply(fd, m, &mut more);
-                            if n >= icmpv4::HEADER_LEN {
-                                // Same layout as ICMP: identifier at bytes 4-5.
-                                icmpv4::Packet::new_unchecked(&mut m[..n]).set_echo_ident(id);
-                            }
-                            n
-                        })
-                    });
-                }
-                _ => return,
             }
-            if !more {
-                return;
+        }
+        if failed {
+            relay_errors(flow, &mut self.errq, conf, link, tx);
+        }
+    }
+
+    /// The guest's queue has room again: watch paused sockets for input.
+    pub fn resume(&mut self, ev: &EventLoop) {
+        if !self.any_paused {
+            return;
+        }
+        self.any_paused = false;
+        for flow in self.flows.iter_mut().filter(|f| f.paused) {
+            match ev.watch_input(&flow.sock, EpollRef::Ping(flow.r), true) {
+                Ok(()) => flow.paused = false,
+                Err(e) => {
+                    log::warn!("ping flow {}: can't resume: {e}", flow.r.index);
+                    self.any_paused = true;
+                }
             }
         }
     }
@@ -271,22 +317,130 @@ impl Pings {
     /// Close every flow (the guest went away).
     pub fn clear(&mut self, ev: &EventLoop) {
         self.flows.close_all(ev);
+        self.any_paused = false;
     }
 }
 
-/// Receive one reply into `m`; sets `more` when another may be waiting.
-fn recv_reply(fd: std::os::fd::RawFd, m: &mut [u8], more: &mut bool) -> usize {
-    match recv(fd, m, MsgFlags::MSG_DONTWAIT) {
-        Ok(n) => {
-            *more = true;
-            n
+/// How a round of receiving ended.
+#[derive(Debug, Default)]
+struct Rx {
+    /// The guest's queue had no room for another reply.
+    full: bool,
+    /// A pending socket error came up: the error queue has news.
+    error: bool,
+}
+
+/// Queue the replies `flow`'s socket holds for the guest, at most
+/// `RECV_BURST` of them.
+fn receive(flow: &Flow, link: compose::Link, tx: &mut TxQueue) -> Rx {
+    let fd = flow.sock.as_raw_fd();
+    let id = flow.id;
+    let mut rx = Rx::default();
+    for _ in 0..RECV_BURST {
+        if !tx.has_room(MAX_FRAME) {
+            rx.full = true;
+            break;
         }
-        Err(Errno::EINTR) => {
-            *more = true;
-            0
+        let mut failed = None;
+        // Each reply is received in place, the guest's identifier put
+        // back (ICMP and ICMPv6 echo both have it at bytes 4-5).
+        let recv_into = |m: &mut [u8]| match recv(fd, m, MsgFlags::MSG_DONTWAIT) {
+            Ok(n) => {
+                if let Some(msg) = m.get_mut(..n)
+                    && let Ok(mut p) = icmpv4::Packet::new_checked(msg)
+                {
+                    p.set_echo_ident(id);
+                }
+                Some(n)
+            }
+            Err(e) => {
+                failed = Some(e);
+                None
+            }
+        };
+        let queued = match (flow.remote, flow.guest) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => tx.push_with(MAX_FRAME, |out| {
+                compose::icmp4(out, link, src, dst, recv_into)
+            }),
+            (IpAddr::V6(src), IpAddr::V6(dst)) => tx.push_with(MAX_FRAME, |out| {
+                compose::icmp6(out, link, src, dst, recv_into)
+            }),
+            _ => break,
+        };
+        match failed {
+            // Dry until the next event.
+            Some(Errno::EAGAIN) => break,
+            Some(Errno::EINTR) => {}
+            // A pending socket error: replies may still follow.
+            Some(_) => rx.error = true,
+            // Nothing was read (`has_room` makes this unexpected).
+            None if !queued => break,
+            None => {}
         }
-        Err(_) => 0,
     }
+    rx
+}
+
+/// Turn the ICMP errors queued on `flow`'s socket into errors towards the
+/// guest about the echo requests it sent, at most `RECV_BURST` of them.
+/// An error that doesn't fit in the guest's queue is dropped and counted
+/// there.
+fn relay_errors(
+    flow: &Flow,
+    errq: &mut ErrQueue,
+    conf: &Config,
+    link: compose::Link,
+    tx: &mut TxQueue,
+) {
+    let fd = flow.sock.as_raw_fd();
+    let mut data = [0u8; errqueue::MAX_QUOTED];
+    for _ in 0..RECV_BURST {
+        let report = match errq.recv(fd, &mut data) {
+            Ok(Some(r)) => r,
+            // Not from ICMP (a local error): nothing to tell the guest.
+            Ok(None) => continue,
+            Err(_) => break,
+        };
+        // The request as the host sent it: ICMP header and data.
+        let message = data.get(..report.len).unwrap_or(&[]);
+        let from = errqueue::error_source(report.offender, flow.remote, |o| {
+            o == flow.target || o == flow.guest || errqueue::is_host(conf, o)
+        });
+        log::debug!(
+            "ping flow {}: ICMP{} type {} code {} from {from}",
+            flow.r.index,
+            if report.v6 { "v6" } else { "" },
+            report.msg_type,
+            report.code
+        );
+        let l4 = Quoted::Echo {
+            ident: flow.id,
+            message,
+        };
+        match (from, flow.guest, flow.remote, report.v6) {
+            (IpAddr::V4(from), IpAddr::V4(g), IpAddr::V4(r), false) => {
+                let Some(err) = Error4::from_icmp(report.msg_type, report.code, report.info) else {
+                    continue;
+                };
+                let quote = Quote { src: g, dst: r, l4 };
+                tx.push_with(MAX_ERROR_FRAME, |out| {
+                    icmp_error::icmp4_error(out, link, from, g, err, &quote)
+                });
+            }
+            (IpAddr::V6(from), IpAddr::V6(g), IpAddr::V6(r), true) => {
+                let Some(err) = Error6::from_icmp6(report.msg_type, report.code, report.info)
+                else {
+                    continue;
+                };
+                let quote = Quote { src: g, dst: r, l4 };
+                tx.push_with(MAX_ERROR_FRAME, |out| {
+                    icmp_error::icmp6_error(out, link, from, g, err, &quote)
+                });
+            }
+            _ => {}
+        }
+    }
+    errqueue::clear_pending(&flow.sock);
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod app;
 pub mod cli;
 pub mod conf;
 pub mod dispatch;
+pub mod errqueue;
 pub mod event;
 pub mod flow;
 pub mod fwd;

@@ -191,11 +191,13 @@ impl<'c> Server<'c> {
                     EpollRef::TapTun => self.on_tun(ev.events()),
                     EpollRef::Quit => self.on_quit(),
                     EpollRef::Ping(i) => {
-                        self.dispatch.ping_reply(i, &mut self.tx);
+                        self.dispatch
+                            .ping_event(i, ev.events(), &mut self.tx, &self.ev);
                         None
                     }
                     EpollRef::Udp(i) => {
-                        self.dispatch.udp_reply(i, &mut self.tx);
+                        self.dispatch
+                            .udp_event(i, ev.events(), &mut self.tx, &self.ev);
                         None
                     }
                     EpollRef::Tcp(i) => {
@@ -430,10 +432,14 @@ impl<'c> Server<'c> {
                 self.tx.dropped
             );
         }
+        if self.tx.stalled > 0 {
+            log::info!("sockets paused (guest not reading): {}", self.tx.stalled);
+        }
     }
 
     /// Send what we can of the queue, and watch for writability only while
-    /// something is left. Err only for a failed tun device.
+    /// something is left; once it has drained, sockets paused for a full
+    /// queue are read again. Err only for a failed tun device.
     fn flush(&mut self) -> Result<(), Outcome> {
         let left = match &self.side {
             TapSide::Stream { conn: Some(c), .. } => {
@@ -461,6 +467,9 @@ impl<'c> Server<'c> {
                 log::warn!("epoll: {e}");
             }
             self.tap_out = left;
+        }
+        if self.tx.drained() {
+            self.dispatch.tap_drained(&self.ev);
         }
         Ok(())
     }

@@ -8,7 +8,16 @@
 //! address (`--map-host-loopback`) to the host's loopback,
 //! `--map-guest-addr` to the host's own address. Being connected, the
 //! socket only receives that peer's replies, which are read straight into
-//! the guest's queue with the guest-visible addresses restored.
+//! the guest's queue with the guest-visible addresses restored, one frame
+//! per datagram (an empty one included). ICMP errors the host gets for a
+//! flow's datagrams come back through the socket's error queue and are
+//! relayed to the guest as errors about the datagram it sent
+//! (`errqueue`, `wire::icmp_error`).
+//!
+//! When the guest's queue has no room for another datagram, the socket
+//! stops being watched for input and its datagrams wait in the kernel;
+//! `resume` watches it again once the queue has drained. The socket is
+//! level-triggered, so it would otherwise be reported ready for ever.
 //!
 //! Limits: at most `MAX_FLOWS` flows, each closed after `IDLE_TIMEOUT`
 //! without traffic either way; when the table is full new flows are
@@ -16,17 +25,20 @@
 //! (`-u`), and batching datagrams with `recvmmsg`/`sendmmsg`.
 
 use crate::conf::Config;
+use crate::errqueue::{self, ErrQueue};
 use crate::event::{EpollRef, EventLoop};
 use crate::flow::{FlowRef, FlowTable, SocketFlow};
 use crate::fwd::{self, Proto, Refused};
 use crate::tap::{MAX_FRAME, TxQueue};
+use crate::wire::icmp_error::{self, Error4, Error6, MAX_ERROR_FRAME, Quote, Quoted};
 use crate::wire::{Mac, compose};
 use nix::errno::Errno;
+use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{
     AddressFamily, MsgFlags, SockFlag, SockType, SockaddrIn, SockaddrIn6, bind, connect, recv,
     send, socket,
 };
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -34,6 +46,10 @@ use std::time::{Duration, Instant};
 pub const MAX_FLOWS: usize = 512;
 /// A flow without traffic for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
+/// Most datagrams read from one socket per event: a busy flow can't starve
+/// the others, and the socket is level-triggered, so the rest comes on the
+/// next round.
+pub const RECV_BURST: usize = 64;
 
 /// Why a datagram from the guest was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -57,9 +73,16 @@ type Key = (SocketAddr, SocketAddr);
 
 struct Flow {
     sock: OwnedFd,
+    /// What epoll knows the socket by.
+    r: FlowRef,
     guest: SocketAddr,
+    /// The destination as the guest sees it.
     remote: SocketAddr,
+    /// The destination as the host sees it.
+    target: SocketAddr,
     last: Instant,
+    /// Not watched for input: the guest's queue was full.
+    paused: bool,
 }
 
 impl SocketFlow for Flow {
@@ -74,12 +97,17 @@ impl SocketFlow for Flow {
 /// The UDP flows.
 pub struct Udp {
     flows: FlowTable<Key, Flow>,
+    /// Some flow may be paused: `resume` has work to do.
+    any_paused: bool,
+    errq: ErrQueue,
 }
 
 impl Default for Udp {
     fn default() -> Self {
         Udp {
             flows: FlowTable::new(MAX_FLOWS),
+            any_paused: false,
+            errq: ErrQueue::default(),
         }
     }
 }
@@ -107,6 +135,8 @@ fn open_socket(guest_port: u16, target: SocketAddr) -> Result<OwnedFd, Errno> {
     };
     let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
     let sock = socket(family, SockType::Datagram, flags, None)?;
+    // ICMP errors for what we send, to relay to the guest.
+    errqueue::enable(&sock, v6)?;
     let fd = sock.as_raw_fd();
     // Keep the guest's source port if it's free (and not privileged).
     if bind_port(fd, v6, guest_port).is_err() {
@@ -152,14 +182,16 @@ impl Udp {
             return Err(UdpDrop::TableFull);
         };
         flow.last = now;
-        match send(flow.sock.as_raw_fd(), payload, MsgFlags::MSG_DONTWAIT) {
+        let fd = flow.sock.as_raw_fd();
+        match send(fd, payload, MsgFlags::MSG_DONTWAIT) {
             Ok(_) => Ok(()),
-            // An ICMP error for an earlier datagram: this one still goes.
-            Err(Errno::ECONNREFUSED) => {
-                send(flow.sock.as_raw_fd(), payload, MsgFlags::MSG_DONTWAIT)
-                    .map(|_| ())
-                    .map_err(UdpDrop::Socket)
-            }
+            // An ICMP error for an earlier datagram is also reported, once,
+            // by the next send, which it fails (ECONNREFUSED, EHOSTUNREACH,
+            // EMSGSIZE, ...): this datagram still goes. A real failure
+            // fails again.
+            Err(e) if e != Errno::EAGAIN => send(fd, payload, MsgFlags::MSG_DONTWAIT)
+                .map(|_| ())
+                .map_err(UdpDrop::Socket),
             Err(e) => Err(UdpDrop::Socket(e)),
         }
     }
@@ -182,48 +214,72 @@ impl Udp {
         );
         let flow = Flow {
             sock,
+            r: idx,
             guest,
             remote,
+            target,
             last: now,
+            paused: false,
         };
         self.flows.insert(key, flow).map_err(|_| UdpDrop::TableFull)
     }
 
-    /// Datagrams arrived on flow `idx`: queue each for the guest.
-    pub fn reply(
+    /// Events on the socket of flow `r`: datagrams to queue for the
+    /// guest, and ICMP errors to relay.
+    #[allow(clippy::too_many_arguments)]
+    pub fn event(
         &mut self,
         r: FlowRef,
+        events: EpollFlags,
         conf: &Config,
         guest_mac: Mac,
         tx: &mut TxQueue,
+        ev: &EventLoop,
         now: Instant,
     ) {
         let Some(flow) = self.flows.resolve(r).and_then(|i| self.flows.get_mut(i)) else {
             return;
         };
-        flow.last = now;
         let link = compose::Link {
             src: Mac(conf.our_mac),
             dst: guest_mac,
         };
-        let fd = flow.sock.as_raw_fd();
-        loop {
-            let mut more = false;
-            match (flow.remote, flow.guest) {
-                (SocketAddr::V4(src), SocketAddr::V4(dst)) => {
-                    tx.push_with(MAX_FRAME, |out| {
-                        compose::udp4(out, link, src, dst, |p| recv_datagram(fd, p, &mut more))
-                    });
+        let mut failed = events.contains(EpollFlags::EPOLLERR);
+        if events.contains(EpollFlags::EPOLLIN) {
+            flow.last = now;
+            let rx = receive(flow, link, tx);
+            failed |= rx.error;
+            if rx.full {
+                // Leave the datagrams in the kernel until the guest reads:
+                // polling a socket we can't empty would only spin.
+                tx.stalled += 1;
+                match ev.watch_input(&flow.sock, EpollRef::Udp(flow.r), false) {
+                    Ok(()) => {
+                        flow.paused = true;
+                        self.any_paused = true;
+                    }
+                    Err(e) => log::warn!("UDP flow {}: can't pause: {e}", flow.r.index),
                 }
-                (SocketAddr::V6(src), SocketAddr::V6(dst)) => {
-                    tx.push_with(MAX_FRAME, |out| {
-                        compose::udp6(out, link, src, dst, |p| recv_datagram(fd, p, &mut more))
-                    });
-                }
-                _ => return,
             }
-            if !more {
-                return;
+        }
+        if failed {
+            relay_errors(flow, &mut self.errq, conf, link, tx);
+        }
+    }
+
+    /// The guest's queue has room again: watch paused sockets for input.
+    pub fn resume(&mut self, ev: &EventLoop) {
+        if !self.any_paused {
+            return;
+        }
+        self.any_paused = false;
+        for flow in self.flows.iter_mut().filter(|f| f.paused) {
+            match ev.watch_input(&flow.sock, EpollRef::Udp(flow.r), true) {
+                Ok(()) => flow.paused = false,
+                Err(e) => {
+                    log::warn!("UDP flow {}: can't resume: {e}", flow.r.index);
+                    self.any_paused = true;
+                }
             }
         }
     }
@@ -236,24 +292,136 @@ impl Udp {
     /// Close every flow (the guest went away).
     pub fn clear(&mut self, ev: &EventLoop) {
         self.flows.close_all(ev);
+        self.any_paused = false;
     }
 }
 
-/// Receive one datagram into `p`; sets `more` when another may wait. An
-/// empty datagram can't be told from "nothing" here and is skipped.
-fn recv_datagram(fd: RawFd, p: &mut [u8], more: &mut bool) -> usize {
-    match recv(fd, p, MsgFlags::MSG_DONTWAIT) {
-        Ok(n) => {
-            *more = true;
-            n
+/// How a round of receiving ended.
+#[derive(Debug, Default)]
+struct Rx {
+    /// The guest's queue had no room for another datagram.
+    full: bool,
+    /// A pending socket error came up: the error queue has news.
+    error: bool,
+}
+
+/// Queue what `flow`'s socket holds for the guest, as it came, at most
+/// `RECV_BURST` datagrams.
+fn receive(flow: &Flow, link: compose::Link, tx: &mut TxQueue) -> Rx {
+    let fd = flow.sock.as_raw_fd();
+    let mut rx = Rx::default();
+    for _ in 0..RECV_BURST {
+        if !tx.has_room(MAX_FRAME) {
+            rx.full = true;
+            break;
         }
-        // An ICMP error for something we sent, or a signal: go on.
-        Err(Errno::ECONNREFUSED | Errno::EINTR) => {
-            *more = true;
-            0
+        let mut failed = None;
+        // Straight into the frame; `None` (no datagram) queues nothing,
+        // while an empty datagram is still one.
+        let recv_into = |p: &mut [u8]| match recv(fd, p, MsgFlags::MSG_DONTWAIT) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                failed = Some(e);
+                None
+            }
+        };
+        let queued = match (flow.remote, flow.guest) {
+            (SocketAddr::V4(src), SocketAddr::V4(dst)) => tx.push_with(MAX_FRAME, |out| {
+                compose::udp4(out, link, src, dst, recv_into)
+            }),
+            (SocketAddr::V6(src), SocketAddr::V6(dst)) => tx.push_with(MAX_FRAME, |out| {
+                compose::udp6(out, link, src, dst, recv_into)
+            }),
+            _ => break,
+        };
+        match failed {
+            // Dry until the next event.
+            Some(Errno::EAGAIN) => break,
+            Some(Errno::EINTR) => {}
+            // A pending socket error (an ICMP error for something we sent
+            // earlier): datagrams may still follow.
+            Some(_) => rx.error = true,
+            // Nothing was read (`has_room` makes this unexpected).
+            None if !queued => break,
+            None => {}
         }
-        Err(_) => 0,
     }
+    rx
+}
+
+/// Turn the ICMP errors queued on `flow`'s socket into errors towards the
+/// guest about the datagrams it sent, at most `RECV_BURST` of them (the
+/// rest keep `EPOLLERR` up for the next round). An error that doesn't fit
+/// in the guest's queue is dropped and counted there.
+fn relay_errors(
+    flow: &Flow,
+    errq: &mut ErrQueue,
+    conf: &Config,
+    link: compose::Link,
+    tx: &mut TxQueue,
+) {
+    let fd = flow.sock.as_raw_fd();
+    let mut data = [0u8; errqueue::MAX_QUOTED];
+    for _ in 0..RECV_BURST {
+        let report = match errq.recv(fd, &mut data) {
+            Ok(Some(r)) => r,
+            // Not from ICMP (a local error): nothing to tell the guest.
+            Ok(None) => continue,
+            Err(_) => break,
+        };
+        let payload = data.get(..report.len).unwrap_or(&[]);
+        let from = errqueue::error_source(report.offender, flow.remote.ip(), |o| {
+            o == flow.target.ip() || o == flow.guest.ip() || errqueue::is_host(conf, o)
+        });
+        log::debug!(
+            "UDP flow {}: ICMP{} type {} code {} from {from}",
+            flow.r.index,
+            if report.v6 { "v6" } else { "" },
+            report.msg_type,
+            report.code
+        );
+        // The socket has the guest's destination's family (`fwd::outbound`
+        // keeps it), and so do its errors.
+        match (from, flow.guest, flow.remote, report.v6) {
+            (IpAddr::V4(from), SocketAddr::V4(g), SocketAddr::V4(r), false) => {
+                let Some(err) = Error4::from_icmp(report.msg_type, report.code, report.info) else {
+                    continue;
+                };
+                let quote = Quote {
+                    src: *g.ip(),
+                    dst: *r.ip(),
+                    l4: Quoted::Udp {
+                        src_port: g.port(),
+                        dst_port: r.port(),
+                        payload,
+                    },
+                };
+                tx.push_with(MAX_ERROR_FRAME, |out| {
+                    icmp_error::icmp4_error(out, link, from, *g.ip(), err, &quote)
+                });
+            }
+            (IpAddr::V6(from), SocketAddr::V6(g), SocketAddr::V6(r), true) => {
+                let Some(err) = Error6::from_icmp6(report.msg_type, report.code, report.info)
+                else {
+                    continue;
+                };
+                let quote = Quote {
+                    src: *g.ip(),
+                    dst: *r.ip(),
+                    l4: Quoted::Udp {
+                        src_port: g.port(),
+                        dst_port: r.port(),
+                        payload,
+                    },
+                };
+                tx.push_with(MAX_ERROR_FRAME, |out| {
+                    icmp_error::icmp6_error(out, link, from, *g.ip(), err, &quote)
+                });
+            }
+            _ => {}
+        }
+    }
+    errqueue::clear_pending(&flow.sock);
 }
 
 #[cfg(test)]

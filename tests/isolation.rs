@@ -49,7 +49,7 @@ fn probes(dst: IpAddr, sport: u16) -> Vec<Vec<u8>> {
                     std::net::SocketAddrV4::new(d, UDP_PORT),
                     |p| {
                         p[..5].copy_from_slice(b"probe");
-                        5
+                        Some(5)
                     },
                 ),
             )
@@ -65,7 +65,7 @@ fn probes(dst: IpAddr, sport: u16) -> Vec<Vec<u8>> {
                     std::net::SocketAddrV6::new(d, UDP_PORT, 0, 0),
                     |p| {
                         p[..5].copy_from_slice(b"probe");
-                        5
+                        Some(5)
                     },
                 ),
             )

@@ -4,8 +4,11 @@
 
 mod support;
 
+use passt_rs::wire::{Mac, compose};
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::*;
 
 /// A UDP echo server in `ns` on `addr` (socat, one child per peer).
@@ -87,4 +90,312 @@ fn pasta_dns_forward_as_podman_sets_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "query");
+}
+
+/// A UDP echo server in `ns` (python3: unlike socat, it echoes empty
+/// datagrams too, and one datagram is always one reply).
+fn exact_echo_server(ns: &Netns, addr: &str, port: u16) -> Reaped {
+    let c = ns
+        .cmd("python3")
+        .args(["-c", ECHO_SERVER, addr, &port.to_string()])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    Reaped(c)
+}
+
+const ECHO_SERVER: &str = r#"
+import socket, sys
+a, p = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if ':' in a else socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+s.bind((a, p))
+while True:
+    d, peer = s.recvfrom(65535)
+    if d == b'burst':
+        # Many datagrams at once, empty ones among them; few enough to fit
+        # the host socket's default receive buffer however slow we read.
+        for i in range(100):
+            s.sendto(b'b' * (0 if i % 25 == 12 else i * 37 % 700), peer)
+    else:
+        s.sendto(d, peer)
+"#;
+
+/// Datagram lengths sent by `UDP_CLIENT`: empty ones, around the Ethernet
+/// MTU, and close to the largest IPv4 datagram.
+const SIZES: &str = "0 1 7 100 1000 1472 1473 0 8000 30000 60000 2";
+
+/// Sends one datagram per length in argv[3] (or "burst"), prints the
+/// lengths of every datagram received until a second of silence.
+const UDP_CLIENT: &str = r#"
+import socket, sys
+a, p, what = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_INET6 if ':' in a else socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    s.setsockopt(socket.SOL_SOCKET, 33, 1 << 23)  # SO_RCVBUFFORCE
+except OSError:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 23)
+s.connect((a, p))
+if what == 'burst':
+    s.send(b'burst')
+else:
+    for n in what.split():
+        s.send(b'x' * int(n))
+s.settimeout(1.0)
+got = []
+try:
+    while True:
+        got.append(len(s.recv(65535)))
+except socket.timeout:
+    pass
+print(' '.join(map(str, got)))
+"#;
+
+/// The burst `ECHO_SERVER` sends, as lengths.
+fn burst_sizes() -> String {
+    (0..100)
+        .map(|i| if i % 25 == 12 { 0 } else { i * 37 % 700 }.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Run `UDP_CLIENT` in the guest namespace.
+fn guest_udp_client(ns: &Netns, addr: &str, port: u16, what: &str) -> String {
+    let out = ns
+        .cmd("python3")
+        .args(["-c", UDP_CLIENT, addr, &port.to_string(), what])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn every_datagram_arrives_once_with_its_length() {
+    let (h, _dir, _d, g) = routed_guest(&[]);
+    // Large datagrams go out whole rather than as fragments, which we drop.
+    g.ns.sh("ip link set eth0 mtu 65520");
+    let _s4 = exact_echo_server(&h.ns, HOST_REMOTE4, 6000);
+    let _s6 = exact_echo_server(&h.ns, HOST_REMOTE6, 6001);
+    assert_eq!(guest_udp_client(&g.ns, HOST_REMOTE4, 6000, SIZES), SIZES);
+    assert_eq!(
+        guest_udp_client(&g.ns, HOST_REMOTE4, 6000, "burst"),
+        burst_sizes()
+    );
+    assert!(wait_for(Duration::from_secs(5), || {
+        g.ns.run("ip -6 route show default")
+            .stdout
+            .starts_with(b"default")
+    }));
+    assert_eq!(guest_udp_client(&g.ns, HOST_REMOTE6, 6001, SIZES), SIZES);
+    assert_eq!(
+        guest_udp_client(&g.ns, HOST_REMOTE6, 6001, "burst"),
+        burst_sizes()
+    );
+}
+
+#[test]
+fn every_datagram_arrives_once_with_its_length_pasta() {
+    let host = Host::new();
+    let _s4 = exact_echo_server(&host.ns, HOST_REMOTE4, 6002);
+    let _s6 = exact_echo_server(&host.ns, HOST_REMOTE6, 6003);
+    let p = AttachedPasta::start(&host, &["-q"]);
+    assert!(wait_for(Duration::from_secs(5), || {
+        p.ns.run("ip -6 route show default")
+            .stdout
+            .starts_with(b"default")
+    }));
+    for (addr, port) in [(HOST_REMOTE4, 6002), (HOST_REMOTE6, 6003)] {
+        assert_eq!(guest_udp_client(&p.ns, addr, port, SIZES), SIZES, "{addr}");
+        assert_eq!(
+            guest_udp_client(&p.ns, addr, port, "burst"),
+            burst_sizes(),
+            "{addr}"
+        );
+    }
+}
+
+/// Once a datagram arrives, floods its sender with 1000-byte datagrams
+/// that start with the send time (CLOCK_MONOTONIC, ns, big-endian), about
+/// 10 MB/s, until killed.
+const FLOOD_SERVER: &str = r#"
+import socket, struct, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+_, peer = s.recvfrom(100)
+pad = b'f' * 992
+while True:
+    for _ in range(50):
+        s.sendto(struct.pack('!Q', time.monotonic_ns()) + pad, peer)
+    time.sleep(0.005)
+"#;
+
+/// CPU time (user and system) a process used so far.
+fn cpu_time(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which may hold spaces: state is the
+    // first, utime and stime the 12th and 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap() as u64;
+    Duration::from_millis((f[0] + f[1]) * 1000 / hz)
+}
+
+/// CLOCK_MONOTONIC now, in ns, as python's time.monotonic_ns() tells it.
+fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+/// The send time `FLOOD_SERVER` put in a frame, if it is one of its
+/// datagrams.
+fn flood_stamp(f: &[u8]) -> Option<u64> {
+    let is_flood = f.get(12..14) == Some(&[0x08, 0x00][..])
+        && f.get(23) == Some(&17)
+        && f.get(26..30) == Some(&[203, 0, 113, 1][..])
+        && f.get(34..36) == Some(&6100u16.to_be_bytes()[..]);
+    if !is_flood {
+        return None;
+    }
+    Some(u64::from_be_bytes(f.get(42..50)?.try_into().ok()?))
+}
+
+#[test]
+fn guest_that_stops_reading_costs_no_cpu() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let d = Daemon::start(&host, &dir, &[]);
+    let _flood = Reaped(
+        host.ns
+            .cmd("python3")
+            .args(["-c", FLOOD_SERVER, HOST_REMOTE4, "6100"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = connect(&d.socket);
+    let mut frame = vec![0u8; 100];
+    let n = compose::udp4(
+        &mut frame,
+        compose::Link {
+            src: Mac([2, 0, 0, 0, 0, 1]),
+            dst: Mac([0x9a, 0x55, 0x9a, 0x55, 0x9a, 0x55]),
+        },
+        SocketAddrV4::new(HOST_ADDR4.parse::<Ipv4Addr>().unwrap(), 40000),
+        SocketAddrV4::new(HOST_REMOTE4.parse::<Ipv4Addr>().unwrap(), 6100),
+        |p| {
+            p[..2].copy_from_slice(b"go");
+            Some(2)
+        },
+    );
+    c.write_all(&framed(&frame[..n])).unwrap();
+    // The guest reads nothing: passt's queue and the socket between us
+    // fill within a second at this rate, and stay full.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = cpu_time(d.pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_time(d.pid) - before;
+    assert!(
+        used < Duration::from_millis(200),
+        "passt used {used:?} of CPU in 2 s with a guest not reading"
+    );
+    // Reading again: past what was queued, new datagrams arrive.
+    let resumed = monotonic_ns();
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut fresh = false;
+    while !fresh && Instant::now() < until {
+        let Some(f) = read_frame(&mut c, Duration::from_secs(1)) else {
+            break;
+        };
+        fresh = flood_stamp(&f).is_some_and(|t| t > resumed);
+    }
+    assert!(fresh, "no new datagram after the guest read again");
+}
+
+/// Sends one datagram on a connected socket and tells how the reply came:
+/// "refused SECONDS" (ICMP port unreachable), "reply" or "timeout".
+const REFUSED_CLIENT: &str = r#"
+import socket, sys, time
+a, p = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if ':' in a else socket.AF_INET, socket.SOCK_DGRAM)
+s.connect((a, p))
+s.settimeout(3)
+t = time.monotonic()
+s.send(b'anyone there?')
+try:
+    s.recv(100)
+    print('reply')
+except ConnectionRefusedError:
+    print('refused %.3f' % (time.monotonic() - t))
+except socket.timeout:
+    print('timeout')
+"#;
+
+/// Seconds until a datagram from `ns` to a closed port at `addr` is
+/// refused, panicking if it isn't.
+fn refused_after(ns: &Netns, addr: &str, port: u16) -> f64 {
+    let out = ns
+        .cmd("python3")
+        .args(["-c", REFUSED_CLIENT, addr, &port.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let secs = text
+        .trim()
+        .strip_prefix("refused ")
+        .and_then(|s| s.parse().ok());
+    secs.unwrap_or_else(|| panic!("{addr}: {text}{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn closed_port_is_refused_v4_and_v6() {
+    let cap = TempDir::new();
+    let pcap = cap.join("errors.pcap");
+    let (_h, _dir, _d, g) = routed_guest(&["-p", pcap.to_str().unwrap()]);
+    assert!(refused_after(&g.ns, HOST_REMOTE4, 6200) < 1.0);
+    // The host's loopback, through the gateway address.
+    assert!(refused_after(&g.ns, HOST_GW4, 6201) < 1.0);
+    assert!(wait_for(Duration::from_secs(5), || {
+        g.ns.run("ip -6 route show default")
+            .stdout
+            .starts_with(b"default")
+    }));
+    assert!(refused_after(&g.ns, HOST_REMOTE6, 6202) < 1.0);
+    // Each error comes from the address the guest sent to, and quotes the
+    // guest's datagram (tcpdump decodes the quote).
+    let out = sh(&format!("tcpdump -nn -r {} icmp or icmp6", pcap.display()));
+    for want in [
+        format!("{HOST_REMOTE4} > {HOST_ADDR4}: ICMP {HOST_REMOTE4} udp port 6200 unreachable"),
+        format!("{HOST_GW4} > {HOST_ADDR4}: ICMP {HOST_GW4} udp port 6201 unreachable"),
+        format!("{HOST_REMOTE6} > "),
+    ] {
+        assert!(out.contains(&want), "{want} in:\n{out}");
+    }
+    assert!(out.contains("unreachable port"), "{out}");
+}
+
+#[test]
+fn closed_port_is_refused_pasta() {
+    let host = Host::new();
+    let p = AttachedPasta::start(&host, &["-q"]);
+    assert!(wait_for(Duration::from_secs(5), || {
+        p.ns.run("ip -6 route show default")
+            .stdout
+            .starts_with(b"default")
+    }));
+    assert!(refused_after(&p.ns, HOST_REMOTE4, 6203) < 1.0);
+    assert!(refused_after(&p.ns, HOST_REMOTE6, 6204) < 1.0);
 }

@@ -171,6 +171,13 @@ impl<K: Hash + Eq + Copy, F> FlowTable<K, F> {
             .filter_map(|s| s.entry.as_ref().map(|(_, f)| f))
     }
 
+    /// Every flow, writable.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut F> {
+        self.slots
+            .iter_mut()
+            .filter_map(|s| s.entry.as_mut().map(|(_, f)| f))
+    }
+
     /// Number of flows.
     pub fn len(&self) -> usize {
         self.index.len()

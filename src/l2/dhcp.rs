@@ -388,7 +388,7 @@ pub fn reply(conf: &Config, guest_mac: Mac, msg: &[u8], out: &mut [u8]) -> Resul
     let budget = req.budget();
     Ok(compose::udp4(out, link, src, dst, |p| {
         let room = budget.min(p.len());
-        build(conf, ip4, &req, kind, &mut p[..room])
+        Some(build(conf, ip4, &req, kind, &mut p[..room]))
     }))
 }
 

@@ -421,7 +421,7 @@ pub fn reply(
     Ok(compose::udp6(out, link, from, to, |p| {
         // Option lengths are 16-bit: keep the whole payload below that.
         let room = p.len().min(usize::from(u16::MAX));
-        build(conf, ip6, &req, &duid, confirm, &mut p[..room])
+        Some(build(conf, ip6, &req, &duid, confirm, &mut p[..room]))
     }))
 }
 

@@ -331,16 +331,16 @@ fn neighbor_advert(
         dst,
         |buf| {
             let Ok(mut na) = NdpBuilder::neighbor_advert(buf, &na) else {
-                return 0;
+                return None;
             };
             // RFC 4861 7.2.4: "If the solicitation's IP Destination Address
             // is a multicast address, the Target Link-Layer option MUST be
             // included"; for unicast ones it MAY be omitted, but it is what
             // the guest asked for.
             if na.target_link_addr(our_mac).is_err() {
-                return 0;
+                return None;
             }
-            na.finish(src, dst)
+            Some(na.finish(src, dst))
         },
     );
     built(n)
@@ -388,7 +388,7 @@ fn router_advert(
     compose::icmp6(out, link, src, dst, |buf| {
         let room = buf.len().min(MAX_RA_LEN);
         let Ok(mut b) = NdpBuilder::router_advert(&mut buf[..room], &ra) else {
-            return 0;
+            return None;
         };
         // Every option is optional: one that is refused (doesn't fit, or
         // can't be encoded) is left out and the rest still goes.
@@ -415,7 +415,7 @@ fn router_advert(
         if conf.services.dhcp_search && !conf.search.is_empty() {
             dnssl(&mut b, &conf.search);
         }
-        b.finish(src, dst)
+        Some(b.finish(src, dst))
     })
 }
 

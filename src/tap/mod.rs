@@ -78,6 +78,9 @@ pub struct TxQueue {
     tail: usize,
     /// Frames dropped because the queue was full.
     pub dropped: u64,
+    /// Times a socket stopped being read because the queue was full (its
+    /// data waits in the kernel, which drops what doesn't fit there).
+    pub stalled: u64,
     pcap: Option<Pcap>,
 }
 
@@ -89,6 +92,7 @@ impl TxQueue {
             head: 0,
             tail: 0,
             dropped: 0,
+            stalled: 0,
             pcap,
         }
     }
@@ -121,6 +125,25 @@ impl TxQueue {
         }
         self.tail = start + len;
         true
+    }
+
+    /// Whether a frame of up to `max_len` bytes fits now (`push_with` would
+    /// take it); makes room by compacting if needed.
+    pub fn has_room(&mut self, max_len: usize) -> bool {
+        let need = 4 + max_len.min(MAX_FRAME);
+        if self.buf.len() - self.tail < need {
+            self.compact();
+        }
+        self.buf.len() - self.tail >= need
+    }
+
+    /// Whether the queue has drained enough to read paused sockets again:
+    /// at most half full, and room for the largest frame. The gap between
+    /// "full" and this keeps a guest that reads slowly from toggling
+    /// sockets in and out of epoll for every frame.
+    pub fn drained(&self) -> bool {
+        let used = self.tail - self.head;
+        used <= self.buf.len() / 2 && self.buf.len() - used >= 4 + MAX_FRAME
     }
 
     /// Bytes not yet sent, in stream framing.
@@ -201,5 +224,23 @@ mod tests {
         assert!(q.pending().is_empty());
         assert_eq!(q.dropped, 1);
         assert!(q.push_with(10, |_| 10));
+    }
+
+    #[test]
+    fn room_and_drained() {
+        let mut q = TxQueue::new(4 * (MAX_FRAME + 4), None);
+        assert!(q.drained() && q.has_room(MAX_FRAME));
+        while q.has_room(MAX_FRAME) {
+            assert!(q.push_with(MAX_FRAME, |_| MAX_FRAME));
+        }
+        assert_eq!(q.dropped, 0, "has_room said no before a drop");
+        assert!(!q.drained());
+        // One frame sent: room again, but not drained yet.
+        q.consume(4 + MAX_FRAME);
+        assert!(q.has_room(MAX_FRAME));
+        assert!(!q.drained());
+        q.consume(4 + MAX_FRAME);
+        assert!(q.drained());
+        assert!(q.has_room(100));
     }
 }

@@ -69,6 +69,13 @@ pub fn fold(sum: u32) -> u16 {
     !(s as u16)
 }
 
+/// The checksum field after one 16-bit word it covers changed from `old`
+/// to `new`, without summing the data again: RFC 1624 eqn. 3,
+/// `HC' = ~(~HC + ~m + m')`.
+pub fn update(field: u16, old: u16, new: u16) -> u16 {
+    fold(u32::from(!field) + u32::from(!old) + u32::from(new))
+}
+
 /// Partial sum of the IPv4 pseudo-header (RFC 768, RFC 9293 3.1).
 ///
 /// `len` is the upper-layer length (the TCP or UDP header plus payload).
@@ -223,5 +230,22 @@ mod tests {
         // fe80 + 1 + fe80 + 2 + 1 + 2 + 58
         let expect = (0xfe80 * 2 + 1 + 2 + 1 + 2 + 58) as u32;
         assert_eq!(v6, reference(&expect.to_be_bytes(), 0));
+    }
+
+    #[test]
+    fn update_matches_a_full_recompute() {
+        let mut data = *b"\x08\x00\x00\x00\x4e\x3c\x00\x01some payload";
+        for (old, new) in [(0x4e3c, 0x1234), (0x0000, 0xffff), (0xffff, 0x0000)] {
+            data[4..6].copy_from_slice(&u16::to_be_bytes(old));
+            data[2..4].fill(0);
+            let before = fold(sum(&data, 0));
+            data[4..6].copy_from_slice(&u16::to_be_bytes(new));
+            let after = fold(sum(&data, 0));
+            let updated = update(before, old, new);
+            // One's complement has two zeros: either verifies.
+            data[2..4].copy_from_slice(&updated.to_be_bytes());
+            assert_eq!(fold(sum(&data, 0)), 0, "{old:#x} -> {new:#x}");
+            assert!(updated == after || (updated ^ after) == 0xffff);
+        }
     }
 }

@@ -5,6 +5,13 @@
 //! innermost payload into the space it is given and returns its length;
 //! lengths and checksums are filled in afterwards. A payload that doesn't
 //! fit is cut to the space available (callers size `out` to `MAX_FRAME`).
+//!
+//! For UDP and ICMP the closure returns an `Option`: `None` means there is
+//! nothing to send (say, a socket that had no datagram after all) and the
+//! builder returns 0, which `TxQueue::push_with` takes as "queue nothing";
+//! `Some(0)` is a genuine empty UDP datagram and is built as one. TCP's
+//! closure returns a plain length: a segment without payload is a valid
+//! ACK, and whether to send one is the caller's decision.
 
 use super::ethernet::{self, Frame};
 use super::{EtherType, IpProtocol, Mac, icmpv4, icmpv6, ipv4, ipv6, tcp, udp};
@@ -28,20 +35,23 @@ const MAX_UDP4_PAYLOAD: usize = 65535 - ipv4::HEADER_LEN - udp::HEADER_LEN;
 const MAX_UDP6_PAYLOAD: usize = 65535 - udp::HEADER_LEN;
 
 /// Build an Ethernet/IPv4/UDP frame; returns its length, or 0 if `out`
-/// can't even hold the headers.
+/// can't even hold the headers or `payload` had nothing to send.
 pub fn udp4(
     out: &mut [u8],
     link: Link,
     src: SocketAddrV4,
     dst: SocketAddrV4,
-    payload: impl FnOnce(&mut [u8]) -> usize,
+    payload: impl FnOnce(&mut [u8]) -> Option<usize>,
 ) -> usize {
     let payload_off = UDP4_OFF + udp::HEADER_LEN;
     if out.len() < payload_off {
         return 0;
     }
     let room = (out.len() - payload_off).min(MAX_UDP4_PAYLOAD);
-    let plen = payload(&mut out[payload_off..payload_off + room]).min(room);
+    let Some(plen) = payload(&mut out[payload_off..payload_off + room]) else {
+        return 0;
+    };
+    let plen = plen.min(room);
     let udp_len = udp::HEADER_LEN + plen;
     udp::UdpRepr {
         src_port: src.port(),
@@ -63,20 +73,23 @@ pub fn udp4(
 }
 
 /// Build an Ethernet/IPv6/UDP frame; returns its length, or 0 if `out`
-/// can't even hold the headers.
+/// can't even hold the headers or `payload` had nothing to send.
 pub fn udp6(
     out: &mut [u8],
     link: Link,
     src: SocketAddrV6,
     dst: SocketAddrV6,
-    payload: impl FnOnce(&mut [u8]) -> usize,
+    payload: impl FnOnce(&mut [u8]) -> Option<usize>,
 ) -> usize {
     let payload_off = UDP6_OFF + udp::HEADER_LEN;
     if out.len() < payload_off {
         return 0;
     }
     let room = (out.len() - payload_off).min(MAX_UDP6_PAYLOAD);
-    let plen = payload(&mut out[payload_off..payload_off + room]).min(room);
+    let Some(plen) = payload(&mut out[payload_off..payload_off + room]) else {
+        return 0;
+    };
+    let plen = plen.min(room);
     let udp_len = udp::HEADER_LEN + plen;
     udp::UdpRepr {
         src_port: src.port(),
@@ -93,19 +106,23 @@ pub fn udp6(
 /// Build an Ethernet/IPv6/ICMPv6 frame with hop limit 255 (as NDP
 /// requires, RFC 4861 7.1.2); `message` writes the whole ICMPv6 message and
 /// the checksum is filled here. Returns the frame length, or 0 if the
-/// message doesn't fit.
+/// message doesn't fit, `message` had nothing to send or wrote less than a
+/// header.
 pub fn icmp6(
     out: &mut [u8],
     link: Link,
     src: Ipv6Addr,
     dst: Ipv6Addr,
-    message: impl FnOnce(&mut [u8]) -> usize,
+    message: impl FnOnce(&mut [u8]) -> Option<usize>,
 ) -> usize {
     if out.len() < UDP6_OFF + icmpv6::HEADER_LEN {
         return 0;
     }
     let room = (out.len() - UDP6_OFF).min(65535);
-    let mlen = message(&mut out[UDP6_OFF..UDP6_OFF + room]).min(room);
+    let Some(mlen) = message(&mut out[UDP6_OFF..UDP6_OFF + room]) else {
+        return 0;
+    };
+    let mlen = mlen.min(room);
     if mlen < icmpv6::HEADER_LEN {
         return 0;
     }
@@ -117,19 +134,23 @@ pub fn icmp6(
 
 /// Build an Ethernet/IPv4/ICMP frame: `message` writes the whole ICMP
 /// message, the checksum is filled here. Returns the frame length, or 0 if
-/// the message doesn't fit.
+/// the message doesn't fit, `message` had nothing to send or wrote less
+/// than a header.
 pub fn icmp4(
     out: &mut [u8],
     link: Link,
     src: Ipv4Addr,
     dst: Ipv4Addr,
-    message: impl FnOnce(&mut [u8]) -> usize,
+    message: impl FnOnce(&mut [u8]) -> Option<usize>,
 ) -> usize {
     if out.len() < UDP4_OFF + icmpv4::HEADER_LEN {
         return 0;
     }
     let room = (out.len() - UDP4_OFF).min(65535 - ipv4::HEADER_LEN);
-    let mlen = message(&mut out[UDP4_OFF..UDP4_OFF + room]).min(room);
+    let Some(mlen) = message(&mut out[UDP4_OFF..UDP4_OFF + room]) else {
+        return 0;
+    };
+    let mlen = mlen.min(room);
     if mlen < icmpv4::HEADER_LEN {
         return 0;
     }
@@ -237,7 +258,7 @@ mod tests {
         let dst = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 68);
         let n = udp4(&mut out, LINK, src, dst, |b| {
             b[..5].copy_from_slice(b"hello");
-            5
+            Some(5)
         });
         assert_eq!(n, 14 + 20 + 8 + 5);
         let f = Frame::new_checked(&out[..n]).unwrap();
@@ -268,7 +289,7 @@ mod tests {
             SocketAddrV6::new(b, 546, 0, 0),
             |p| {
                 p[0] = 7;
-                1
+                Some(1)
             },
         );
         let f = Frame::new_checked(&out[..n]).unwrap();
@@ -279,7 +300,7 @@ mod tests {
 
         let n = icmp6(&mut out, LINK, a, b, |m| {
             m[..8].copy_from_slice(&[129, 0, 0, 0, 0, 1, 0, 1]);
-            8
+            Some(8)
         });
         let f = Frame::new_checked(&out[..n]).unwrap();
         let ip = ipv6::Packet::new_checked(f.payload()).unwrap();
@@ -294,7 +315,7 @@ mod tests {
         let (a, b) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2));
         let n = icmp4(&mut out, LINK, a, b, |m| {
             m[..10].copy_from_slice(&[0, 0, 0, 0, 0, 9, 0, 1, b'h', b'i']);
-            10
+            Some(10)
         });
         assert_eq!(n, 14 + 20 + 10);
         let f = Frame::new_checked(&out[..n]).unwrap();
@@ -358,15 +379,42 @@ mod tests {
     fn too_small_buffers_give_zero() {
         let mut out = [0u8; 20];
         let any4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1);
-        assert_eq!(udp4(&mut out, LINK, any4, any4, |_| 0), 0);
+        assert_eq!(udp4(&mut out, LINK, any4, any4, |_| Some(0)), 0);
         let any6 = Ipv6Addr::LOCALHOST;
-        assert_eq!(icmp6(&mut out, LINK, any6, any6, |_| 8), 0);
+        assert_eq!(icmp6(&mut out, LINK, any6, any6, |_| Some(8)), 0);
     }
 
     #[test]
     fn payload_cut_to_space() {
         let mut out = [0u8; 50];
         let a = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1);
-        assert_eq!(udp4(&mut out, LINK, a, a, |_| 1000), 50);
+        assert_eq!(udp4(&mut out, LINK, a, a, |_| Some(1000)), 50);
+    }
+
+    #[test]
+    fn nothing_is_not_an_empty_datagram() {
+        let mut out = [0u8; 200];
+        let a = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 53);
+        let b = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 4000);
+        assert_eq!(udp4(&mut out, LINK, a, b, |_| None), 0);
+        // An empty datagram is a datagram: headers only, Length 8.
+        let n = udp4(&mut out, LINK, a, b, |_| Some(0));
+        assert_eq!(n, 14 + 20 + 8);
+        let ip = ipv4::Packet::new_checked(&out[14..n]).unwrap();
+        let u = udp::Packet::new_checked(ip.payload()).unwrap();
+        assert_eq!((u.len(), u.payload().len()), (8, 0));
+        assert!(u.verify_checksum_v4(*a.ip(), *b.ip()));
+        let (a6, b6): (Ipv6Addr, Ipv6Addr) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        );
+        let (s6, d6) = (
+            SocketAddrV6::new(a6, 53, 0, 0),
+            SocketAddrV6::new(b6, 4000, 0, 0),
+        );
+        assert_eq!(udp6(&mut out, LINK, s6, d6, |_| None), 0);
+        assert_eq!(udp6(&mut out, LINK, s6, d6, |_| Some(0)), 14 + 40 + 8);
+        assert_eq!(icmp4(&mut out, LINK, *a.ip(), *b.ip(), |_| None), 0);
+        assert_eq!(icmp6(&mut out, LINK, a6, b6, |_| None), 0);
     }
 }

@@ -8,6 +8,7 @@ pub mod arp;
 pub mod checksum;
 pub mod compose;
 pub mod ethernet;
+pub mod icmp_error;
 pub mod icmpv4;
 pub mod icmpv6;
 pub mod ip;
