@@ -320,9 +320,11 @@ impl<'c> Dispatch<'c> {
     /// The queue towards the guest drained (`TxQueue::drained`): sockets
     /// paused while it was full are read again. Cheap when none is. TCP
     /// polls on a timer instead for now; it can resume here as well.
-    pub fn tap_drained(&mut self, ev: &EventLoop) {
+    pub fn tap_drained(&mut self, ev: &EventLoop, tx: &mut TxQueue) {
         self.udp.resume(ev);
         self.pings.resume(ev);
+        let link = self.link();
+        self.tcp.tap_drained(link, ev, tx);
     }
 
     fn handle_frame(

@@ -438,9 +438,23 @@ impl<'c> Server<'c> {
     }
 
     /// Send what we can of the queue, and watch for writability only while
-    /// something is left; once it has drained, sockets paused for a full
-    /// queue are read again. Err only for a failed tun device.
+    /// something is left; once it has drained, sockets and connections
+    /// paused for a full queue go on, and what they queued is sent too.
+    /// Err only for a failed tun device.
     fn flush(&mut self) -> Result<(), Outcome> {
+        self.write_out()?;
+        if self.tx.drained() {
+            self.dispatch.tap_drained(&self.ev, &mut self.tx);
+            if !self.tx.pending().is_empty() {
+                self.write_out()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the queue to the tap side and track whether we wait for
+    /// writability.
+    fn write_out(&mut self) -> Result<(), Outcome> {
         let left = match &self.side {
             TapSide::Stream { conn: Some(c), .. } => {
                 let mut c: &UnixStream = c;
@@ -467,9 +481,6 @@ impl<'c> Server<'c> {
                 log::warn!("epoll: {e}");
             }
             self.tap_out = left;
-        }
-        if self.tx.drained() {
-            self.dispatch.tap_drained(&self.ev);
         }
         Ok(())
     }

@@ -310,3 +310,108 @@ fn command_that_exits_right_after_writing_delivers_everything() {
     );
     assert!(same(&src, &out), "content differs");
 }
+
+/// The TCP segment in an Ethernet/IPv4 frame from passt: (seq, flags,
+/// payload length).
+fn segment_of(f: &[u8]) -> Option<(u32, u8, usize)> {
+    if f.get(12..14)? != [0x08, 0x00] || *f.get(23)? != 6 {
+        return None;
+    }
+    let ihl = usize::from(f.get(14)? & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([*f.get(16)?, *f.get(17)?]));
+    let tcp = f.get(14 + ihl..14 + total)?;
+    let seq = u32::from_be_bytes(tcp.get(4..8)?.try_into().ok()?);
+    let off = usize::from(tcp.get(12)? >> 4) * 4;
+    Some((seq, *tcp.get(13)?, tcp.len().checked_sub(off)?))
+}
+
+#[test]
+fn paused_vm_costs_no_cpu_and_its_connection_survives() {
+    use passt_rs::wire::tcp::{Flags, TcpRepr};
+    use passt_rs::wire::{Mac, compose};
+    use std::io::Write;
+    let host = Host::new();
+    let dir = TempDir::new();
+    let d = Daemon::start(&host, &dir, &[]);
+    let _srv = spawn(
+        &host.ns,
+        &format!("socat -u OPEN:/dev/zero TCP4-LISTEN:7207,bind={HOST_REMOTE4},reuseaddr"),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = connect(&d.socket);
+    let link = compose::Link {
+        src: Mac([2, 0, 0, 0, 0, 1]),
+        dst: Mac([0x9a, 0x55, 0x9a, 0x55, 0x9a, 0x55]),
+    };
+    let (g, r) = (HOST_ADDR4.parse().unwrap(), HOST_REMOTE4.parse().unwrap());
+    let send = |c: &mut std::os::unix::net::UnixStream, hdr: &TcpRepr| {
+        let mut f = vec![0u8; 128];
+        let n = compose::tcp4(&mut f, link, g, r, hdr, |_| 0);
+        c.write_all(&framed(&f[..n])).unwrap();
+    };
+    let mut hdr = TcpRepr {
+        src_port: 40007,
+        dst_port: 7207,
+        seq: 1,
+        flags: Flags::SYN,
+        window: 65535,
+        mss: Some(65000),
+        wscale: Some(7),
+        ..Default::default()
+    };
+    send(&mut c, &hdr);
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut iss = None;
+    while iss.is_none() && Instant::now() < until {
+        let f = read_frame(&mut c, Duration::from_secs(1)).expect("SYN-ACK");
+        iss = segment_of(&f).filter(|s| s.1 & 0x12 == 0x12).map(|s| s.0);
+    }
+    let iss = iss.expect("SYN-ACK");
+    hdr = TcpRepr {
+        seq: 2,
+        ack: iss.wrapping_add(1),
+        flags: Flags::ACK,
+        window: 65535,
+        mss: None,
+        wscale: None,
+        ..hdr
+    };
+    send(&mut c, &hdr);
+    // A paused VM: nothing read, nothing acknowledged, for several of our
+    // retransmission timeouts.
+    std::thread::sleep(Duration::from_millis(2500));
+    let before = cpu_time(d.pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_time(d.pid) - before;
+    assert!(
+        used < Duration::from_millis(300),
+        "passt used {used:?} of CPU in 3 s for a guest not reading"
+    );
+    // The VM resumes: it reads and acknowledges, and the stream goes on
+    // past anything sent before.
+    let mut highest = iss.wrapping_add(1);
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        let Some(f) = read_frame(&mut c, Duration::from_secs(2)) else {
+            break;
+        };
+        let Some((seq, flags, len)) = segment_of(&f) else {
+            continue;
+        };
+        assert_eq!(flags & 0x04, 0, "the connection was reset");
+        let end = seq.wrapping_add(len as u32);
+        if end.wrapping_sub(highest) as i32 > 0 && seq == highest {
+            highest = end;
+            hdr.ack = highest;
+            send(&mut c, &hdr);
+        }
+        if highest.wrapping_sub(iss) as usize > 32 << 20 {
+            break;
+        }
+    }
+    let got = highest.wrapping_sub(iss) as usize;
+    assert!(
+        got > 32 << 20,
+        "after resuming, the guest got {got} bytes in order"
+    );
+}

@@ -191,6 +191,8 @@ struct Conn {
     /// queue was full.
     poll_at: Option<Instant>,
     poll_backoff: u8,
+    /// The guest's queue was full: push again once it drains.
+    tap_blocked: bool,
     last: Instant,
     /// `SO_PEEK_OFF` works on this socket.
     peek_off: bool,
@@ -387,7 +389,7 @@ impl Conn {
             let len = self.mss.min(limit - in_flight);
             match self.peek_segment(link, tx, scratch, self.snd_nxt, in_flight, len) {
                 Peeked::NoRoom => {
-                    self.poll_at = Some(now + POLL);
+                    self.tap_blocked = true;
                     break;
                 }
                 Peeked::Eof => {
@@ -419,7 +421,7 @@ impl Conn {
                 }
                 self.rto_at.get_or_insert(now + backoff(self.retries));
             } else {
-                self.poll_at = Some(now + POLL);
+                self.tap_blocked = true;
             }
         }
         // RFC 9293 3.8.6.1: with the guest's window shut and nothing in
@@ -614,6 +616,8 @@ pub struct Tcp {
     isn_count: u32,
     /// `NO_PEEK_OFF_ENV` was set.
     no_peek_off: bool,
+    /// Some connection waits for room in the guest's queue.
+    any_blocked: bool,
 }
 
 impl Default for Tcp {
@@ -624,6 +628,7 @@ impl Default for Tcp {
             isn_key: std::collections::hash_map::RandomState::new(),
             isn_count: 0,
             no_peek_off: std::env::var_os(NO_PEEK_OFF_ENV).is_some(),
+            any_blocked: false,
         }
     }
 }
@@ -833,6 +838,7 @@ impl Tcp {
             persist_backoff: 0,
             poll_at: None,
             poll_backoff: 0,
+            tap_blocked: false,
             last: now,
             peek_off: false,
         };
@@ -864,6 +870,9 @@ impl Tcp {
             }
         }
         c.peek_off = !self.no_peek_off && sys::tcp::set_peek_off(c.sock.as_fd(), 0).is_ok();
+        if !c.peek_off {
+            log::trace!("TCP {idx}: without SO_PEEK_OFF");
+        }
         c.state = State::SynRcvd;
         c.last = now;
         c.syn_ack(link, tx, now);
@@ -1002,6 +1011,9 @@ impl Tcp {
         tx: &mut TxQueue,
     ) {
         if next == Next::Keep {
+            if self.conns.get(idx).is_some_and(|c| c.tap_blocked) {
+                self.any_blocked = true;
+            }
             return;
         }
         let Some(c) = self.conns.remove(idx) else {
@@ -1047,6 +1059,10 @@ impl Tcp {
             let mut next = Next::Keep;
             if c.last + idle <= now {
                 next = Next::Abort;
+            } else if c.rto_at.is_some_and(|t| t <= now) && c.tap_blocked {
+                // What is in flight still sits in the guest's queue (a
+                // paused VM): nothing was lost, and it's no reason to give up.
+                c.rto_at = Some(now + backoff(c.retries));
             } else if c.rto_at.is_some_and(|t| t <= now) {
                 c.retries = c.retries.saturating_add(1);
                 c.rto_at = None;
@@ -1081,6 +1097,29 @@ impl Tcp {
             self.finish(idx, next, link, ev, tx);
         }
         self.next_deadline()
+    }
+
+    /// The guest's queue has room again: connections that found it full
+    /// send what they can. Costs nothing when none did, so a guest that
+    /// stopped reading costs no polling.
+    pub fn tap_drained(&mut self, link: compose::Link, ev: &EventLoop, tx: &mut TxQueue) {
+        if !self.any_blocked {
+            return;
+        }
+        self.any_blocked = false;
+        let now = Instant::now();
+        for i in 0..MAX_CONNS {
+            let idx = i as u32;
+            let Some(c) = self.conns.get_mut(idx) else {
+                continue;
+            };
+            if !c.tap_blocked {
+                continue;
+            }
+            c.tap_blocked = false;
+            let next = c.push(link, tx, &mut self.scratch, now);
+            self.finish(idx, next, link, ev, tx);
+        }
     }
 
     /// The earliest timer of any connection.
