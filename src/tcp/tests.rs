@@ -1,0 +1,435 @@
+//! Unit tests: stray segments, and the state machine against real
+//! loopback sockets (the host side) with segments crafted as a guest
+//! would send them.
+
+use super::*;
+use std::net::IpAddr;
+
+#[test]
+fn rst_for_stray_segments() {
+    let seg = TcpRepr {
+        src_port: 4000,
+        dst_port: 80,
+        seq: 100,
+        ack: 555,
+        flags: Flags::ACK,
+        ..Default::default()
+    };
+    let r = rst_for(&seg, 10);
+    assert_eq!((r.src_port, r.dst_port), (80, 4000));
+    assert_eq!((r.seq, r.flags), (555, Flags::RST));
+    let syn = TcpRepr {
+        flags: Flags::SYN,
+        ..seg
+    };
+    let r = rst_for(&syn, 0);
+    assert_eq!((r.seq, r.ack, r.flags), (0, 101, Flags::RST | Flags::ACK));
+}
+
+#[test]
+fn backoff_doubles_and_caps() {
+    assert_eq!(backoff(0), RTO);
+    assert_eq!(backoff(2), RTO * 4);
+    assert_eq!(backoff(200), RTO * 32);
+}
+
+#[test]
+fn no_tcp_and_bad_segments_are_dropped() {
+    let mut c = Config::example();
+    let ev = EventLoop::new().unwrap();
+    let mut t = Tcp::default();
+    let mut tx = TxQueue::new(0, None);
+    let link = compose::Link {
+        src: crate::wire::Mac([0x9a; 6]),
+        dst: crate::wire::Mac([2, 0, 0, 0, 0, 1]),
+    };
+    let g: SocketAddr = "10.0.0.2:4000".parse().unwrap();
+    let r: SocketAddr = "192.0.2.9:80".parse().unwrap();
+    let mut syn = vec![0u8; 20];
+    TcpRepr {
+        src_port: 4000,
+        dst_port: 80,
+        flags: Flags::SYN,
+        ..Default::default()
+    }
+    .emit(&mut syn);
+    Packet::new_unchecked(&mut syn[..])
+        .fill_checksum_v4([10, 0, 0, 2].into(), [192, 0, 2, 9].into());
+    let now = Instant::now();
+    c.services.tcp = false;
+    assert_eq!(
+        t.segment(&c, &ev, link, g, r, &syn, &mut tx, now),
+        Err(TcpDrop::Disabled)
+    );
+    c.services.tcp = true;
+    let mut bad = syn.clone();
+    bad[5] ^= 1;
+    assert_eq!(
+        t.segment(&c, &ev, link, g, r, &bad, &mut tx, now),
+        Err(TcpDrop::Malformed)
+    );
+    assert_eq!(
+        t.segment(&c, &ev, link, g, r, &syn[..12], &mut tx, now),
+        Err(TcpDrop::Malformed)
+    );
+    let bcast: SocketAddr = "255.255.255.255:80".parse().unwrap();
+    let mut syn_b = syn.clone();
+    Packet::new_unchecked(&mut syn_b[..]).fill_checksum_v4([10, 0, 0, 2].into(), [255; 4].into());
+    assert_eq!(
+        t.segment(&c, &ev, link, g, bcast, &syn_b, &mut tx, now),
+        Err(TcpDrop::Destination(Refused::NotUnicast))
+    );
+    assert!(t.is_empty());
+    // Only the RST refusing the broadcast destination went out.
+    assert_eq!(tx.pending().len(), 4 + 14 + 20 + 20);
+}
+
+/// A connection from a crafted guest to a real listener on the host's
+/// loopback (through the `--map-host-loopback` address), driven by hand.
+struct Rig {
+    conf: Config,
+    ev: EventLoop,
+    t: Tcp,
+    tx: TxQueue,
+    link: compose::Link,
+    guest: SocketAddr,
+    remote: SocketAddr,
+    /// The host side's accepted socket.
+    peer: Option<std::net::TcpStream>,
+    /// Our initial sequence number.
+    iss: u32,
+    /// The guest's next sequence number.
+    gseq: u32,
+}
+
+/// Segment size the guest announces: small, so a few KiB are many segments.
+const GUEST_MSS: u16 = 1000;
+
+impl Rig {
+    fn new(no_peek_off: bool) -> Rig {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut conf = Config::example();
+        if let Some(ip4) = conf.ip4.as_mut() {
+            ip4.map_host_loopback = Some(std::net::Ipv4Addr::new(10, 0, 0, 1));
+        }
+        let mut r = Rig {
+            conf,
+            ev: EventLoop::new().unwrap(),
+            t: Tcp::default(),
+            tx: TxQueue::new(1 << 20, None),
+            link: compose::Link {
+                src: crate::wire::Mac([0x9a; 6]),
+                dst: crate::wire::Mac([2, 0, 0, 0, 0, 1]),
+            },
+            guest: "10.0.0.2:4000".parse().unwrap(),
+            remote: SocketAddr::new([10, 0, 0, 1].into(), l.local_addr().unwrap().port()),
+            peer: None,
+            iss: 0,
+            gseq: 1000,
+        };
+        r.t.no_peek_off = no_peek_off;
+        let syn = TcpRepr {
+            flags: Flags::SYN,
+            seq: 999,
+            window: 65535,
+            mss: Some(GUEST_MSS),
+            ..r.hdr()
+        };
+        r.send(&syn, &[]);
+        // Our connect() completes on the listener.
+        r.peer = Some(l.accept().unwrap().0);
+        let until = Instant::now() + Duration::from_secs(2);
+        let synack = loop {
+            r.pump(10);
+            if let Some(s) = r.out().into_iter().find(|(h, _)| h.flags.has(Flags::SYN)) {
+                break s.0;
+            }
+            assert!(Instant::now() < until, "no SYN-ACK");
+        };
+        r.iss = synack.seq;
+        let ack = TcpRepr {
+            flags: Flags::ACK,
+            ack: r.iss.wrapping_add(1),
+            ..r.hdr()
+        };
+        r.send(&ack, &[]);
+        assert!(r.out().is_empty(), "nothing to say yet");
+        r
+    }
+
+    /// A header from the guest at its next sequence number.
+    fn hdr(&self) -> TcpRepr {
+        TcpRepr {
+            src_port: self.guest.port(),
+            dst_port: self.remote.port(),
+            seq: self.gseq,
+            ack: self.iss.wrapping_add(1),
+            flags: Flags::ACK,
+            window: 65535,
+            ..Default::default()
+        }
+    }
+
+    /// An ACK from the guest for `upto` bytes of ours, offering `window`.
+    fn ack(&mut self, upto: u32, window: u16) {
+        let h = TcpRepr {
+            ack: self.iss.wrapping_add(1).wrapping_add(upto),
+            window,
+            ..self.hdr()
+        };
+        self.send(&h, &[]);
+    }
+
+    fn send(&mut self, h: &TcpRepr, payload: &[u8]) {
+        let mut b = vec![0u8; h.buffer_len() + payload.len()];
+        h.emit(&mut b);
+        b[h.buffer_len()..].copy_from_slice(payload);
+        let (IpAddr::V4(g), IpAddr::V4(r)) = (self.guest.ip(), self.remote.ip()) else {
+            unreachable!()
+        };
+        Packet::new_unchecked(&mut b[..]).fill_checksum_v4(g, r);
+        let now = Instant::now();
+        let res = self.t.segment(
+            &self.conf,
+            &self.ev,
+            self.link,
+            self.guest,
+            self.remote,
+            &b,
+            &mut self.tx,
+            now,
+        );
+        assert_eq!(res, Ok(()));
+    }
+
+    /// Handle socket events for up to `ms` milliseconds.
+    fn pump(&mut self, ms: u64) {
+        let until = Instant::now() + Duration::from_millis(ms);
+        let mut events = [nix::sys::epoll::EpollEvent::empty(); 8];
+        while Instant::now() < until {
+            let n = self.ev.wait(&mut events, 5).unwrap();
+            for e in &events[..n] {
+                if let Ok(EpollRef::Tcp(f)) = EpollRef::try_from(e.data()) {
+                    self.t
+                        .event(f, e.events(), self.link, &self.ev, &mut self.tx);
+                }
+            }
+        }
+    }
+
+    /// Segments queued towards the guest since the last look.
+    fn out(&mut self) -> Vec<(TcpRepr, Vec<u8>)> {
+        let mut v = Vec::new();
+        let mut p = self.tx.pending();
+        while let Some(len) = p
+            .first_chunk::<4>()
+            .map(|l| u32::from_be_bytes(*l) as usize)
+        {
+            let f = &p[4..4 + len];
+            let seg = &f[ethernet::HEADER_LEN + ipv4::HEADER_LEN..];
+            let pkt = Packet::new_checked(seg).unwrap();
+            let h = TcpRepr::parse(&pkt, self.remote.ip(), self.guest.ip()).unwrap();
+            v.push((h, pkt.payload().to_vec()));
+            p = &p[4 + len..];
+        }
+        self.tx.clear();
+        v
+    }
+
+    fn conn(&mut self) -> &mut Conn {
+        let idx = self.t.conns.lookup(&(self.guest, self.remote)).unwrap();
+        self.t.conns.get_mut(idx).unwrap()
+    }
+
+    fn is_open(&self) -> bool {
+        self.t.conns.lookup(&(self.guest, self.remote)).is_some()
+    }
+
+    /// The host peer writes `n` bytes (byte i is i mod 251); we send them.
+    fn peer_writes(&mut self, n: usize) -> Vec<(TcpRepr, Vec<u8>)> {
+        use std::io::Write;
+        let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        self.peer.as_ref().unwrap().write_all(&data).unwrap();
+        self.pump(50);
+        self.out()
+    }
+}
+
+/// Byte `i` of what the peer wrote.
+fn pattern(from: usize, len: usize) -> Vec<u8> {
+    (from..from + len).map(|i| (i % 251) as u8).collect()
+}
+
+fn data_only(segs: &[(TcpRepr, Vec<u8>)]) -> Vec<(u32, usize)> {
+    segs.iter()
+        .filter(|(_, p)| !p.is_empty())
+        .map(|(h, p)| (h.seq, p.len()))
+        .collect()
+}
+
+#[test]
+fn keepalive_and_out_of_window_segments_get_an_ack() {
+    for no_peek_off in [false, true] {
+        let mut r = Rig::new(no_peek_off);
+        // RFC 9293 3.8.4: a keepalive probe carries SEG.SEQ = SND.NXT - 1.
+        let probe = TcpRepr {
+            seq: r.gseq.wrapping_sub(1),
+            ..r.hdr()
+        };
+        r.send(&probe, &[]);
+        let out = r.out();
+        assert_eq!(out.len(), 1, "one ACK");
+        assert_eq!(out[0].0.flags, Flags::ACK);
+        assert_eq!(out[0].0.ack, r.gseq);
+        assert!(out[0].0.window > 0, "with our window");
+        // Far beyond our window: the same.
+        let far = TcpRepr {
+            seq: r.gseq.wrapping_add(1 << 30),
+            ..r.hdr()
+        };
+        r.send(&far, &[]);
+        assert_eq!(r.out().len(), 1);
+        assert!(r.is_open());
+    }
+}
+
+#[test]
+fn rst_resets_only_at_the_expected_sequence_number() {
+    let mut r = Rig::new(false);
+    let base = r.hdr();
+    let rst = |seq| TcpRepr {
+        seq,
+        flags: Flags::RST,
+        ..base
+    };
+    // Outside the window: ignored, silently.
+    r.send(&rst(r.gseq.wrapping_add(1 << 30)), &[]);
+    assert!(r.is_open());
+    assert!(r.out().is_empty());
+    // In the window but not exact: a challenge ACK (RFC 5961 3.2).
+    r.send(&rst(r.gseq.wrapping_add(10)), &[]);
+    assert!(r.is_open());
+    let out = r.out();
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].0.flags, out[0].0.ack), (Flags::ACK, r.gseq));
+    r.send(&rst(r.gseq), &[]);
+    assert!(!r.is_open(), "an exact RST resets");
+}
+
+#[test]
+fn three_duplicate_acks_resend_one_segment() {
+    for no_peek_off in [false, true] {
+        let mut r = Rig::new(no_peek_off);
+        let sent = data_only(&r.peer_writes(10_000));
+        assert_eq!(sent.len(), 10, "ten segments of {GUEST_MSS}");
+        for i in 0..3 {
+            r.ack(0, 65535);
+            let again = r.out();
+            if i < 2 {
+                assert!(data_only(&again).is_empty(), "nothing after {i} dup ACKs");
+            } else {
+                assert_eq!(
+                    data_only(&again),
+                    vec![(r.iss.wrapping_add(1), 1000)],
+                    "exactly the first segment, once"
+                );
+                assert_eq!(again[0].1, pattern(0, 1000));
+            }
+        }
+        // A partial ACK in recovery: the next hole goes at once.
+        r.ack(1000, 65535);
+        let next = r.out();
+        assert_eq!(data_only(&next), vec![(r.iss.wrapping_add(1001), 1000)]);
+        assert_eq!(next[0].1, pattern(1000, 1000));
+        // Everything acknowledged: out of recovery, nothing in flight.
+        r.ack(10_000, 65535);
+        assert!(data_only(&r.out()).is_empty());
+        assert_eq!(r.conn().recover, None);
+        assert_eq!(r.conn().in_flight(), 0);
+    }
+}
+
+#[test]
+fn acks_for_data_sent_before_a_rewind_still_count() {
+    for no_peek_off in [false, true] {
+        let mut r = Rig::new(no_peek_off);
+        assert_eq!(data_only(&r.peer_writes(6000)).len(), 6);
+        // A retransmission timeout sends everything again from the start...
+        r.conn().rewind();
+        // ...but before anything went, the ACK for the first pass arrives.
+        r.ack(4000, 65535);
+        let c = r.conn();
+        assert_eq!(c.snd_una, c.iss.wrapping_add(4001));
+        // What goes next starts at byte 4000, with the right bytes.
+        let out = r.out();
+        let data: Vec<_> = out.iter().filter(|(_, p)| !p.is_empty()).collect();
+        assert_eq!(data.len(), 2, "{:?}", data_only(&out));
+        assert_eq!(data[0].0.seq, r.iss.wrapping_add(4001));
+        assert_eq!(data[0].1, pattern(4000, 1000));
+        assert_eq!(data[1].1, pattern(5000, 1000));
+    }
+}
+
+#[test]
+fn an_older_ack_never_overrides_a_newer_window() {
+    let mut r = Rig::new(false);
+    assert_eq!(data_only(&r.peer_writes(3000)).len(), 3);
+    // Sent in this order by the guest, delivered the other way round.
+    r.ack(2000, 0);
+    r.ack(1000, 65535);
+    assert_eq!(r.conn().snd_wnd, 0, "the window from the newer ACK stands");
+    let iss = r.iss;
+    assert_eq!(r.conn().snd_una, iss.wrapping_add(2001));
+}
+
+#[test]
+fn a_closed_guest_window_is_probed() {
+    let mut r = Rig::new(false);
+    assert_eq!(data_only(&r.peer_writes(1000)).len(), 1);
+    r.ack(1000, 0);
+    assert!(data_only(&r.peer_writes(1000)).is_empty(), "window shut");
+    let at = r.conn().persist_at.expect("probe scheduled");
+    let link = r.link;
+    r.t.periodic(at, link, &r.ev, &mut r.tx);
+    let out = r.out();
+    assert_eq!(out.len(), 1, "one probe");
+    assert_eq!(out[0].0.seq, r.iss.wrapping_add(1000), "SND.UNA - 1");
+    assert!(out[0].1.is_empty());
+    // The guest's answer opens the window: the data goes.
+    r.ack(1000, 65535);
+    let out = r.out();
+    assert_eq!(data_only(&out), vec![(r.iss.wrapping_add(1001), 1000)]);
+    assert_eq!(r.conn().persist_at, None);
+}
+
+#[test]
+fn without_peek_off_eof_waits_for_the_peers_fin() {
+    let mut r = Rig::new(true);
+    assert_eq!(data_only(&r.peer_writes(2000)).len(), 2);
+    // Half acknowledged: everything queued is already in flight, which a
+    // peek can't tell from the end of the stream.
+    r.ack(1000, 65535);
+    r.pump(20);
+    let out = r.out();
+    assert!(
+        out.iter().all(|(h, _)| !h.flags.has(Flags::FIN)),
+        "no FIN in mid-stream"
+    );
+    // More data still follows in order.
+    let more = r.peer_writes(500);
+    assert_eq!(data_only(&more), vec![(r.iss.wrapping_add(2001), 500)]);
+    r.peer
+        .as_ref()
+        .unwrap()
+        .shutdown(std::net::Shutdown::Write)
+        .unwrap();
+    r.pump(50);
+    r.ack(2500, 65535);
+    let fin: Vec<_> = r
+        .out()
+        .into_iter()
+        .filter(|(h, _)| h.flags.has(Flags::FIN))
+        .collect();
+    assert_eq!(fin.len(), 1, "FIN once the peer closed");
+    assert_eq!(fin[0].0.seq, r.iss.wrapping_add(2501));
+}
