@@ -57,9 +57,44 @@ impl Setup {
     }
 }
 
-fn both(test: impl Fn(&Setup)) {
-    test(&Setup::passt());
-    test(&Setup::pasta());
+/// How clients and servers name the host's service address, per family.
+struct Fam {
+    /// For socat: `TCP4` or `TCP6`.
+    tcp: &'static str,
+    /// The address, bracketed for IPv6 (socat's `bind=`, `TCPn:A:P`).
+    bracketed: String,
+    /// The address as python takes it.
+    plain: &'static str,
+}
+
+fn v4() -> Fam {
+    Fam {
+        tcp: "TCP4",
+        bracketed: HOST_REMOTE4.to_string(),
+        plain: HOST_REMOTE4,
+    }
+}
+fn v6() -> Fam {
+    Fam {
+        tcp: "TCP6",
+        bracketed: format!("[{HOST_REMOTE6}]"),
+        plain: HOST_REMOTE6,
+    }
+}
+
+/// Run `test` through passt and pasta, over IPv4 and IPv6.
+fn each(test: impl Fn(&Setup, &Fam)) {
+    for s in [Setup::passt(), Setup::pasta()] {
+        test(&s, &v4());
+        // passt's guest learns its IPv6 route from our advertisements.
+        assert!(wait_for(Duration::from_secs(5), || {
+            s.guest()
+                .run("ip -6 route show default")
+                .stdout
+                .starts_with(b"default")
+        }));
+        test(&s, &v6());
+    }
 }
 
 fn random_file(dir: &TempDir, name: &str, mib: usize) -> PathBuf {
@@ -122,11 +157,14 @@ import os; os.rename(out + '.part', out)
 
 #[test]
 fn keepalive_probes_keep_an_idle_connection() {
-    both(|s| {
+    each(|s, f| {
         let dir = TempDir::new();
         let _echo = spawn(
             s.host(),
-            &format!("socat TCP4-LISTEN:7201,bind={HOST_REMOTE4},reuseaddr,fork PIPE"),
+            &format!(
+                "socat {}-LISTEN:7201,bind={},reuseaddr,fork PIPE",
+                f.tcp, f.bracketed
+            ),
         );
         // Probes every second after one idle second, two unanswered
         // probes kill it: 6 s idle is several rounds.
@@ -136,7 +174,7 @@ fn keepalive_probes_keep_an_idle_connection() {
             &format!(
                 r#"
 import socket, time
-s = socket.create_connection(("{HOST_REMOTE4}", 7201), timeout=5)
+s = socket.create_connection(("{}", 7201), timeout=5)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
@@ -144,7 +182,8 @@ s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 2)
 time.sleep(6)
 s.sendall(b"still-there\n")
 print(s.recv(100).decode().strip())
-"#
+"#,
+                f.plain
             ),
         );
         std::thread::sleep(Duration::from_millis(300));
@@ -155,7 +194,7 @@ print(s.recv(100).decode().strip())
 
 #[test]
 fn slow_host_reader_gets_a_whole_upload() {
-    both(|s| {
+    each(|s, f| {
         let dir = TempDir::new();
         let src = random_file(&dir, "src", 24);
         let out = dir.join("out");
@@ -164,37 +203,42 @@ fn slow_host_reader_gets_a_whole_upload() {
         let _srv = spawn(
             s.host(),
             &format!(
-                "python3 {} {HOST_REMOTE4} 7202 {} 65536 2 6291456 0.7",
+                "python3 {} {} 7202 {} 65536 2 6291456 0.7",
                 reader.display(),
+                f.plain,
                 out.display()
             ),
         );
         std::thread::sleep(Duration::from_millis(400));
         let t = Instant::now();
         s.guest().sh(&format!(
-            "timeout 40 socat -u OPEN:{} TCP4:{HOST_REMOTE4}:7202",
-            src.display()
+            "timeout 40 socat -u OPEN:{} {}:{}:7202",
+            src.display(),
+            f.tcp,
+            f.bracketed
         ));
         assert!(
             wait_for(Duration::from_secs(40), || out.exists()),
             "the server got everything"
         );
-        eprintln!("24 MiB to a slow reader in {:?}", t.elapsed());
+        eprintln!("24 MiB to a slow reader ({}) in {:?}", f.tcp, t.elapsed());
         assert!(same(&src, &out), "content differs");
     });
 }
 
 #[test]
 fn guest_that_stops_reading_then_drains_everything() {
-    both(|s| {
+    each(|s, f| {
         let dir = TempDir::new();
         let src = random_file(&dir, "src", 24);
         let out = dir.join("out");
         let _srv = spawn(
             s.host(),
             &format!(
-                "socat -u OPEN:{} TCP4-LISTEN:7203,bind={HOST_REMOTE4},reuseaddr",
-                src.display()
+                "socat -u OPEN:{} {}-LISTEN:7203,bind={},reuseaddr",
+                src.display(),
+                f.tcp,
+                f.bracketed
             ),
         );
         std::thread::sleep(Duration::from_millis(300));
@@ -204,7 +248,7 @@ fn guest_that_stops_reading_then_drains_everything() {
             &format!(
                 r#"
 import socket, time
-s = socket.create_connection(("{HOST_REMOTE4}", 7203), timeout=30)
+s = socket.create_connection(("{addr}", 7203), timeout=30)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
 f = open("{out}", "wb")
 f.write(s.recv(65536))
@@ -214,6 +258,7 @@ while True:
     if not b: break
     f.write(b)
 "#,
+                addr = f.plain,
                 out = out.display()
             ),
         );
@@ -234,7 +279,7 @@ fn lossy(ns: &Netns) {
 
 #[test]
 fn two_percent_loss_both_ways_stays_intact() {
-    both(|s| {
+    each(|s, f| {
         let dir = TempDir::new();
         let src = random_file(&dir, "src", 32);
         lossy(s.guest());
@@ -242,22 +287,28 @@ fn two_percent_loss_both_ways_stays_intact() {
         let _up = spawn(
             s.host(),
             &format!(
-                "socat -u TCP4-LISTEN:7204,bind={HOST_REMOTE4},reuseaddr CREATE:{}",
+                "socat -u {}-LISTEN:7204,bind={},reuseaddr CREATE:{}",
+                f.tcp,
+                f.bracketed,
                 up.display()
             ),
         );
         let _down = spawn(
             s.host(),
             &format!(
-                "socat -u OPEN:{} TCP4-LISTEN:7205,bind={HOST_REMOTE4},reuseaddr",
-                src.display()
+                "socat -u OPEN:{} {}-LISTEN:7205,bind={},reuseaddr",
+                src.display(),
+                f.tcp,
+                f.bracketed
             ),
         );
         std::thread::sleep(Duration::from_millis(300));
         let t = Instant::now();
         s.guest().sh(&format!(
-            "timeout 90 socat -u OPEN:{} TCP4:{HOST_REMOTE4}:7204",
-            src.display()
+            "timeout 90 socat -u OPEN:{} {}:{}:7204",
+            src.display(),
+            f.tcp,
+            f.bracketed
         ));
         assert!(wait_for(Duration::from_secs(20), || {
             std::fs::metadata(&up).is_ok_and(|m| m.len() == 32 << 20)
@@ -265,11 +316,17 @@ fn two_percent_loss_both_ways_stays_intact() {
         assert!(same(&src, &up), "guest to host: content differs");
         let down = dir.join("down");
         s.guest().sh(&format!(
-            "timeout 90 socat -u TCP4:{HOST_REMOTE4}:7205 CREATE:{}",
+            "timeout 90 socat -u {}:{}:7205 CREATE:{}",
+            f.tcp,
+            f.bracketed,
             down.display()
         ));
         assert!(same(&src, &down), "host to guest: content differs");
-        eprintln!("32 MiB each way with 2% loss in {:?}", t.elapsed());
+        eprintln!(
+            "32 MiB each way with 2% loss ({}) in {:?}",
+            f.tcp,
+            t.elapsed()
+        );
     });
 }
 
