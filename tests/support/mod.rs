@@ -338,10 +338,18 @@ pub const PASTA: &str = env!("CARGO_BIN_EXE_pasta");
 /// A passt guest in a fresh host, with the host's IPv4 address and
 /// default route configured statically (IPv6 comes from our RAs).
 pub fn routed_guest(args: &[&str]) -> (Host, TempDir, Daemon, relay::Guest) {
+    routed_guest_with(args, relay::Reordering::default())
+}
+
+/// The same, with the relay reordering frames as `reordering` says.
+pub fn routed_guest_with(
+    args: &[&str],
+    reordering: relay::Reordering,
+) -> (Host, TempDir, Daemon, relay::Guest) {
     let host = Host::new();
     let dir = TempDir::new();
     let d = Daemon::start(&host, &dir, args);
-    let g = relay::Guest::connect(&d.socket);
+    let g = relay::Guest::connect_with(&d.socket, reordering);
     g.ns.sh(&format!(
         "ip addr add {HOST_ADDR4}/24 dev eth0 && ip route add default via {HOST_GW4}"
     ));
