@@ -10,8 +10,8 @@ use crate::event::EventLoop;
 use crate::flow::FlowRef;
 use crate::icmp::{IcmpDrop, Pings};
 use crate::l2::{self, dhcp, dhcpv6, ndp};
-use crate::tap::{Batch, MAX_FRAME, TxQueue};
-use crate::tcp::{Tcp, TcpDrop};
+use crate::tap::{BATCH_MAX, Batch, MAX_FRAME, TxQueue};
+use crate::tcp::{Taken, Tcp, TcpDrop};
 use crate::udp::{Udp, UdpDrop};
 use crate::wire::arp::ArpRepr;
 use crate::wire::ethernet::{self, Frame};
@@ -183,6 +183,9 @@ pub struct GuestState {
     pub addr4_seen: Option<Ipv4Addr>,
 }
 
+/// Most passes over the TCP segments a batch delivered past a gap.
+const REORDER_PASSES: usize = 4;
+
 /// Routes guest frames to protocol handlers.
 pub struct Dispatch<'c> {
     conf: &'c Config,
@@ -194,6 +197,12 @@ pub struct Dispatch<'c> {
     udp: Udp,
     tcp: Tcp,
     next_ra: Option<Instant>,
+    /// Frames of this batch held back: TCP segments past a gap.
+    held: Vec<usize>,
+    /// Whether TCP holds segments past a gap in this pass.
+    hold_ahead: bool,
+    /// The frame just handled was held back.
+    held_last: bool,
 }
 
 impl<'c> Dispatch<'c> {
@@ -207,6 +216,9 @@ impl<'c> Dispatch<'c> {
             udp: Udp::default(),
             tcp: Tcp::default(),
             next_ra: None,
+            held: Vec::with_capacity(BATCH_MAX),
+            hold_ahead: false,
+            held_last: false,
         }
     }
 
@@ -216,12 +228,61 @@ impl<'c> Dispatch<'c> {
             tx.capture_rx(batch.frames(buf));
         }
         let now = Instant::now();
-        for frame in batch.frames(buf) {
-            if let Err(r) = self.handle_frame(frame, tx, ev, now) {
-                self.drops.bump(r);
-                log::trace!("dropped guest frame ({r}), {} bytes", frame.len());
+        // TCP segments that arrive past a gap are held back and offered
+        // again once the rest of the batch went through: a guest's frames
+        // swapped on the way (or sent out of order) then still go in
+        // order, where dropping them would cost the guest a retransmission
+        // and teach its stack that this path reorders.
+        let mut held = std::mem::take(&mut self.held);
+        held.clear();
+        self.hold_ahead = true;
+        for (i, frame) in batch.frames(buf).enumerate() {
+            if self.frame(frame, tx, ev, now) {
+                held.push(i);
             }
         }
+        // Each pass takes what the previous one filled the gap for; the
+        // last one lets TCP answer what is still ahead (a duplicate ACK).
+        for pass in 0..=REORDER_PASSES {
+            if held.is_empty() {
+                break;
+            }
+            self.hold_ahead = pass < REORDER_PASSES;
+            let before = held.len();
+            let mut kept = 0;
+            for j in 0..held.len() {
+                let i = held[j];
+                if let Some(frame) = batch.frame(buf, i)
+                    && self.frame(frame, tx, ev, now)
+                {
+                    held[kept] = i;
+                    kept += 1;
+                }
+            }
+            held.truncate(kept);
+            if kept == before {
+                // No progress: one last pass without holding.
+                self.hold_ahead = false;
+                for &i in &held {
+                    if let Some(frame) = batch.frame(buf, i) {
+                        self.frame(frame, tx, ev, now);
+                    }
+                }
+                break;
+            }
+        }
+        self.hold_ahead = false;
+        self.held = held;
+    }
+
+    /// Handle one frame, counting a drop; true if TCP held it back.
+    fn frame(&mut self, frame: &[u8], tx: &mut TxQueue, ev: &EventLoop, now: Instant) -> bool {
+        self.held_last = false;
+        if let Err(r) = self.handle_frame(frame, tx, ev, now) {
+            self.drops.bump(r);
+            log::trace!("dropped guest frame ({r}), {} bytes", frame.len());
+        }
+        self.held_last
     }
 
     /// Time-driven work: unsolicited router advertisements (RFC 4861
@@ -490,9 +551,22 @@ impl<'c> Dispatch<'c> {
         let guest = SocketAddr::new(from, t.src_port());
         let remote = SocketAddr::new(to, t.dst_port());
         let link = self.link();
-        self.tcp
-            .segment(self.conf, ev, link, guest, remote, l4, tx, now)
-            .map_err(tcp_reason)
+        let taken = self
+            .tcp
+            .segment(
+                self.conf,
+                ev,
+                link,
+                guest,
+                remote,
+                l4,
+                self.hold_ahead,
+                tx,
+                now,
+            )
+            .map_err(tcp_reason)?;
+        self.held_last |= taken == Taken::Ahead;
+        Ok(())
     }
 
     fn handle_arp(&mut self, src: Mac, payload: &[u8], tx: &mut TxQueue) -> Result<(), DropReason> {

@@ -61,6 +61,11 @@ impl Batch {
         self.ranges.is_empty()
     }
 
+    /// Frame `i`, as a slice of the buffer the ranges point into.
+    pub fn frame<'a>(&self, buf: &'a [u8], i: usize) -> Option<&'a [u8]> {
+        buf.get(self.ranges.get(i)?.clone())
+    }
+
     /// The frames, as slices of the buffer the ranges point into.
     pub fn frames<'a>(&'a self, buf: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.ranges.iter().filter_map(move |r| buf.get(r.clone()))

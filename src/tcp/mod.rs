@@ -39,6 +39,7 @@
 //! Still to come: inbound port forwarding (`-t`), SACK, timestamps,
 //! reassembly of out-of-order segments, the loopback splice path.
 
+mod ooo;
 mod seq;
 
 use crate::conf::Config;
@@ -112,6 +113,16 @@ pub enum TcpDrop {
 
 /// Guest address and port, and the destination as the guest sees it.
 type Key = (SocketAddr, SocketAddr);
+
+/// What became of a segment the guest sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Handled.
+    Done,
+    /// Left alone: it starts past a gap, and the caller asked to hold
+    /// such segments (the missing one may come later in the same batch).
+    Ahead,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -618,6 +629,8 @@ pub struct Tcp {
     no_peek_off: bool,
     /// Some connection waits for room in the guest's queue.
     any_blocked: bool,
+    /// Guest segments that arrived past a gap.
+    ooo: ooo::OooStore,
 }
 
 impl Default for Tcp {
@@ -629,6 +642,7 @@ impl Default for Tcp {
             isn_count: 0,
             no_peek_off: std::env::var_os(NO_PEEK_OFF_ENV).is_some(),
             any_blocked: false,
+            ooo: ooo::OooStore::default(),
         }
     }
 }
@@ -716,7 +730,9 @@ impl Tcp {
     }
 
     /// Handle a segment the guest sent from `guest` to `remote`: `segment`
-    /// is the whole IP payload.
+    /// is the whole IP payload. With `hold_ahead`, data or a FIN past a gap
+    /// is not looked at (`Taken::Ahead`), so the caller can offer it again
+    /// once the segments before it were taken.
     ///
     /// # Errors
     /// A `TcpDrop` saying why the segment was ignored.
@@ -729,9 +745,10 @@ impl Tcp {
         guest: SocketAddr,
         remote: SocketAddr,
         segment: &[u8],
+        hold_ahead: bool,
         tx: &mut TxQueue,
         now: Instant,
-    ) -> Result<(), TcpDrop> {
+    ) -> Result<Taken, TcpDrop> {
         if !conf.services.tcp {
             return Err(TcpDrop::Disabled);
         }
@@ -741,10 +758,12 @@ impl Tcp {
         let key = (guest, remote);
         let Some(idx) = self.conns.lookup(&key) else {
             if seg.flags.has(Flags::RST) {
-                return Ok(());
+                return Ok(Taken::Done);
             }
             if seg.flags.has(Flags::SYN) && !seg.flags.has(Flags::ACK) {
-                return self.open(conf, ev, link, key, &seg, tx, now);
+                return self
+                    .open(conf, ev, link, key, &seg, tx, now)
+                    .map(|()| Taken::Done);
             }
             emit_segment(
                 link,
@@ -755,11 +774,22 @@ impl Tcp {
                 0,
                 |_| 0,
             );
-            return Ok(());
+            return Ok(Taken::Done);
         };
+        if hold_ahead
+            && (!payload.is_empty() || seg.flags.has(Flags::FIN))
+            && !seg.flags.has(Flags::RST)
+            && !seg.flags.has(Flags::SYN)
+            && self
+                .conns
+                .get(idx)
+                .is_some_and(|c| c.state == State::Established && after(seg.seq, c.rcv_nxt))
+        {
+            return Ok(Taken::Ahead);
+        }
         let next = self.on_segment(idx, link, &seg, payload, tx, now);
         self.finish(idx, next, link, ev, tx);
-        Ok(())
+        Ok(Taken::Done)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -946,7 +976,29 @@ impl Tcp {
             return next;
         }
         if !pure {
-            let next = take_data(c, seg, payload);
+            let fin = seg.flags.has(Flags::FIN);
+            let mut next = Next::Keep;
+            if after(seg.seq, c.rcv_nxt) {
+                // Past a gap: keep a copy if there's room (see `ooo`).
+                if c.state == State::Established && !c.guest_fin {
+                    self.ooo.insert(idx, seg.seq, payload, fin);
+                }
+            } else {
+                next = take_data(c, seg.seq, payload, fin);
+                // The gap may be filled: what was held goes next.
+                while next == Next::Keep
+                    && let Some((slot, seq, data, fin)) = self.ooo.next(idx, c.rcv_nxt)
+                {
+                    // Held segments are at most 64 KiB.
+                    let end = seq.wrapping_add(data.len() as u32);
+                    next = take_data(c, seq, data, fin);
+                    if c.rcv_nxt != end && !c.guest_fin {
+                        // The socket is full: the rest stays held.
+                        break;
+                    }
+                    self.ooo.release(slot);
+                }
+            }
             c.ack(link, tx, now);
             if next != Next::Keep {
                 return next;
@@ -1019,6 +1071,7 @@ impl Tcp {
         let Some(c) = self.conns.remove(idx) else {
             return;
         };
+        self.ooo.forget(idx);
         let _ = ev.remove(&c.sock);
         log::debug!("TCP {idx}: {} -> {} closed ({next:?})", c.guest, c.remote);
         match next {
@@ -1136,6 +1189,7 @@ impl Tcp {
                 close_hard(c.sock);
             },
         );
+        self.ooo.clear();
     }
 
     /// Number of open connections.
@@ -1151,11 +1205,11 @@ impl Tcp {
 
 /// Write the guest's in-order payload to the socket, and take its FIN
 /// once everything before it went.
-fn take_data(c: &mut Conn, seg: &TcpRepr, payload: &[u8]) -> Next {
+fn take_data(c: &mut Conn, seq: u32, payload: &[u8], fin: bool) -> Next {
     if c.guest_fin {
         return Next::Keep;
     }
-    let data = match seq::fit(c.rcv_nxt, seg.seq, payload.len()) {
+    let data = match seq::fit(c.rcv_nxt, seq, payload.len()) {
         Fit::Ahead => return Next::Keep,
         Fit::Old => &[][..],
         Fit::New(skip) => &payload[skip..],
@@ -1177,8 +1231,8 @@ fn take_data(c: &mut Conn, seg: &TcpRepr, payload: &[u8]) -> Next {
         // At most one segment, which fits in u32.
         c.rcv_nxt = c.rcv_nxt.wrapping_add(taken as u32);
     }
-    let end = seg.seq.wrapping_add(payload.len() as u32);
-    if seg.flags.has(Flags::FIN) && c.rcv_nxt == end {
+    let end = seq.wrapping_add(payload.len() as u32);
+    if fin && c.rcv_nxt == end {
         c.rcv_nxt = c.rcv_nxt.wrapping_add(1);
         c.guest_fin = true;
         if let Err(e) = shutdown(c.sock.as_raw_fd(), Shutdown::Write) {
