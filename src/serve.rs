@@ -12,6 +12,7 @@
 use crate::conf::Config;
 use crate::dispatch::Dispatch;
 use crate::event::{EpollRef, EventLoop};
+use crate::flow::{Flows, Kind};
 use crate::isolate;
 use crate::pcap::Pcap;
 use crate::startup::{StartError, err_at};
@@ -79,6 +80,8 @@ pub struct Server<'c> {
     tun_rx: TunRx,
     batch: Batch,
     tx: TxQueue,
+    /// Every flow, of every protocol.
+    flows: Flows,
     dispatch: Dispatch<'c>,
     /// When `Dispatch::periodic` is due next.
     next_timer: Option<Instant>,
@@ -130,6 +133,8 @@ impl<'c> Server<'c> {
                 false
             }
         };
+        // The limits each protocol had on its own, now budgets of one table.
+        let flows = Flows::with_budgets([1024, 512, 256]);
         let mut s = Server {
             ev,
             signals,
@@ -141,7 +146,8 @@ impl<'c> Server<'c> {
             tun_rx: TunRx::default(),
             batch: Batch::default(),
             tx: TxQueue::new(TX_QUEUE_BYTES, pcap),
-            dispatch: Dispatch::new(conf),
+            dispatch: Dispatch::new(conf, &flows),
+            flows,
             next_timer: None,
             linger: None,
             draining_until: None,
@@ -190,19 +196,34 @@ impl<'c> Server<'c> {
                     EpollRef::TapStream => self.on_stream(ev.events()),
                     EpollRef::TapTun => self.on_tun(ev.events()),
                     EpollRef::Quit => self.on_quit(),
-                    EpollRef::Ping(i) => {
-                        self.dispatch
-                            .ping_event(i, ev.events(), &mut self.tx, &self.ev);
+                    EpollRef::Ping(r) => {
+                        self.dispatch.ping_event(
+                            &mut self.flows,
+                            r,
+                            ev.events(),
+                            &mut self.tx,
+                            &self.ev,
+                        );
                         None
                     }
-                    EpollRef::Udp(i) => {
-                        self.dispatch
-                            .udp_event(i, ev.events(), &mut self.tx, &self.ev);
+                    EpollRef::Udp(r) => {
+                        self.dispatch.udp_event(
+                            &mut self.flows,
+                            r,
+                            ev.events(),
+                            &mut self.tx,
+                            &self.ev,
+                        );
                         None
                     }
-                    EpollRef::Tcp(i) => {
-                        self.dispatch
-                            .tcp_event(i, ev.events(), &mut self.tx, &self.ev);
+                    EpollRef::Tcp(r) => {
+                        self.dispatch.tcp_event(
+                            &mut self.flows,
+                            r,
+                            ev.events(),
+                            &mut self.tx,
+                            &self.ev,
+                        );
                         None
                     }
                 };
@@ -211,7 +232,7 @@ impl<'c> Server<'c> {
                 }
             }
             // TCP timers (retransmission, polls) move with every segment.
-            if let Some(t) = self.dispatch.tcp_deadline()
+            if let Some(t) = self.dispatch.tcp_deadline(&self.flows)
                 && self.guest_present()
             {
                 self.next_timer = Some(self.next_timer.map_or(t, |n| n.min(t)));
@@ -221,9 +242,9 @@ impl<'c> Server<'c> {
                 return o;
             }
             if let Some(until) = self.draining_until
-                && (self.dispatch.tcp_is_empty() || Instant::now() >= until)
+                && (self.flows.count(Kind::Tcp) == 0 || Instant::now() >= until)
             {
-                if !self.dispatch.tcp_is_empty() {
+                if self.flows.count(Kind::Tcp) > 0 {
                     log::debug!("connections still open after the linger time");
                 }
                 return Outcome::Quit;
@@ -251,7 +272,7 @@ impl<'c> Server<'c> {
                 let cap = now + PERIODIC_MAX;
                 Some(
                     self.dispatch
-                        .periodic(now, &mut self.tx, &self.ev)
+                        .periodic(now, &mut self.tx, &self.ev, &mut self.flows)
                         .map_or(cap, |t| t.min(cap)),
                 )
             } else {
@@ -287,7 +308,7 @@ impl<'c> Server<'c> {
             return None;
         }
         match self.linger {
-            Some(limit) if !self.dispatch.tcp_is_empty() => {
+            Some(limit) if self.flows.count(Kind::Tcp) > 0 => {
                 // Stop watching it (it stays readable), and drain.
                 let _ = self.ev.remove(q.as_fd());
                 self.draining_until = Some(Instant::now() + limit);
@@ -360,6 +381,7 @@ impl<'c> Server<'c> {
                         &self.batch,
                         &mut self.tx,
                         &self.ev,
+                        &mut self.flows,
                     ),
                     Err(e) => {
                         break format!("guest stream out of sync ({e}), closing the connection");
@@ -392,6 +414,7 @@ impl<'c> Server<'c> {
                     &self.batch,
                     &mut self.tx,
                     &self.ev,
+                    &mut self.flows,
                 ),
                 Err(e) => {
                     log::error!("tap device: {e}");
@@ -412,7 +435,7 @@ impl<'c> Server<'c> {
         self.report_drops();
         self.stream_rx.reset();
         self.tx.clear();
-        self.dispatch.guest_left(&self.ev);
+        self.dispatch.guest_left(&self.ev, &mut self.flows);
         self.next_timer = None;
         if self.one_off {
             log::info!("exiting (one-off)");
@@ -444,7 +467,8 @@ impl<'c> Server<'c> {
     fn flush(&mut self) -> Result<(), Outcome> {
         self.write_out()?;
         if self.tx.drained() {
-            self.dispatch.tap_drained(&self.ev, &mut self.tx);
+            self.dispatch
+                .tap_drained(&self.ev, &mut self.tx, &mut self.flows);
             if !self.tx.pending().is_empty() {
                 self.write_out()?;
             }

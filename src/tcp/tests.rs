@@ -37,7 +37,8 @@ fn backoff_doubles_and_caps() {
 fn no_tcp_and_bad_segments_are_dropped() {
     let mut c = Config::example();
     let ev = EventLoop::new().unwrap();
-    let mut t = Tcp::default();
+    let mut flows = Flows::new(64);
+    let mut t = Tcp::new(&flows);
     let mut tx = TxQueue::new(0, None);
     let link = compose::Link {
         src: crate::wire::Mac([0x9a; 6]),
@@ -58,28 +59,28 @@ fn no_tcp_and_bad_segments_are_dropped() {
     let now = Instant::now();
     c.services.tcp = false;
     assert_eq!(
-        t.segment(&c, &ev, link, g, r, &syn, &mut tx, now),
+        t.segment(&c, &ev, &mut flows, link, g, r, &syn, &mut tx, now),
         Err(TcpDrop::Disabled)
     );
     c.services.tcp = true;
     let mut bad = syn.clone();
     bad[5] ^= 1;
     assert_eq!(
-        t.segment(&c, &ev, link, g, r, &bad, &mut tx, now),
+        t.segment(&c, &ev, &mut flows, link, g, r, &bad, &mut tx, now),
         Err(TcpDrop::Malformed)
     );
     assert_eq!(
-        t.segment(&c, &ev, link, g, r, &syn[..12], &mut tx, now),
+        t.segment(&c, &ev, &mut flows, link, g, r, &syn[..12], &mut tx, now),
         Err(TcpDrop::Malformed)
     );
     let bcast: SocketAddr = "255.255.255.255:80".parse().unwrap();
     let mut syn_b = syn.clone();
     Packet::new_unchecked(&mut syn_b[..]).fill_checksum_v4([10, 0, 0, 2].into(), [255; 4].into());
     assert_eq!(
-        t.segment(&c, &ev, link, g, bcast, &syn_b, &mut tx, now),
+        t.segment(&c, &ev, &mut flows, link, g, bcast, &syn_b, &mut tx, now),
         Err(TcpDrop::Destination(Refused::NotUnicast))
     );
-    assert!(t.is_empty());
+    assert!(flows.is_empty());
     // Only the RST refusing the broadcast destination went out.
     assert_eq!(tx.pending().len(), 4 + 14 + 20 + 20);
 }
@@ -89,6 +90,7 @@ fn no_tcp_and_bad_segments_are_dropped() {
 struct Rig {
     conf: Config,
     ev: EventLoop,
+    flows: Flows,
     t: Tcp,
     tx: TxQueue,
     link: compose::Link,
@@ -112,10 +114,12 @@ impl Rig {
         if let Some(ip4) = conf.ip4.as_mut() {
             ip4.map_host_loopback = Some(std::net::Ipv4Addr::new(10, 0, 0, 1));
         }
+        let flows = Flows::new(64);
         let mut r = Rig {
             conf,
             ev: EventLoop::new().unwrap(),
-            t: Tcp::default(),
+            t: Tcp::new(&flows),
+            flows,
             tx: TxQueue::new(1 << 20, None),
             link: compose::Link {
                 src: crate::wire::Mac([0x9a; 6]),
@@ -192,6 +196,7 @@ impl Rig {
         let res = self.t.segment(
             &self.conf,
             &self.ev,
+            &mut self.flows,
             self.link,
             self.guest,
             self.remote,
@@ -210,8 +215,15 @@ impl Rig {
             let n = self.ev.wait(&mut events, 5).unwrap();
             for e in &events[..n] {
                 if let Ok(EpollRef::Tcp(f)) = EpollRef::try_from(e.data()) {
-                    self.t
-                        .event(f, e.events(), self.link, &self.ev, &mut self.tx);
+                    assert_eq!(f.end, End::Target, "the socket is the host side");
+                    self.t.event(
+                        &mut self.flows,
+                        f,
+                        e.events(),
+                        self.link,
+                        &self.ev,
+                        &mut self.tx,
+                    );
                 }
             }
         }
@@ -236,13 +248,21 @@ impl Rig {
         v
     }
 
+    /// The connection's reference, found by its tap side.
+    fn flow_ref(&self) -> Option<FlowRef> {
+        let tap = FlowSide::new(Side::Tap, self.guest, self.remote);
+        let s = self.flows.lookup(Proto::Tcp, &tap)?;
+        assert_eq!(s.end, End::Initiator, "the guest opened it");
+        Some(s.flow)
+    }
+
     fn conn(&mut self) -> &mut Conn {
-        let idx = self.t.conns.lookup(&(self.guest, self.remote)).unwrap();
-        self.t.conns.get_mut(idx).unwrap()
+        let r = self.flow_ref().unwrap();
+        conn_mut(&mut self.flows, r).unwrap()
     }
 
     fn is_open(&self) -> bool {
-        self.t.conns.lookup(&(self.guest, self.remote)).is_some()
+        self.flow_ref().is_some()
     }
 
     /// The host peer writes `n` bytes (byte i is i mod 251); we send them.
@@ -390,7 +410,8 @@ fn a_closed_guest_window_is_probed() {
     assert!(data_only(&r.peer_writes(1000)).is_empty(), "window shut");
     let at = r.conn().persist_at.expect("probe scheduled");
     let link = r.link;
-    r.t.periodic(at, link, &r.ev, &mut r.tx);
+    let f = r.flow_ref().unwrap();
+    r.t.timer(&mut r.flows, f, at, link, &r.ev, &mut r.tx);
     let out = r.out();
     assert_eq!(out.len(), 1, "one probe");
     assert_eq!(out[0].0.seq, r.iss.wrapping_add(1000), "SND.UNA - 1");
