@@ -234,9 +234,9 @@ impl<'c> Dispatch<'c> {
     }
 
     /// Time-driven work: unsolicited router advertisements (RFC 4861
-    /// 6.2.4), the first one as soon as a guest appears, and the flows'
-    /// timers. Returns when it is due next, `None` when there is nothing
-    /// to schedule.
+    /// 6.2.4), the first one as soon as a guest appears, and the flows
+    /// whose timers are due. Returns when the next advertisement is due;
+    /// flows' deadlines are in `flows` (`Flows::next_deadline`).
     pub fn periodic(
         &mut self,
         now: Instant,
@@ -253,18 +253,18 @@ impl<'c> Dispatch<'c> {
         } else {
             self.next_ra = None;
         }
+        // Only flows whose timer is due come up; each handler schedules
+        // its flow's next deadline, never at or before `now`.
         let link = self.link();
-        let mut next = self.next_ra;
-        let due: Vec<_> = flows.iter().map(|(r, f)| (r, f.kind())).collect();
-        for (r, kind) in due {
-            let t = match kind {
-                Kind::Tcp => self.tcp.timer(flows, r, now, link, ev, tx),
-                Kind::Udp => self.udp.expire(flows, ev, r, now),
-                Kind::Ping => self.pings.expire(flows, ev, r, now),
-            };
-            next = [next, t].into_iter().flatten().min();
+        while let Some(r) = flows.pop_due(now) {
+            match flows.get(r).map(Flow::kind) {
+                Some(Kind::Tcp) => self.tcp.timer(flows, r, now, link, ev, tx),
+                Some(Kind::Udp) => self.udp.expire(flows, ev, r, now),
+                Some(Kind::Ping) => self.pings.expire(flows, ev, r, now),
+                None => {}
+            }
         }
-        next
+        self.next_ra
     }
 
     /// A guest appeared: it gets a router advertisement right away.
@@ -295,15 +295,6 @@ impl<'c> Dispatch<'c> {
     ) {
         let link = self.link();
         self.tcp.event(flows, r, events, link, ev, tx);
-    }
-
-    /// When TCP timers are due next: connections opened or changed since
-    /// the last `periodic` may need it sooner.
-    pub fn tcp_deadline(&self, flows: &Flows) -> Option<Instant> {
-        flows
-            .iter()
-            .filter_map(|(r, _)| tcp::deadline(flows, r))
-            .min()
     }
 
     /// Link-layer addresses of frames towards the guest.

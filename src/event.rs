@@ -2,9 +2,10 @@
 //! the 64-bit epoll data so one `match` routes every event.
 
 use crate::flow::{End, FlowRef, GEN_MASK, SideRef};
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::io;
 use std::os::fd::AsFd;
+use std::time::Duration;
 
 /// What a ready file descriptor is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,12 +168,17 @@ impl EventLoop {
         Ok(self.epoll.delete(fd)?)
     }
 
-    /// Wait up to `timeout_ms` for events.
+    /// Wait up to `timeout` (to the millisecond; `None`: for ever) for
+    /// events.
     ///
     /// # Errors
     /// `epoll_wait` failure other than `EINTR` (which yields no events).
-    pub fn wait(&self, events: &mut [EpollEvent], timeout_ms: u16) -> io::Result<usize> {
-        match self.epoll.wait(events, timeout_ms) {
+    pub fn wait(&self, events: &mut [EpollEvent], timeout: Option<Duration>) -> io::Result<usize> {
+        let t = match timeout {
+            None => EpollTimeout::NONE,
+            Some(d) => EpollTimeout::try_from(d).unwrap_or(EpollTimeout::MAX),
+        };
+        match self.epoll.wait(events, t) {
             Ok(n) => Ok(n),
             Err(nix::errno::Errno::EINTR) => Ok(0),
             Err(e) => Err(e.into()),

@@ -209,12 +209,14 @@ fn open(
         last: now,
         paused: false,
     };
-    nf.commit(Flow::Ping(flow)).map_err(|(_, f)| {
+    let r = nf.commit(Flow::Ping(flow)).map_err(|(_, f)| {
         if let Flow::Ping(f) = f {
             let _ = ev.remove(&f.sock);
         }
         IcmpDrop::TableFull
-    })
+    })?;
+    flows.schedule(r, now + IDLE_TIMEOUT);
+    Ok(r)
 }
 
 impl Pings {
@@ -374,17 +376,16 @@ impl Pings {
     }
 
     /// Close flow `r` if it has had no request for `IDLE_TIMEOUT`;
-    /// otherwise returns when it will have had none for that long.
-    pub fn expire(
-        &mut self,
-        flows: &mut Flows,
-        ev: &EventLoop,
-        r: FlowRef,
-        now: Instant,
-    ) -> Option<Instant> {
-        let due = flow_mut(flows, r)?.last + IDLE_TIMEOUT;
+    /// otherwise schedule it for when it will have had none for that long.
+    pub fn expire(&mut self, flows: &mut Flows, ev: &EventLoop, r: FlowRef, now: Instant) {
+        let Some(due) = flow_mut(flows, r).map(|f| f.last + IDLE_TIMEOUT) else {
+            return;
+        };
         if due > now {
-            return Some(due);
+            // Traffic since the timer was armed: each use only updates
+            // `last`, and the timer catches up here.
+            flows.rearm(r, due, now);
+            return;
         }
         if let Some(Flow::Ping(f)) = flows.remove(r) {
             log::debug!(
@@ -395,7 +396,6 @@ impl Pings {
             );
             let _ = ev.remove(&f.sock);
         }
-        None
     }
 
     /// The guest went away: its flows are gone.

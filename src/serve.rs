@@ -27,10 +27,6 @@ use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
-/// Longest gap between two rounds of time-driven work while a guest is
-/// attached.
-const PERIODIC_MAX: Duration = Duration::from_secs(10);
-
 /// Bytes of frames we hold for a guest that doesn't read.
 pub const TX_QUEUE_BYTES: usize = 4 << 20;
 
@@ -83,7 +79,8 @@ pub struct Server<'c> {
     /// Every flow, of every protocol.
     flows: Flows,
     dispatch: Dispatch<'c>,
-    /// When `Dispatch::periodic` is due next.
+    /// When `Dispatch::periodic` is due next for its own timers (router
+    /// advertisements); flows' timers are in `flows`.
     next_timer: Option<Instant>,
     /// How long to keep serving closing connections once the quit source
     /// fires (pasta's command exited), if at all.
@@ -175,7 +172,7 @@ impl<'c> Server<'c> {
     pub fn serve(&mut self) -> Outcome {
         let mut events = [EpollEvent::empty(); 64];
         loop {
-            let timeout = self.timeout_ms();
+            let timeout = self.timeout();
             let n = match self.ev.wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(e) => {
@@ -231,12 +228,6 @@ impl<'c> Server<'c> {
                     return o;
                 }
             }
-            // TCP timers (retransmission, polls) move with every segment.
-            if let Some(t) = self.dispatch.tcp_deadline(&self.flows)
-                && self.guest_present()
-            {
-                self.next_timer = Some(self.next_timer.map_or(t, |n| n.min(t)));
-            }
             self.timers();
             if let Err(o) = self.flush() {
                 return o;
@@ -252,32 +243,44 @@ impl<'c> Server<'c> {
         }
     }
 
-    fn timeout_ms(&self) -> u16 {
-        match self.next_timer {
-            Some(t) => {
-                let left = t.saturating_duration_since(Instant::now());
-                u16::try_from(left.as_millis()).unwrap_or(u16::MAX).max(1)
-            }
-            None => 1000,
-        }
+    /// When the loop must wake up even without events: the next
+    /// advertisement, the earliest flow timer, the end of lingering.
+    /// `None` (nothing due, ever) blocks until an event comes.
+    fn wake_at(&mut self) -> Option<Instant> {
+        let flows = if self.guest_present() {
+            self.flows.next_deadline()
+        } else {
+            None
+        };
+        [self.next_timer, flows, self.draining_until]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
+    fn timeout(&mut self) -> Option<Duration> {
+        let t = self.wake_at()?;
+        // At least a millisecond: epoll counts in those, and waking up
+        // before the deadline would only go round again.
+        Some(
+            t.saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        )
+    }
+
+    /// Run what is due: only flows whose deadline came (a heap in
+    /// `flow`), so a round with nothing due costs a look at its top.
     fn timers(&mut self) {
+        if !self.guest_present() {
+            self.next_timer = None;
+            return;
+        }
         let now = Instant::now();
-        if self.next_timer.is_some_and(|t| t <= now) {
-            self.next_timer = if self.guest_present() {
-                // Flows opened since the last round have deadlines of
-                // their own: look again within a few seconds whatever
-                // dispatch says.
-                let cap = now + PERIODIC_MAX;
-                Some(
-                    self.dispatch
-                        .periodic(now, &mut self.tx, &self.ev, &mut self.flows)
-                        .map_or(cap, |t| t.min(cap)),
-                )
-            } else {
-                None
-            };
+        let flows_due = self.flows.next_deadline().is_some_and(|t| t <= now);
+        if flows_due || self.next_timer.is_some_and(|t| t <= now) {
+            self.next_timer = self
+                .dispatch
+                .periodic(now, &mut self.tx, &self.ev, &mut self.flows);
         }
     }
 

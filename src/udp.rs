@@ -200,12 +200,14 @@ fn open(
         last: now,
         paused: false,
     };
-    nf.commit(Flow::Udp(flow)).map_err(|(_, f)| {
+    let r = nf.commit(Flow::Udp(flow)).map_err(|(_, f)| {
         if let Flow::Udp(f) = f {
             let _ = ev.remove(&f.sock);
         }
         UdpDrop::TableFull
-    })
+    })?;
+    flows.schedule(r, now + IDLE_TIMEOUT);
+    Ok(r)
 }
 
 impl Udp {
@@ -330,17 +332,16 @@ impl Udp {
     }
 
     /// Close flow `r` if it has been idle for `IDLE_TIMEOUT`; otherwise
-    /// returns when it will have been.
-    pub fn expire(
-        &mut self,
-        flows: &mut Flows,
-        ev: &EventLoop,
-        r: FlowRef,
-        now: Instant,
-    ) -> Option<Instant> {
-        let due = flow_mut(flows, r)?.last + IDLE_TIMEOUT;
+    /// schedule it for when it will have been.
+    pub fn expire(&mut self, flows: &mut Flows, ev: &EventLoop, r: FlowRef, now: Instant) {
+        let Some(due) = flow_mut(flows, r).map(|f| f.last + IDLE_TIMEOUT) else {
+            return;
+        };
         if due > now {
-            return Some(due);
+            // Traffic since the timer was armed: each use only updates
+            // `last`, and the timer catches up here.
+            flows.rearm(r, due, now);
+            return;
         }
         if let Some(Flow::Udp(f)) = flows.remove(r) {
             log::debug!(
@@ -351,7 +352,6 @@ impl Udp {
             );
             let _ = ev.remove(&f.sock);
         }
-        None
     }
 
     /// The guest went away: its flows are gone.

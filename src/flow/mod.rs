@@ -46,6 +46,7 @@
 //! up what another needs.
 
 mod hash;
+mod timer;
 
 use crate::fwd::Proto;
 use nix::sys::socket::{SockaddrStorage, getsockname};
@@ -53,12 +54,17 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 /// Generations wrap within the bits `EpollRef` has for them.
 pub const GEN_MASK: u32 = (1 << 24) - 1;
 
 /// A slot index that stands for none, ending chains.
 const NIL: u32 = u32::MAX;
+
+/// The soonest a timer handler may schedule its flow again: a round of
+/// timers always ends, even if a handler leaves something due.
+pub const MIN_REARM: Duration = Duration::from_millis(1);
 
 /// Where a side of a flow is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -276,7 +282,16 @@ struct Slot<F> {
     generation: u32,
     /// Next free slot, while free.
     next_free: u32,
+    /// The deadline of the flow's armed entry in the timer heap.
+    timer: Option<Instant>,
     flow: Option<F>,
+}
+
+/// Whether heap entry `e` is its flow's armed timer.
+fn armed<F>(slots: &[Slot<F>], e: &timer::Entry) -> bool {
+    slots.get(e.flow.index as usize).is_some_and(|s| {
+        s.generation == e.flow.generation && s.flow.is_some() && s.timer == Some(e.at)
+    })
 }
 
 /// How many flows of each kind a table of `capacity` holds: TCP five
@@ -302,6 +317,8 @@ pub struct Table<F> {
     keys: RandomState,
     counts: [usize; Kind::COUNT],
     budgets: [usize; Kind::COUNT],
+    /// Every flow's next deadline: see `timer.rs`.
+    timers: timer::Heap,
 }
 
 /// The hash of side index `sidx` of the flows in `slots`.
@@ -337,6 +354,7 @@ impl<F: FlowEntry> Table<F> {
             keys: RandomState::new(),
             counts: [0; Kind::COUNT],
             budgets,
+            timers: timer::Heap::new(capacity),
         }
     }
 
@@ -442,6 +460,7 @@ impl<F: FlowEntry> Table<F> {
             self.slots.push(Slot {
                 generation: 0,
                 next_free: NIL,
+                timer: None,
                 flow: None,
             });
             u32::try_from(self.slots.len() - 1).map_err(|_| Full)?
@@ -461,6 +480,7 @@ impl<F: FlowEntry> Table<F> {
     fn release(&mut self, index: u32) {
         if let Some(s) = self.slots.get_mut(index as usize) {
             s.flow = None;
+            s.timer = None;
             s.generation = (s.generation + 1) & GEN_MASK;
             s.next_free = self.free;
             self.free = index;
@@ -502,9 +522,62 @@ impl<F: FlowEntry> Table<F> {
         })
     }
 
+    /// Arm flow `r`'s timer for `at`, unless it is armed for no later
+    /// already: then the protocol finds nothing due when that comes, and
+    /// schedules again.
+    pub fn schedule(&mut self, r: FlowRef, at: Instant) {
+        let Some(s) = self.slots.get_mut(r.index as usize) else {
+            return;
+        };
+        if s.generation != r.generation || s.flow.is_none() || s.timer.is_some_and(|t| t <= at) {
+            return;
+        }
+        s.timer = Some(at);
+        let slots = &self.slots;
+        self.timers
+            .push(timer::Entry { at, flow: r }, |e| armed(slots, e));
+    }
+
+    /// Schedule flow `r` again from its timer handler: at `at`, but not
+    /// before `MIN_REARM` after `now`.
+    pub fn rearm(&mut self, r: FlowRef, at: Instant, now: Instant) {
+        self.schedule(r, at.max(now + MIN_REARM));
+    }
+
+    /// The next flow whose timer is due by `now`, disarmed: the caller
+    /// runs its protocol's timers, which schedule the next one.
+    pub fn pop_due(&mut self, now: Instant) -> Option<FlowRef> {
+        while let Some(e) = self.timers.peek() {
+            if e.at > now {
+                return None;
+            }
+            self.timers.pop();
+            if armed(&self.slots, &e) {
+                if let Some(s) = self.slots.get_mut(e.flow.index as usize) {
+                    s.timer = None;
+                }
+                return Some(e.flow);
+            }
+        }
+        None
+    }
+
+    /// When the earliest armed timer is due; stale entries on top are
+    /// dropped on the way, so they cost no wake-up.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(e) = self.timers.peek() {
+            if armed(&self.slots, &e) {
+                return Some(e.at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
     /// Remove every flow, handing each to `gone`.
     pub fn drain(&mut self, mut gone: impl FnMut(F)) {
         self.index.clear();
+        self.timers.clear();
         for i in 0..self.slots.len() {
             let Ok(i) = u32::try_from(i) else { break };
             let flow = self.slots.get_mut(i as usize).and_then(|s| s.flow.take());
@@ -833,6 +906,62 @@ mod tests {
         assert_eq!(gone, live.len());
         assert!(t.is_empty());
         assert_eq!(t.lookup(Proto::Tcp, sides(1).initiator()), None);
+    }
+
+    #[test]
+    fn timers_come_in_deadline_order() {
+        let mut t: Table<T> = Table::with_budgets([8, 0, 0]);
+        let r: Vec<_> = (1..=4)
+            .map(|p| open(&mut t, Kind::Tcp, p).unwrap())
+            .collect();
+        let t0 = Instant::now();
+        let s = |n| t0 + Duration::from_secs(n);
+        t.schedule(r[0], s(30));
+        t.schedule(r[1], s(10));
+        t.schedule(r[2], s(20));
+        t.schedule(r[3], s(40));
+        // Later than armed: nothing moves, the earlier entry stands.
+        t.schedule(r[1], s(50));
+        // Earlier than armed: the old entry goes stale.
+        t.schedule(r[3], s(5));
+        t.remove(r[2]);
+        assert_eq!(t.next_deadline(), Some(s(5)));
+        assert_eq!(t.pop_due(s(4)), None, "nothing due yet");
+        let mut order = Vec::new();
+        while let Some(f) = t.pop_due(s(100)) {
+            order.push(f);
+        }
+        // Each flow once, at its armed deadline; the removed one never.
+        assert_eq!(order, vec![r[3], r[1], r[0]]);
+        assert_eq!(t.next_deadline(), None);
+        // Once fired, a flow can be scheduled again, even later.
+        t.rearm(r[0], s(1), s(100));
+        assert_eq!(
+            t.next_deadline(),
+            Some(s(100) + MIN_REARM),
+            "never in the past"
+        );
+    }
+
+    #[test]
+    fn stale_timers_never_outgrow_the_heap() {
+        let mut t: Table<T> = Table::with_budgets([2, 0, 0]);
+        let a = open(&mut t, Kind::Tcp, 1).unwrap();
+        let t0 = Instant::now();
+        let reserved = t.timers.len() + 2 * 2 + 16;
+        // Ever earlier deadlines leave a stale entry each time.
+        for i in 0..10_000u64 {
+            t.schedule(a, t0 + Duration::from_secs(100_000 - i));
+        }
+        assert!(t.timers.len() <= reserved, "{} entries", t.timers.len());
+        assert_eq!(t.pop_due(t0 + Duration::from_secs(1_000_000)), Some(a));
+        assert_eq!(t.pop_due(t0 + Duration::from_secs(1_000_000)), None);
+        // A closed flow's timer never fires, nor one of its slot's next flow.
+        t.schedule(a, t0);
+        t.remove(a);
+        let b = open(&mut t, Kind::Tcp, 2).unwrap();
+        assert_eq!(b.index, a.index);
+        assert_eq!(t.pop_due(t0 + Duration::from_secs(1)), None);
     }
 
     #[test]

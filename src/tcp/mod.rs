@@ -783,7 +783,7 @@ impl Tcp {
         };
         let r = found.flow;
         let next = self.on_segment(flows, r, link, &seg, payload, tx, now);
-        self.finish(flows, r, next, link, ev, tx);
+        self.finish(flows, r, next, link, ev, tx, now);
         Ok(())
     }
 
@@ -881,7 +881,7 @@ impl Tcp {
         };
         if connected {
             let next = self.connected(flows, r, link, tx, now);
-            self.finish(flows, r, next, link, ev, tx);
+            self.finish(flows, r, next, link, ev, tx, now);
         }
         Ok(())
     }
@@ -1040,10 +1040,12 @@ impl Tcp {
             }
             c.push(link, tx, &mut self.scratch, now)
         };
-        self.finish(flows, r, next, link, ev, tx);
+        self.finish(flows, r, next, link, ev, tx, now);
     }
 
-    /// Free or reset a connection as `next` says.
+    /// Free or reset a connection as `next` says; one that stays open
+    /// has its timer moved to its next deadline.
+    #[allow(clippy::too_many_arguments)]
     fn finish(
         &mut self,
         flows: &mut Flows,
@@ -1052,12 +1054,14 @@ impl Tcp {
         link: compose::Link,
         ev: &EventLoop,
         tx: &mut TxQueue,
+        now: Instant,
     ) {
         if next == Next::Keep {
-            if let Some(c) = conn_mut(flows, r)
-                && c.tap_blocked
-                && !c.listed_blocked
-            {
+            let Some(c) = conn_mut(flows, r) else {
+                return;
+            };
+            let deadline = c.deadline();
+            if c.tap_blocked && !c.listed_blocked {
                 c.listed_blocked = true;
                 self.blocked.push(r, |w| {
                     flows
@@ -1065,6 +1069,8 @@ impl Tcp {
                         .is_some_and(|f| matches!(f, Flow::Tcp(c) if c.listed_blocked))
                 });
             }
+            // Costs nothing unless the deadline moved earlier (timer.rs).
+            flows.rearm(r, deadline, now);
             return;
         }
         let Some(Flow::Tcp(c)) = flows.remove(r) else {
@@ -1094,8 +1100,9 @@ impl Tcp {
         }
     }
 
-    /// Timers of connection `r` that are due: retransmission, polls,
-    /// timeouts. Returns when it has one next, if it is still open.
+    /// The timer of connection `r` came up: what is due of
+    /// retransmission, polls, probes and timeouts, then the timer moves to
+    /// the next deadline (`finish`).
     pub fn timer(
         &mut self,
         flows: &mut Flows,
@@ -1104,8 +1111,10 @@ impl Tcp {
         link: compose::Link,
         ev: &EventLoop,
         tx: &mut TxQueue,
-    ) -> Option<Instant> {
-        let c = conn_mut(flows, r)?;
+    ) {
+        let Some(c) = conn_mut(flows, r) else {
+            return;
+        };
         let idle = if c.state == State::Established {
             IDLE_TIMEOUT
         } else {
@@ -1149,8 +1158,7 @@ impl Tcp {
                 c.probe(link, tx, now);
             }
         }
-        self.finish(flows, r, next, link, ev, tx);
-        conn_mut(flows, r).map(|c| c.deadline())
+        self.finish(flows, r, next, link, ev, tx, now);
     }
 
     /// The guest's queue has room again: connections that found it full
@@ -1178,7 +1186,7 @@ impl Tcp {
             }
             c.tap_blocked = false;
             let next = c.push(link, tx, &mut self.scratch, now);
-            self.finish(flows, r, next, link, ev, tx);
+            self.finish(flows, r, next, link, ev, tx, now);
         }
         self.blocked.give_back(waiting);
     }
@@ -1202,14 +1210,6 @@ fn epoll_ref(r: FlowRef) -> EpollRef {
 pub fn close(c: Conn, ev: &EventLoop) {
     let _ = ev.remove(&c.sock);
     close_hard(c.sock);
-}
-
-/// When connection `r` has a timer next.
-pub fn deadline(flows: &Flows, r: FlowRef) -> Option<Instant> {
-    match flows.get(r)? {
-        Flow::Tcp(c) => Some(c.deadline()),
-        _ => None,
-    }
 }
 
 /// Write the guest's in-order payload to the socket, and take its FIN
