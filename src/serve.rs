@@ -12,7 +12,7 @@
 use crate::conf::Config;
 use crate::dispatch::Dispatch;
 use crate::event::{EpollRef, EventLoop};
-use crate::flow::{Flows, Kind};
+use crate::flow::{self, Flows, Kind};
 use crate::isolate;
 use crate::pcap::Pcap;
 use crate::startup::{StartError, err_at};
@@ -130,8 +130,17 @@ impl<'c> Server<'c> {
                 false
             }
         };
-        // The limits each protocol had on its own, now budgets of one table.
-        let flows = Flows::with_budgets([1024, 512, 256]);
+        let flows = Flows::new(flow::capacity_for(isolate::fd_limit()));
+        let (per_flow, reserved) = flows.footprint();
+        log::debug!(
+            "flow table: {} flows (TCP {}, UDP {}, ping {}) for {} open files; {per_flow} bytes per flow in use, {} KiB reserved",
+            flows.capacity(),
+            flows.budget(Kind::Tcp),
+            flows.budget(Kind::Udp),
+            flows.budget(Kind::Ping),
+            isolate::fd_limit(),
+            reserved >> 10,
+        );
         let mut s = Server {
             ev,
             signals,

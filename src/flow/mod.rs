@@ -294,6 +294,23 @@ fn armed<F>(slots: &[Slot<F>], e: &timer::Entry) -> bool {
     })
 }
 
+/// Most flows at once, whatever the open files limit.
+pub const MAX_FLOWS: usize = 128 * 1024;
+
+/// Descriptors kept for ourselves (standard streams, epoll, signalfd,
+/// the tap side, capture and log files, namespace handles, pidfds), off
+/// the open files limit before it is shared out to flows.
+pub const RESERVED_FDS: u64 = 128;
+
+/// The table's capacity under an open files limit of `nofile`: every flow
+/// holds one socket, so one flow per descriptor left after ours, at most
+/// `MAX_FLOWS`. A limit too small to leave `RESERVED_FDS` still gives
+/// flows half of it.
+pub fn capacity_for(nofile: u64) -> usize {
+    let fds = nofile.saturating_sub(RESERVED_FDS).max(nofile / 2);
+    usize::try_from(fds).map_or(MAX_FLOWS, |n| n.min(MAX_FLOWS))
+}
+
 /// How many flows of each kind a table of `capacity` holds: TCP five
 /// eighths, UDP a quarter, ping the rest (an eighth). TCP gets the most
 /// because a connection lives long and can't be evicted once established;
@@ -388,9 +405,15 @@ impl<F: FlowEntry> Table<F> {
         self.len() == 0
     }
 
-    /// Bytes of the hash index and of each slot, for the log.
+    /// Bytes a flow costs once its slot is in use (the slot, its share of
+    /// the hash index and of the timer heap), and bytes reserved for the
+    /// whole table, of which only what is used becomes resident.
     pub fn footprint(&self) -> (usize, usize) {
-        (self.index.bytes(), std::mem::size_of::<Slot<F>>())
+        let slot = std::mem::size_of::<Slot<F>>();
+        let index = self.index.bytes() / self.capacity.max(1);
+        let timers = 2 * std::mem::size_of::<timer::Entry>();
+        let per_flow = slot + index + timers;
+        (per_flow, per_flow * self.capacity)
     }
 
     /// The flow `r` names, if it is still there (not closed, its slot not
@@ -803,6 +826,28 @@ mod tests {
             7,
             "no slot lost to rounding"
         );
+    }
+
+    #[test]
+    fn capacity_follows_the_open_files_limit() {
+        assert_eq!(capacity_for(1024), 1024 - RESERVED_FDS as usize);
+        assert_eq!(capacity_for(20_000), 20_000 - RESERVED_FDS as usize);
+        assert_eq!(capacity_for(1 << 20), MAX_FLOWS);
+        assert_eq!(capacity_for(u64::MAX), MAX_FLOWS);
+        assert_eq!(capacity_for(100), 50, "a tiny limit still gives flows half");
+        assert_eq!(capacity_for(0), 0);
+        let t: Table<T> = Table::new(0);
+        assert_eq!(t.capacity(), 0);
+    }
+
+    #[test]
+    fn a_flow_costs_what_architecture_md_says() {
+        // ARCHITECTURE.md, "Limits": keep the two in step.
+        assert!(std::mem::size_of::<Slot<Flow>>() <= 320);
+        let t = Flows::new(MAX_FLOWS);
+        let (per_flow, reserved) = t.footprint();
+        assert!(per_flow <= 400, "{per_flow} bytes per flow");
+        assert!(reserved <= 50 << 20, "{reserved} bytes reserved");
     }
 
     #[test]
