@@ -51,25 +51,25 @@ pub enum DropReason {
     /// An ICMP/ICMPv6 message we don't forward (malformed, not an echo
     /// request, `--no-icmp`).
     Icmp,
-    /// An echo request the host wouldn't send (ping socket refused, flow
-    /// table full).
+    /// An echo request the host wouldn't send (ping socket refused).
     IcmpHost,
     /// A destination no host socket may reach for the guest (loopback,
     /// IPv4-mapped, broadcast, ...: `fwd::outbound`), any protocol.
     Destination,
-    /// A datagram the host wouldn't send (`--no-udp`, socket refused,
-    /// flow table full).
+    /// A datagram the host wouldn't send (`--no-udp`, socket refused).
     Udp,
     /// A TCP header that fails validation (lengths, checksum).
     MalformedTcp,
-    /// A TCP segment we don't translate (`--no-tcp`, destination,
-    /// connection table full, socket refused).
+    /// A TCP segment we don't translate (`--no-tcp`, socket refused).
     Tcp,
+    /// A new flow with no room: TCP's budget held by established
+    /// connections (the SYN got an RST), or no flow to evict.
+    FlowLimit,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    const ALL: [DropReason; 17] = [
+    const ALL: [DropReason; 18] = [
         DropReason::Runt,
         DropReason::MalformedArp,
         DropReason::UnknownEtherType,
@@ -87,6 +87,7 @@ impl DropReason {
         DropReason::MalformedTcp,
         DropReason::Tcp,
         DropReason::Destination,
+        DropReason::FlowLimit,
     ];
     /// Number of variants, for the counter array.
     const COUNT: usize = Self::ALL.len();
@@ -110,6 +111,7 @@ impl DropReason {
             DropReason::MalformedTcp => 14,
             DropReason::Tcp => 15,
             DropReason::Destination => 16,
+            DropReason::FlowLimit => 17,
         }
     }
 
@@ -138,6 +140,7 @@ impl fmt::Display for DropReason {
             DropReason::MalformedTcp => "malformed TCP",
             DropReason::Tcp => "TCP",
             DropReason::Destination => "destination refused",
+            DropReason::FlowLimit => "flow limit",
         })
     }
 }
@@ -570,7 +573,8 @@ fn udp_reason(e: UdpDrop) -> DropReason {
     log::debug!("UDP: dropped ({e})");
     match e {
         UdpDrop::Destination(_) => DropReason::Destination,
-        UdpDrop::Disabled | UdpDrop::TableFull | UdpDrop::Socket(_) => DropReason::Udp,
+        UdpDrop::TableFull => DropReason::FlowLimit,
+        UdpDrop::Disabled | UdpDrop::Socket(_) => DropReason::Udp,
     }
 }
 
@@ -580,7 +584,8 @@ fn tcp_reason(e: TcpDrop) -> DropReason {
     match e {
         TcpDrop::Malformed => DropReason::MalformedTcp,
         TcpDrop::Destination(_) => DropReason::Destination,
-        TcpDrop::Disabled | TcpDrop::TableFull | TcpDrop::Socket(_) => DropReason::Tcp,
+        TcpDrop::TableFull => DropReason::FlowLimit,
+        TcpDrop::Disabled | TcpDrop::Socket(_) => DropReason::Tcp,
     }
 }
 
@@ -590,7 +595,8 @@ fn icmp_reason(e: IcmpDrop) -> DropReason {
     match e {
         IcmpDrop::Malformed | IcmpDrop::NotEcho | IcmpDrop::Disabled => DropReason::Icmp,
         IcmpDrop::Destination(_) => DropReason::Destination,
-        IcmpDrop::TableFull | IcmpDrop::Socket(_) => DropReason::IcmpHost,
+        IcmpDrop::TableFull => DropReason::FlowLimit,
+        IcmpDrop::Socket(_) => DropReason::IcmpHost,
     }
 }
 

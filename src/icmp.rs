@@ -20,9 +20,10 @@
 //! identifier, the pinged address as the host sees it:0).
 //!
 //! Limits: at most the table's ping budget of flows, each closed after
-//! `IDLE_TIMEOUT` without requests; a request that needs a new flow when
-//! the budget is used up is dropped and counted. For ping sockets to work at all, our group
-//! must be in `net.ipv4.ping_group_range` (see the manual).
+//! `IDLE_TIMEOUT` without requests; when the budget (or the descriptors)
+//! run out, the least recently used flow is closed to make room. For ping
+//! sockets to work at all, our group must be in
+//! `net.ipv4.ping_group_range` (see the manual).
 
 use crate::conf::Config;
 use crate::errqueue::{self, ErrQueue};
@@ -62,7 +63,7 @@ pub enum IcmpDrop {
     /// Nothing a host socket may send to for the guest (`fwd::outbound`).
     #[error("destination refused: {0}")]
     Destination(Refused),
-    /// Every flow slot is taken.
+    /// No room for a new flow, and none to evict (a zero budget).
     #[error("echo flow table full")]
     TableFull,
     /// The host refused the socket or the send.
@@ -177,6 +178,26 @@ fn open_socket(v6: bool, id: u16) -> Result<OwnedFd, Errno> {
     Err(Errno::EADDRINUSE)
 }
 
+/// Close the least recently used ping flow to make room for a new one;
+/// false if there is none.
+fn make_room(flows: &mut Flows, ev: &EventLoop) -> bool {
+    match flows.evict(Kind::Ping) {
+        Some((r, Flow::Ping(f))) => {
+            log::debug!(
+                "ping flow {}: {} -> {} evicted (least recently used)",
+                r.index,
+                f.guest(),
+                f.remote()
+            );
+            close(f, ev);
+            true
+        }
+        // Only ping flows are in the ping list; anything else closes on drop.
+        Some(_) => true,
+        None => false,
+    }
+}
+
 /// Open the flow the guest starts from `ini`: its host side as
 /// `fwd::outbound` decides, a ping socket, and the flow in the table.
 fn open(
@@ -187,11 +208,17 @@ fn open(
     now: Instant,
 ) -> Result<FlowRef, IcmpDrop> {
     let mut tgt = fwd::outbound(conf, Proto::Icmp, &ini).map_err(IcmpDrop::Destination)?;
-    if flows.at_budget(Kind::Ping) {
+    // The least recently used flow makes way when the budget or the
+    // descriptors run out: it is the one least likely to be missed.
+    if flows.at_budget(Kind::Ping) && !make_room(flows, ev) {
         return Err(IcmpDrop::TableFull);
     }
+    let mut opened = open_socket(ini.peer.is_ipv6(), ini.peer.port());
+    if matches!(opened, Err(Errno::EMFILE | Errno::ENFILE)) && make_room(flows, ev) {
+        opened = open_socket(ini.peer.is_ipv6(), ini.peer.port());
+    }
+    let sock = opened.map_err(IcmpDrop::Socket)?;
     let nf = flows.begin(Kind::Ping).map_err(|_| IcmpDrop::TableFull)?;
-    let sock = open_socket(ini.peer.is_ipv6(), ini.peer.port()).map_err(IcmpDrop::Socket)?;
     let r = nf.flow_ref();
     ev.add(&sock, epoll_ref(r), false)
         .map_err(|e| IcmpDrop::Socket(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
@@ -279,6 +306,7 @@ impl Pings {
             Some(s) => s.flow,
             None => open(conf, ev, flows, ini, now)?,
         };
+        flows.touch(r);
         let Some(flow) = flow_mut(flows, r) else {
             return Err(IcmpDrop::TableFull);
         };
@@ -347,6 +375,9 @@ impl Pings {
         }
         if failed {
             relay_errors(r, flow, &mut self.errq, conf, link, tx);
+        }
+        if events.contains(EpollFlags::EPOLLIN) {
+            flows.touch(r);
         }
         if paused {
             self.paused.push(r, |w| {

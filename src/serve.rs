@@ -470,6 +470,15 @@ impl<'c> Server<'c> {
         if self.tx.stalled > 0 {
             log::info!("sockets paused (guest not reading): {}", self.tx.stalled);
         }
+        let evicted = [Kind::Tcp, Kind::Udp, Kind::Ping].map(|k| self.flows.evicted(k));
+        if evicted.iter().any(|&n| n > 0) {
+            log::info!(
+                "flows evicted to make room: TCP {} (in the handshake), UDP {}, ping {}",
+                evicted[0],
+                evicted[1],
+                evicted[2]
+            );
+        }
     }
 
     /// Send what we can of the queue, and watch for writability only while

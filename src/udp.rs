@@ -24,10 +24,11 @@
 //! (our socket's address:port, the destination as the host sees it).
 //!
 //! Limits: at most the table's UDP budget of flows, each closed after
-//! `IDLE_TIMEOUT` without traffic either way; when the budget is used up
-//! new flows are dropped and counted. Still to come: forwarding host ports
-//! to the guest (`-u`), and batching datagrams with
-//! `recvmmsg`/`sendmmsg`.
+//! `IDLE_TIMEOUT` without traffic either way. When the budget (or the
+//! descriptors) run out, the least recently used flow (a datagram either
+//! way is a use) is closed to make room, so UDP can neither starve TCP
+//! nor stop opening new flows. Still to come: forwarding host ports to the
+//! guest (`-u`), and batching datagrams with `recvmmsg`/`sendmmsg`.
 
 use crate::conf::Config;
 use crate::errqueue::{self, ErrQueue};
@@ -63,7 +64,7 @@ pub enum UdpDrop {
     /// Nothing a host socket may send to for the guest (`fwd::outbound`).
     #[error("destination refused: {0}")]
     Destination(Refused),
-    /// Every flow slot is taken.
+    /// No room for a new flow, and none to evict (a zero budget).
     #[error("UDP flow table full")]
     TableFull,
     /// The host refused the socket or the send.
@@ -167,6 +168,26 @@ fn open_socket(guest_port: u16, target: SocketAddr) -> Result<OwnedFd, Errno> {
     Ok(sock)
 }
 
+/// Close the least recently used UDP flow to make room for a new one;
+/// false if there is none.
+fn make_room(flows: &mut Flows, ev: &EventLoop) -> bool {
+    match flows.evict(Kind::Udp) {
+        Some((r, Flow::Udp(f))) => {
+            log::debug!(
+                "UDP flow {}: {} -> {} evicted (least recently used)",
+                r.index,
+                f.guest(),
+                f.remote()
+            );
+            close(f, ev);
+            true
+        }
+        // Only UDP flows are in the UDP list; anything else closes on drop.
+        Some(_) => true,
+        None => false,
+    }
+}
+
 /// Open the flow the guest starts from `ini`: its host side as
 /// `fwd::outbound` decides, a socket there, and the flow in the table.
 fn open(
@@ -177,11 +198,17 @@ fn open(
     now: Instant,
 ) -> Result<FlowRef, UdpDrop> {
     let mut tgt = fwd::outbound(conf, Proto::Udp, &ini).map_err(UdpDrop::Destination)?;
-    if flows.at_budget(Kind::Udp) {
+    // The least recently used flow makes way when the budget or the
+    // descriptors run out: it is the one least likely to be missed.
+    if flows.at_budget(Kind::Udp) && !make_room(flows, ev) {
         return Err(UdpDrop::TableFull);
     }
+    let mut opened = open_socket(ini.peer.port(), tgt.peer);
+    if matches!(opened, Err(Errno::EMFILE | Errno::ENFILE)) && make_room(flows, ev) {
+        opened = open_socket(ini.peer.port(), tgt.peer);
+    }
+    let sock = opened.map_err(UdpDrop::Socket)?;
     let nf = flows.begin(Kind::Udp).map_err(|_| UdpDrop::TableFull)?;
-    let sock = open_socket(ini.peer.port(), tgt.peer).map_err(UdpDrop::Socket)?;
     let r = nf.flow_ref();
     ev.add(&sock, epoll_ref(r), false)
         .map_err(|e| UdpDrop::Socket(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
@@ -242,6 +269,7 @@ impl Udp {
             Some(s) => s.flow,
             None => open(conf, ev, flows, ini, now)?,
         };
+        flows.touch(r);
         let Some(flow) = flow_mut(flows, r) else {
             return Err(UdpDrop::TableFull);
         };
@@ -303,6 +331,9 @@ impl Udp {
         }
         if failed {
             relay_errors(r, flow, &mut self.errq, conf, link, tx);
+        }
+        if events.contains(EpollFlags::EPOLLIN) {
+            flows.touch(r);
         }
         if paused {
             self.paused.push(r, |w| {

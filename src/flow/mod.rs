@@ -280,8 +280,10 @@ struct Key<'a> {
 
 struct Slot<F> {
     generation: u32,
-    /// Next free slot, while free.
-    next_free: u32,
+    /// Previous flow in its kind's list (`NIL` at the head or unlisted).
+    prev: u32,
+    /// Next flow in its kind's list, or next free slot while free.
+    next: u32,
     /// The deadline of the flow's armed entry in the timer heap.
     timer: Option<Instant>,
     flow: Option<F>,
@@ -321,6 +323,18 @@ pub fn budgets(capacity: usize) -> [usize; Kind::COUNT] {
     [tcp, udp, capacity - tcp - udp]
 }
 
+/// The ends of a kind's ordered list.
+#[derive(Debug, Clone, Copy)]
+struct List {
+    head: u32,
+    tail: u32,
+}
+
+const EMPTY: List = List {
+    head: NIL,
+    tail: NIL,
+};
+
 /// Flows of type `F` in up to `capacity` slots, each kind within its
 /// budget.
 pub struct Table<F> {
@@ -336,6 +350,10 @@ pub struct Table<F> {
     budgets: [usize; Kind::COUNT],
     /// Every flow's next deadline: see `timer.rs`.
     timers: timer::Heap,
+    /// Per kind, the flows eviction takes from, oldest first (see
+    /// `evict`).
+    lists: [List; Kind::COUNT],
+    evicted: [u64; Kind::COUNT],
 }
 
 /// The hash of side index `sidx` of the flows in `slots`.
@@ -372,6 +390,8 @@ impl<F: FlowEntry> Table<F> {
             counts: [0; Kind::COUNT],
             budgets,
             timers: timer::Heap::new(capacity),
+            lists: [EMPTY; Kind::COUNT],
+            evicted: [0; Kind::COUNT],
         }
     }
 
@@ -475,14 +495,15 @@ impl<F: FlowEntry> Table<F> {
         let index = if self.free != NIL {
             let i = self.free;
             let s = self.slots.get_mut(i as usize).ok_or(Full)?;
-            self.free = s.next_free;
-            s.next_free = NIL;
+            self.free = s.next;
+            s.next = NIL;
             i
         } else if self.slots.len() < self.capacity {
             // Within the reserved capacity: no reallocation.
             self.slots.push(Slot {
                 generation: 0,
-                next_free: NIL,
+                prev: NIL,
+                next: NIL,
                 timer: None,
                 flow: None,
             });
@@ -505,7 +526,8 @@ impl<F: FlowEntry> Table<F> {
             s.flow = None;
             s.timer = None;
             s.generation = (s.generation + 1) & GEN_MASK;
-            s.next_free = self.free;
+            s.prev = NIL;
+            s.next = self.free;
             self.free = index;
         }
     }
@@ -522,6 +544,7 @@ impl<F: FlowEntry> Table<F> {
             self.index
                 .remove(h, sidx, |other| side_hash(slots, keys, other));
         }
+        self.unlink(r.index, kind);
         let flow = self.slots.get_mut(r.index as usize)?.flow.take();
         self.release(r.index);
         if let Some(c) = self.counts.get_mut(kind.index()) {
@@ -597,10 +620,97 @@ impl<F: FlowEntry> Table<F> {
         None
     }
 
+    /// Whether the flow in slot `index`, of `kind`, is in its kind's list.
+    fn listed(&self, index: u32, kind: Kind) -> bool {
+        self.slots
+            .get(index as usize)
+            .is_some_and(|s| s.prev != NIL)
+            || self.lists[kind.index()].head == index
+    }
+
+    /// Append the flow in slot `index` to its kind's list.
+    fn link_back(&mut self, index: u32, kind: Kind) {
+        let list = &mut self.lists[kind.index()];
+        let tail = list.tail;
+        if let Some(s) = self.slots.get_mut(index as usize) {
+            s.prev = tail;
+            s.next = NIL;
+        }
+        match self.slots.get_mut(tail as usize) {
+            Some(t) => t.next = index,
+            None => list.head = index,
+        }
+        list.tail = index;
+    }
+
+    /// Take the flow in slot `index`, of `kind`, out of its kind's list.
+    fn unlink(&mut self, index: u32, kind: Kind) {
+        if !self.listed(index, kind) {
+            return;
+        }
+        let Some(s) = self.slots.get_mut(index as usize) else {
+            return;
+        };
+        let (prev, next) = (s.prev, s.next);
+        s.prev = NIL;
+        s.next = NIL;
+        let list = &mut self.lists[kind.index()];
+        match self.slots.get_mut(prev as usize) {
+            Some(p) => p.next = next,
+            None => list.head = next,
+        }
+        match self.slots.get_mut(next as usize) {
+            Some(n) => n.prev = prev,
+            None => list.tail = prev,
+        }
+    }
+
+    /// Flow `r` was just used: if it is in its kind's list, it moves to
+    /// the back (UDP and ping: least recently used first).
+    pub fn touch(&mut self, r: FlowRef) {
+        let Some(kind) = self.get(r).map(F::kind) else {
+            return;
+        };
+        if self.listed(r.index, kind) && self.lists[kind.index()].tail != r.index {
+            self.unlink(r.index, kind);
+            self.link_back(r.index, kind);
+        }
+    }
+
+    /// Flow `r` leaves its kind's list for good: it may no longer be
+    /// evicted (an established TCP connection).
+    pub fn unlist(&mut self, r: FlowRef) {
+        if let Some(kind) = self.get(r).map(F::kind) {
+            self.unlink(r.index, kind);
+        }
+    }
+
+    /// The flow at the front of `kind`'s list: the next one `evict` takes.
+    pub fn oldest(&self, kind: Kind) -> Option<FlowRef> {
+        self.ref_at(self.lists[kind.index()].head)
+    }
+
+    /// Make room for a new flow of `kind` by taking out the oldest one in
+    /// its list (flows are listed when committed, in that order; `touch`
+    /// and `unlist` change the order and membership), handing it back
+    /// for its protocol to close. `None` when no flow of `kind` may go.
+    pub fn evict(&mut self, kind: Kind) -> Option<(FlowRef, F)> {
+        let r = self.oldest(kind)?;
+        let f = self.remove(r)?;
+        self.evicted[kind.index()] += 1;
+        Some((r, f))
+    }
+
+    /// Flows of `kind` evicted so far.
+    pub fn evicted(&self, kind: Kind) -> u64 {
+        self.evicted[kind.index()]
+    }
+
     /// Remove every flow, handing each to `gone`.
     pub fn drain(&mut self, mut gone: impl FnMut(F)) {
         self.index.clear();
         self.timers.clear();
+        self.lists = [EMPTY; Kind::COUNT];
         for i in 0..self.slots.len() {
             let Ok(i) = u32::try_from(i) else { break };
             let flow = self.slots.get_mut(i as usize).and_then(|s| s.flow.take());
@@ -667,6 +777,7 @@ impl<F: FlowEntry> NewFlow<'_, F> {
         if let Some(c) = t.counts.get_mut(self.kind.index()) {
             *c += 1;
         }
+        t.link_back(self.r.index, self.kind);
         self.done = true;
         Ok(self.r)
     }
@@ -843,7 +954,7 @@ mod tests {
     #[test]
     fn a_flow_costs_what_architecture_md_says() {
         // ARCHITECTURE.md, "Limits": keep the two in step.
-        assert!(std::mem::size_of::<Slot<Flow>>() <= 320);
+        assert!(std::mem::size_of::<Slot<Flow>>() <= 328);
         let t = Flows::new(MAX_FLOWS);
         let (per_flow, reserved) = t.footprint();
         assert!(per_flow <= 400, "{per_flow} bytes per flow");
@@ -1007,6 +1118,57 @@ mod tests {
         let b = open(&mut t, Kind::Tcp, 2).unwrap();
         assert_eq!(b.index, a.index);
         assert_eq!(t.pop_due(t0 + Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn eviction_takes_the_least_recently_used() {
+        let mut t: Table<T> = Table::with_budgets([0, 4, 0]);
+        let r: Vec<_> = (1..=4)
+            .map(|p| open(&mut t, Kind::Udp, p).unwrap())
+            .collect();
+        assert_eq!(t.oldest(Kind::Udp), Some(r[0]));
+        t.touch(r[0]);
+        t.touch(r[2]);
+        // Least recently used first: 1, 3, 0, 2.
+        let mut order = Vec::new();
+        while let Some((gone, f)) = t.evict(Kind::Udp) {
+            // The flow itself comes back, for its protocol to close.
+            let port = r.iter().position(|&x| x == gone).unwrap() as u16 + 1;
+            assert_eq!(f.1, sides(port));
+            order.push(gone);
+        }
+        assert_eq!(order, vec![r[1], r[3], r[0], r[2]]);
+        assert_eq!(t.evicted(Kind::Udp), 4);
+        assert!(t.is_empty());
+        // Evicted flows are gone for good: their sides are free again.
+        assert!(open(&mut t, Kind::Udp, 1).is_ok());
+    }
+
+    #[test]
+    fn only_listed_flows_can_be_evicted() {
+        // TCP lists connections in the handshake, oldest first, and
+        // unlists them once established.
+        let mut t: Table<T> = Table::with_budgets([4, 0, 0]);
+        let r: Vec<_> = (1..=4)
+            .map(|p| open(&mut t, Kind::Tcp, p).unwrap())
+            .collect();
+        t.unlist(r[0]);
+        t.unlist(r[2]);
+        t.touch(r[0]); // no effect: not listed any more
+        assert_eq!(t.evict(Kind::Tcp).map(|e| e.0), Some(r[1]));
+        assert_eq!(t.evict(Kind::Tcp).map(|e| e.0), Some(r[3]));
+        assert!(t.evict(Kind::Tcp).is_none(), "established ones stay");
+        assert_eq!(t.count(Kind::Tcp), 2);
+        // Removing listed and unlisted flows keeps the list sound.
+        let n = open(&mut t, Kind::Tcp, 5).unwrap();
+        let m = open(&mut t, Kind::Tcp, 6).unwrap();
+        t.remove(r[0]);
+        t.remove(n);
+        assert_eq!(t.oldest(Kind::Tcp), Some(m));
+        t.remove(m);
+        assert_eq!(t.oldest(Kind::Tcp), None);
+        // Kinds don't share a list.
+        assert_eq!(t.oldest(Kind::Udp), None);
     }
 
     #[test]

@@ -37,10 +37,14 @@
 //! is (guest address:port, destination as the guest sees it), the host
 //! side (our socket's address:port, the destination as the host sees it).
 //!
-//! Limits: the table's TCP budget of connections; `HANDSHAKE_TIMEOUT` to
-//! connect and complete the handshake, `IDLE_TIMEOUT` without traffic
-//! afterwards; `MAX_RETRIES` retransmissions without progress reset the
-//! connection.
+//! Limits: the table's TCP budget of connections; `HANDSHAKE_TIMEOUT` from
+//! the SYN to connect and complete the handshake, `IDLE_TIMEOUT` without
+//! traffic afterwards; `MAX_RETRIES` retransmissions without progress
+//! reset the connection. Under pressure, connections still in the
+//! handshake are listed in the table oldest first: when the budget or the
+//! descriptors run out, the oldest of them is reset to make room, and an
+//! established connection never is; with none in the handshake, a new SYN
+//! gets an RST.
 //! Still to come: inbound port forwarding (`-t`), SACK, timestamps,
 //! reassembly of out-of-order segments, the loopback splice path.
 
@@ -66,8 +70,10 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant, SystemTime};
 
-/// Time to connect and complete the handshake with the guest.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time from the guest's SYN to the end of the handshake (our connect()
+/// and the guest's ACK of our SYN-ACK). A connection that takes longer is
+/// most likely aimed at nothing, and holds a socket someone else needs.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// An established connection without traffic for this long is reset.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
 /// Retransmission timeout (doubled per retry, up to 32 s).
@@ -105,8 +111,9 @@ pub enum TcpDrop {
     /// (`fwd::outbound`); the guest gets an RST.
     #[error("destination refused: {0}")]
     Destination(Refused),
-    /// Every connection slot is taken.
-    #[error("TCP connection table full")]
+    /// TCP's budget is used up by established connections: the guest
+    /// gets an RST.
+    #[error("TCP connection budget used up")]
     TableFull,
     /// The host refused the socket.
     #[error("TCP socket: {0}")]
@@ -808,10 +815,25 @@ impl Tcp {
                 return Err(TcpDrop::Destination(why));
             }
         };
-        let nf = flows.begin(Kind::Tcp).map_err(|_| TcpDrop::TableFull)?;
-        let (sock, connected) = match open_socket(tgt.peer) {
+        // Room in TCP's budget: the oldest connection still in the
+        // handshake makes way if need be. With every connection
+        // established, the new one is refused at once, as a closed port
+        // would be, rather than left to time out.
+        if flows.at_budget(Kind::Tcp) && !self.make_room(flows, link, ev, tx) {
+            emit_segment(link, tx, remote, guest, &rst_for(syn, 0), 0, |_| 0);
+            return Err(TcpDrop::TableFull);
+        }
+        let mut opened = open_socket(tgt.peer);
+        if matches!(opened, Err(Errno::EMFILE | Errno::ENFILE))
+            && self.make_room(flows, link, ev, tx)
+        {
+            // Out of descriptors: the same, one handshake for this one.
+            opened = open_socket(tgt.peer);
+        }
+        let (sock, connected) = match opened {
             Ok(s) => s,
             Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
+                emit_segment(link, tx, remote, guest, &rst_for(syn, 0), 0, |_| 0);
                 return Err(TcpDrop::Socket(e));
             }
             Err(e) => {
@@ -821,6 +843,9 @@ impl Tcp {
                 return Ok(());
             }
         };
+        // `make_room` left a slot within budget, so this only fails if
+        // the budgets were wrong; the socket then just closes.
+        let nf = flows.begin(Kind::Tcp).map_err(|_| TcpDrop::TableFull)?;
         let r = nf.flow_ref();
         ev.add_edge(&sock, epoll_ref(r))
             .map_err(|e| TcpDrop::Socket(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
@@ -915,7 +940,6 @@ impl Tcp {
             log::trace!("TCP {idx}: without SO_PEEK_OFF");
         }
         c.state = State::SynRcvd;
-        c.last = now;
         c.syn_ack(link, tx, now);
         Next::Keep
     }
@@ -934,7 +958,11 @@ impl Tcp {
         let Some(c) = conn_mut(flows, r) else {
             return Next::Keep;
         };
-        c.last = now;
+        // The handshake's clock runs from the SYN: a guest repeating its
+        // SYN to an address that never answers doesn't hold on to a socket.
+        if c.state == State::Established {
+            c.last = now;
+        }
         if seg.flags.has(Flags::RST) {
             // RFC 5961 3.2: only an RST at exactly the next expected byte
             // resets; one elsewhere in the window gets a challenge ACK (a
@@ -965,6 +993,7 @@ impl Tcp {
                 return Next::Keep;
             }
             c.state = State::Established;
+            c.last = now;
             c.snd_una = seg.ack;
             c.rto_at = None;
             c.retries = 0;
@@ -1026,7 +1055,9 @@ impl Tcp {
         {
             Next::Abort
         } else {
-            c.last = now;
+            if c.state == State::Established {
+                c.last = now;
+            }
             if events.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP) {
                 c.peer_eof = true;
             }
@@ -1061,6 +1092,7 @@ impl Tcp {
                 return;
             };
             let deadline = c.deadline();
+            let established = c.state == State::Established;
             if c.tap_blocked && !c.listed_blocked {
                 c.listed_blocked = true;
                 self.blocked.push(r, |w| {
@@ -1069,34 +1101,45 @@ impl Tcp {
                         .is_some_and(|f| matches!(f, Flow::Tcp(c) if c.listed_blocked))
                 });
             }
+            if established {
+                // Never evicted once established (`make_room`).
+                flows.unlist(r);
+            }
             // Costs nothing unless the deadline moved earlier (timer.rs).
             flows.rearm(r, deadline, now);
             return;
         }
-        let Some(Flow::Tcp(c)) = flows.remove(r) else {
-            return;
-        };
-        let _ = ev.remove(&c.sock);
-        log::debug!(
-            "TCP {}: {} -> {} closed ({next:?})",
-            r.index,
-            c.guest(),
-            c.remote()
-        );
-        match next {
-            Next::Abort => {
-                let seq = if c.state == State::Connecting {
-                    0
-                } else {
-                    c.snd_nxt
-                };
-                let mut hdr = c.header(Flags::RST | Flags::ACK, seq);
-                hdr.window = 0;
-                c.emit(link, tx, &hdr);
-                close_hard(c.sock);
+        if let Some(Flow::Tcp(c)) = flows.remove(r) {
+            end(r, c, next, link, ev, tx);
+        }
+    }
+
+    /// Make room for one more connection: when TCP is at its budget, or
+    /// out of descriptors, the oldest connection still in the handshake
+    /// goes (an RST to its guest). False when every connection is
+    /// established: those are never evicted for a new one.
+    fn make_room(
+        &mut self,
+        flows: &mut Flows,
+        link: compose::Link,
+        ev: &EventLoop,
+        tx: &mut TxQueue,
+    ) -> bool {
+        match flows.evict(Kind::Tcp) {
+            Some((r, Flow::Tcp(c))) => {
+                log::debug!(
+                    "TCP {}: {} -> {} evicted in the handshake",
+                    r.index,
+                    c.guest(),
+                    c.remote()
+                );
+                end(r, c, Next::Abort, link, ev, tx);
+                true
             }
-            Next::Reset => close_hard(c.sock),
-            Next::Close | Next::Keep => {}
+            // Only TCP connections are in TCP's list; dropping anything
+            // else there would still close its socket.
+            Some(_) => true,
+            None => false,
         }
     }
 
@@ -1194,6 +1237,34 @@ impl Tcp {
     /// The guest went away: its connections are gone.
     pub fn clear(&mut self) {
         self.blocked.clear();
+    }
+}
+
+/// The end of connection `r`, taken out of the table, as `next` says:
+/// an RST both ways (`Abort`), to the host peer only (`Reset`), or a
+/// plain close.
+fn end(r: FlowRef, c: Conn, next: Next, link: compose::Link, ev: &EventLoop, tx: &mut TxQueue) {
+    let _ = ev.remove(&c.sock);
+    log::debug!(
+        "TCP {}: {} -> {} closed ({next:?})",
+        r.index,
+        c.guest(),
+        c.remote()
+    );
+    match next {
+        Next::Abort => {
+            let seq = if c.state == State::Connecting {
+                0
+            } else {
+                c.snd_nxt
+            };
+            let mut hdr = c.header(Flags::RST | Flags::ACK, seq);
+            hdr.window = 0;
+            c.emit(link, tx, &hdr);
+            close_hard(c.sock);
+        }
+        Next::Reset => close_hard(c.sock),
+        Next::Close | Next::Keep => {}
     }
 }
 
