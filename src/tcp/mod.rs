@@ -904,10 +904,14 @@ impl Tcp {
                 return Err(TcpDrop::TableFull);
             }
         };
-        if connected {
-            let next = self.connected(flows, r, link, tx, now);
-            self.finish(flows, r, next, link, ev, tx, now);
-        }
+        // Either way through `finish`, which arms the handshake's timer: a
+        // connect that never completes must still time out.
+        let next = if connected {
+            self.connected(flows, r, link, tx, now)
+        } else {
+            Next::Keep
+        };
+        self.finish(flows, r, next, link, ev, tx, now);
         Ok(())
     }
 

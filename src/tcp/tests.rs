@@ -484,7 +484,10 @@ struct Crowd {
 impl Crowd {
     fn new() -> Crowd {
         // Never accepted: the kernel completes our connects regardless.
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Crowd::with(std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+    }
+
+    fn with(l: std::net::TcpListener) -> Crowd {
         let mut conf = Config::example();
         if let Some(ip4) = conf.ip4.as_mut() {
             ip4.map_host_loopback = Some(std::net::Ipv4Addr::new(10, 0, 0, 1));
@@ -670,4 +673,48 @@ fn the_handshake_times_out_from_the_syn() {
         out.iter()
             .any(|(p, h)| *p == 4001 && h.flags.has(Flags::RST))
     );
+}
+
+#[test]
+fn a_connect_that_never_completes_times_out() {
+    use nix::sys::socket::{Backlog, bind, listen};
+    // A listener whose accept queue is full drops further SYNs: our
+    // connect() stays in progress, as towards an address that never
+    // answers.
+    let l = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(
+        l.as_raw_fd(),
+        &SockaddrIn::from(std::net::SocketAddrV4::new([127, 0, 0, 1].into(), 0)),
+    )
+    .unwrap();
+    listen(&l, Backlog::new(0).unwrap()).unwrap();
+    let l = std::net::TcpListener::from(l);
+    let _queued = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let mut c = Crowd::with(l);
+    let start = Instant::now();
+    c.send(4001, Flags::SYN, 0).unwrap();
+    assert!(c.out().is_empty(), "no SYN-ACK: still connecting");
+    assert!(c.is_open(4001));
+    // Its timer is armed, for the handshake's end at the latest.
+    let due = c.flows.next_deadline().expect("a timer");
+    assert!(due <= start + HANDSHAKE_TIMEOUT + Duration::from_millis(100));
+    let late = start + HANDSHAKE_TIMEOUT + Duration::from_millis(100);
+    while let Some(r) = c.flows.pop_due(late) {
+        c.t.timer(&mut c.flows, r, late, c.link, &c.ev, &mut c.tx);
+    }
+    assert!(!c.is_open(4001));
+    let out = c.out();
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].1.flags,
+        Flags::RST | Flags::ACK,
+        "the guest's connect fails"
+    );
+    assert_eq!(out[0].1.ack, 1001, "acknowledging its SYN");
 }
