@@ -46,7 +46,7 @@ async def main():
 asyncio.run(main())
 "#;
 
-/// Open N connections at once, send each its own 64 bytes, check the
+/// Open N connections, in waves, send each its own 64 bytes, check the
 /// echo, hold them all open until `close` appears next to `open`, then
 /// close them all. Prints "connected echoed seconds".
 const TCP_CLIENT: &str = r#"
@@ -57,22 +57,25 @@ resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 t0 = time.time()
 sel = selectors.DefaultSelector()
 socks = []
+connected = 0
+until = time.time() + 120
+# In waves of a thousand, each left open: all n are open at the end.
 for i in range(n):
     s = socket.socket()
     s.setblocking(False)
     s.connect_ex((addr, port))
     socks.append(s)
     sel.register(s, selectors.EVENT_WRITE, i)
-connected = 0
-until = time.time() + 120
-while connected < n and time.time() < until:
-    for key, _ in sel.select(timeout=1):
-        s = key.fileobj
-        err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            sys.exit('connect %d: %s' % (key.data, os.strerror(err)))
-        sel.unregister(s)
-        connected += 1
+    if i % 1000 != 999 and i != n - 1:
+        continue
+    while connected < i + 1 and time.time() < until:
+        for key, _ in sel.select(timeout=1):
+            s = key.fileobj
+            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                sys.exit('connect %d: %s' % (key.data, os.strerror(err)))
+            sel.unregister(s)
+            connected += 1
 msg = lambda i: (b'%08d' % i) * 8
 got = [b''] * n
 for i, s in enumerate(socks):
@@ -303,6 +306,10 @@ fn ten_thousand_tcp_connections_come_and_go() {
     let _server = s.tcp_server();
     let before = fds(s.p.pid);
     let client = script(&s.dir, "tcp_client.py", TCP_CLIENT);
+    // Closing thousands of sockets at once would overflow the namespace's
+    // tap queue (1000 frames) and leave the guest's TCP to recover by
+    // retransmissions: not what this test is about.
+    s.p.ns.sh("ip link set eth0 txqueuelen 100000");
     let started = Instant::now();
     let mut c = spawn(
         &s.p.ns,
@@ -346,9 +353,6 @@ fn ten_thousand_tcp_connections_come_and_go() {
     std::fs::write(s.dir.join("close"), "").unwrap();
     assert!(wait_timeout(&mut c.0, Duration::from_secs(60)).is_some_and(|st| st.success()));
     // Every close completes both ways: each slot and socket is given back.
-    // Closing 10 000 sockets at once overflows the namespace's own tap
-    // queue (1000 frames), so some of its ACKs for our FINs are lost and
-    // wait for our retransmissions (1 s, doubling): allow for a few.
     let released = wait_for(Duration::from_secs(60), || fds(s.p.pid) == before);
     assert!(
         released,
@@ -415,15 +419,22 @@ fn a_flood_of_dead_handshakes_and_datagrams_keeps_no_one_out() {
     // budget took the place of an older dead handshake, every new UDP
     // flow that of the least recently used (pasta may still be reading
     // the last of the flood).
+    // Once both are full, each new flow is "close the oldest, open the
+    // new one": the count dips by one while the tail is being read.
     let full = before + tcp_budget + udp_budget;
-    wait_for(Duration::from_secs(5), || fds(s.p.pid) >= full);
-    let flooded = fds(s.p.pid);
+    let mut most = 0;
+    let mut flooded = 0;
+    wait_for(Duration::from_secs(5), || {
+        flooded = fds(s.p.pid);
+        most = most.max(flooded);
+        flooded == full
+    });
     eprintln!(
         "{syns} SYNs and {ports} datagrams in {:?}: pasta holds {flooded} descriptors ({before} before, capacity {capacity}, TCP {tcp_budget}, UDP {udp_budget})",
         started.elapsed()
     );
     assert_eq!(flooded, full);
-    assert!(flooded <= before + capacity);
+    assert!(most <= full, "{most} descriptors at some point");
     // An ordinary connection gets through at once: the oldest dead
     // handshake makes way for it.
     let t = Instant::now();
