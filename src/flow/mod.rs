@@ -41,9 +41,19 @@
 //! themselves, and the slot vector only ever grows into capacity reserved
 //! at start-up, so nothing is allocated or moved while serving.
 //!
+//! Each kind has an ordered list through its slots that eviction takes
+//! from, oldest first (`evict`): its protocol decides what is in it and
+//! in which order (TCP: connections still in the handshake, by SYN; UDP
+//! and ping: every flow, by last use, through `touch`).
+//!
+//! Timers: each flow has at most one armed deadline on one heap for the
+//! whole table (`timer.rs`), so a round of the loop visits only the flows
+//! whose deadline came (`pop_due`), never all of them.
+//!
 //! Limits: the table never holds more than its capacity, and each kind
 //! never more than its budget (see `budgets`), so one protocol can't use
-//! up what another needs.
+//! up what another needs. The capacity comes from the open files limit
+//! (`capacity_for`): every flow holds one socket.
 
 mod hash;
 mod timer;
