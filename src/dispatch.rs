@@ -7,15 +7,17 @@
 
 use crate::conf::Config;
 use crate::event::EventLoop;
-use crate::flow::FlowRef;
-use crate::icmp::{IcmpDrop, Pings};
+use crate::flow::{Flow, Flows, Kind, SideRef};
+use crate::icmp::{self, IcmpDrop, Pings};
 use crate::l2::{self, dhcp, dhcpv6, ndp};
 use crate::tap::{BATCH_MAX, Batch, MAX_FRAME, TxQueue};
-use crate::tcp::{Taken, Tcp, TcpDrop};
-use crate::udp::{Udp, UdpDrop};
+use crate::tcp::{self, Taken, Tcp, TcpDrop};
+use crate::udp::{self, Udp, UdpDrop};
 use crate::wire::arp::ArpRepr;
 use crate::wire::ethernet::{self, Frame};
-use crate::wire::{EtherType, IpProtocol, Mac, compose, ipv4, ipv6, tcp, udp};
+use crate::wire::{
+    EtherType, IpProtocol, Mac, compose, ipv4, ipv6, tcp as wire_tcp, udp as wire_udp,
+};
 use nix::sys::epoll::EpollFlags;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -49,25 +51,25 @@ pub enum DropReason {
     /// An ICMP/ICMPv6 message we don't forward (malformed, not an echo
     /// request, `--no-icmp`).
     Icmp,
-    /// An echo request the host wouldn't send (ping socket refused, flow
-    /// table full).
+    /// An echo request the host wouldn't send (ping socket refused).
     IcmpHost,
     /// A destination no host socket may reach for the guest (loopback,
     /// IPv4-mapped, broadcast, ...: `fwd::outbound`), any protocol.
     Destination,
-    /// A datagram the host wouldn't send (`--no-udp`, socket refused,
-    /// flow table full).
+    /// A datagram the host wouldn't send (`--no-udp`, socket refused).
     Udp,
     /// A TCP header that fails validation (lengths, checksum).
     MalformedTcp,
-    /// A TCP segment we don't translate (`--no-tcp`, destination,
-    /// connection table full, socket refused).
+    /// A TCP segment we don't translate (`--no-tcp`, socket refused).
     Tcp,
+    /// A new flow with no room: TCP's budget held by established
+    /// connections (the SYN got an RST), or no flow to evict.
+    FlowLimit,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    const ALL: [DropReason; 17] = [
+    const ALL: [DropReason; 18] = [
         DropReason::Runt,
         DropReason::MalformedArp,
         DropReason::UnknownEtherType,
@@ -85,6 +87,7 @@ impl DropReason {
         DropReason::MalformedTcp,
         DropReason::Tcp,
         DropReason::Destination,
+        DropReason::FlowLimit,
     ];
     /// Number of variants, for the counter array.
     const COUNT: usize = Self::ALL.len();
@@ -108,6 +111,7 @@ impl DropReason {
             DropReason::MalformedTcp => 14,
             DropReason::Tcp => 15,
             DropReason::Destination => 16,
+            DropReason::FlowLimit => 17,
         }
     }
 
@@ -136,6 +140,7 @@ impl fmt::Display for DropReason {
             DropReason::MalformedTcp => "malformed TCP",
             DropReason::Tcp => "TCP",
             DropReason::Destination => "destination refused",
+            DropReason::FlowLimit => "flow limit",
         })
     }
 }
@@ -206,15 +211,15 @@ pub struct Dispatch<'c> {
 }
 
 impl<'c> Dispatch<'c> {
-    /// A dispatcher for this configuration.
-    pub fn new(conf: &'c Config) -> Self {
+    /// A dispatcher for this configuration, whose flows go in `flows`.
+    pub fn new(conf: &'c Config, flows: &Flows) -> Self {
         Dispatch {
             conf,
             guest: GuestState::default(),
             drops: DropCounters::default(),
-            pings: Pings::default(),
-            udp: Udp::default(),
-            tcp: Tcp::default(),
+            pings: Pings::new(flows),
+            udp: Udp::new(flows),
+            tcp: Tcp::new(flows),
             next_ra: None,
             held: Vec::with_capacity(BATCH_MAX),
             hold_ahead: false,
@@ -223,7 +228,14 @@ impl<'c> Dispatch<'c> {
     }
 
     /// Handle every frame of `batch` (ranges into `buf`), queueing replies on `tx`.
-    pub fn handle_batch(&mut self, buf: &[u8], batch: &Batch, tx: &mut TxQueue, ev: &EventLoop) {
+    pub fn handle_batch(
+        &mut self,
+        buf: &[u8],
+        batch: &Batch,
+        tx: &mut TxQueue,
+        ev: &EventLoop,
+        flows: &mut Flows,
+    ) {
         if tx.capturing() {
             tx.capture_rx(batch.frames(buf));
         }
@@ -237,7 +249,7 @@ impl<'c> Dispatch<'c> {
         held.clear();
         self.hold_ahead = true;
         for (i, frame) in batch.frames(buf).enumerate() {
-            if self.frame(frame, tx, ev, now) {
+            if self.frame(frame, tx, ev, flows, now) {
                 held.push(i);
             }
         }
@@ -253,7 +265,7 @@ impl<'c> Dispatch<'c> {
             for j in 0..held.len() {
                 let i = held[j];
                 if let Some(frame) = batch.frame(buf, i)
-                    && self.frame(frame, tx, ev, now)
+                    && self.frame(frame, tx, ev, flows, now)
                 {
                     held[kept] = i;
                     kept += 1;
@@ -265,7 +277,7 @@ impl<'c> Dispatch<'c> {
                 self.hold_ahead = false;
                 for &i in &held {
                     if let Some(frame) = batch.frame(buf, i) {
-                        self.frame(frame, tx, ev, now);
+                        self.frame(frame, tx, ev, flows, now);
                     }
                 }
                 break;
@@ -276,9 +288,16 @@ impl<'c> Dispatch<'c> {
     }
 
     /// Handle one frame, counting a drop; true if TCP held it back.
-    fn frame(&mut self, frame: &[u8], tx: &mut TxQueue, ev: &EventLoop, now: Instant) -> bool {
+    fn frame(
+        &mut self,
+        frame: &[u8],
+        tx: &mut TxQueue,
+        ev: &EventLoop,
+        flows: &mut Flows,
+        now: Instant,
+    ) -> bool {
         self.held_last = false;
-        if let Err(r) = self.handle_frame(frame, tx, ev, now) {
+        if let Err(r) = self.handle_frame(frame, tx, ev, flows, now) {
             self.drops.bump(r);
             log::trace!("dropped guest frame ({r}), {} bytes", frame.len());
         }
@@ -286,10 +305,16 @@ impl<'c> Dispatch<'c> {
     }
 
     /// Time-driven work: unsolicited router advertisements (RFC 4861
-    /// 6.2.4), the first one as soon as a guest appears, and closing idle
-    /// echo flows. Returns when it is due next, `None` when there is
-    /// nothing to schedule.
-    pub fn periodic(&mut self, now: Instant, tx: &mut TxQueue, ev: &EventLoop) -> Option<Instant> {
+    /// 6.2.4), the first one as soon as a guest appears, and the flows
+    /// whose timers are due. Returns when the next advertisement is due;
+    /// flows' deadlines are in `flows` (`Flows::next_deadline`).
+    pub fn periodic(
+        &mut self,
+        now: Instant,
+        tx: &mut TxQueue,
+        ev: &EventLoop,
+        flows: &mut Flows,
+    ) -> Option<Instant> {
         let s = &self.conf.services;
         if self.conf.ip6.is_some() && s.ndp && s.ra {
             if self.next_ra.is_none_or(|t| t <= now) {
@@ -299,15 +324,18 @@ impl<'c> Dispatch<'c> {
         } else {
             self.next_ra = None;
         }
-        [
-            self.next_ra,
-            self.pings.expire(ev, now),
-            self.udp.expire(ev, now),
-            self.tcp.periodic(now, self.link(), ev, tx),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        // Only flows whose timer is due come up; each handler schedules
+        // its flow's next deadline, never at or before `now`.
+        let link = self.link();
+        while let Some(r) = flows.pop_due(now) {
+            match flows.get(r).map(Flow::kind) {
+                Some(Kind::Tcp) => self.tcp.timer(flows, r, now, link, ev, tx),
+                Some(Kind::Udp) => self.udp.expire(flows, ev, r, now),
+                Some(Kind::Ping) => self.pings.expire(flows, ev, r, now),
+                None => {}
+            }
+        }
+        self.next_ra
     }
 
     /// A guest appeared: it gets a router advertisement right away.
@@ -316,33 +344,28 @@ impl<'c> Dispatch<'c> {
     }
 
     /// The guest went away: its flows go with it.
-    pub fn guest_left(&mut self, ev: &EventLoop) {
-        self.pings.clear(ev);
-        self.udp.clear(ev);
-        self.tcp.clear(ev);
+    pub fn guest_left(&mut self, ev: &EventLoop, flows: &mut Flows) {
+        flows.drain(|f| match f {
+            Flow::Tcp(c) => tcp::close(c, ev),
+            Flow::Udp(u) => udp::close(u, ev),
+            Flow::Ping(p) => icmp::close(p, ev),
+        });
+        self.tcp.clear();
+        self.udp.clear();
+        self.pings.clear();
     }
 
-    /// Events on the socket of TCP connection `idx`.
+    /// Events on the socket of TCP connection `r`.
     pub fn tcp_event(
         &mut self,
-        idx: FlowRef,
+        flows: &mut Flows,
+        r: SideRef,
         events: EpollFlags,
         tx: &mut TxQueue,
         ev: &EventLoop,
     ) {
         let link = self.link();
-        self.tcp.event(idx, events, link, ev, tx);
-    }
-
-    /// True when no TCP connection is open.
-    pub fn tcp_is_empty(&self) -> bool {
-        self.tcp.is_empty()
-    }
-
-    /// When TCP timers are due next: connections opened or changed since
-    /// the last `periodic` may need it sooner.
-    pub fn tcp_deadline(&self) -> Option<Instant> {
-        self.tcp.next_deadline()
+        self.tcp.event(flows, r, events, link, ev, tx);
     }
 
     /// Link-layer addresses of frames towards the guest.
@@ -353,39 +376,41 @@ impl<'c> Dispatch<'c> {
         }
     }
 
-    /// Events on the socket of UDP flow `idx`.
+    /// Events on the socket of UDP flow `r`.
     pub fn udp_event(
         &mut self,
-        idx: FlowRef,
+        flows: &mut Flows,
+        r: SideRef,
         events: EpollFlags,
         tx: &mut TxQueue,
         ev: &EventLoop,
     ) {
         let mac = self.guest.mac.unwrap_or(Mac::BROADCAST);
         self.udp
-            .event(idx, events, self.conf, mac, tx, ev, Instant::now());
+            .event(flows, r, events, self.conf, mac, tx, ev, Instant::now());
     }
 
-    /// Events on the socket of echo flow `idx`.
+    /// Events on the socket of echo flow `r`.
     pub fn ping_event(
         &mut self,
-        idx: FlowRef,
+        flows: &mut Flows,
+        r: SideRef,
         events: EpollFlags,
         tx: &mut TxQueue,
         ev: &EventLoop,
     ) {
         let mac = self.guest.mac.unwrap_or(Mac::BROADCAST);
-        self.pings.event(idx, events, self.conf, mac, tx, ev);
+        self.pings.event(flows, r, events, self.conf, mac, tx, ev);
     }
 
     /// The queue towards the guest drained (`TxQueue::drained`): sockets
-    /// paused while it was full are read again. Cheap when none is. TCP
-    /// polls on a timer instead for now; it can resume here as well.
-    pub fn tap_drained(&mut self, ev: &EventLoop, tx: &mut TxQueue) {
-        self.udp.resume(ev);
-        self.pings.resume(ev);
+    /// and connections paused while it was full go on. Cheap when none
+    /// is.
+    pub fn tap_drained(&mut self, ev: &EventLoop, tx: &mut TxQueue, flows: &mut Flows) {
+        self.udp.resume(flows, ev);
+        self.pings.resume(flows, ev);
         let link = self.link();
-        self.tcp.tap_drained(link, ev, tx);
+        self.tcp.tap_drained(flows, link, ev, tx);
     }
 
     fn handle_frame(
@@ -393,6 +418,7 @@ impl<'c> Dispatch<'c> {
         bytes: &[u8],
         tx: &mut TxQueue,
         ev: &EventLoop,
+        flows: &mut Flows,
         now: Instant,
     ) -> Result<(), DropReason> {
         let frame = Frame::new_checked(bytes).map_err(|_| DropReason::Runt)?;
@@ -405,8 +431,8 @@ impl<'c> Dispatch<'c> {
             EtherType::Arp => self.handle_arp(src, frame.payload(), tx),
             EtherType::Ipv4 if self.conf.ip4.is_none() => Err(DropReason::FamilyDisabled),
             EtherType::Ipv6 if self.conf.ip6.is_none() => Err(DropReason::FamilyDisabled),
-            EtherType::Ipv4 => self.handle_ipv4(src, frame.payload(), tx, ev, now),
-            EtherType::Ipv6 => self.handle_ipv6(src, frame.payload(), tx, ev, now),
+            EtherType::Ipv4 => self.handle_ipv4(src, frame.payload(), tx, ev, flows, now),
+            EtherType::Ipv6 => self.handle_ipv6(src, frame.payload(), tx, ev, flows, now),
             EtherType::Unknown(_) => Err(DropReason::UnknownEtherType),
         }
     }
@@ -417,6 +443,7 @@ impl<'c> Dispatch<'c> {
         payload: &[u8],
         tx: &mut TxQueue,
         ev: &EventLoop,
+        flows: &mut Flows,
         now: Instant,
     ) -> Result<(), DropReason> {
         let pkt = ipv4::Packet::new_checked(payload).map_err(|_| DropReason::MalformedIp)?;
@@ -432,6 +459,7 @@ impl<'c> Dispatch<'c> {
                 pkt.payload(),
                 tx,
                 ev,
+                flows,
                 now,
             ),
             IpProtocol::Icmp => self
@@ -439,6 +467,7 @@ impl<'c> Dispatch<'c> {
                 .request(
                     self.conf,
                     ev,
+                    flows,
                     IpAddr::V4(ip.src),
                     IpAddr::V4(ip.dst),
                     pkt.payload(),
@@ -451,6 +480,7 @@ impl<'c> Dispatch<'c> {
                 pkt.payload(),
                 tx,
                 ev,
+                flows,
                 now,
             ),
             _ => Err(DropReason::Unhandled),
@@ -463,6 +493,7 @@ impl<'c> Dispatch<'c> {
         payload: &[u8],
         tx: &mut TxQueue,
         ev: &EventLoop,
+        flows: &mut Flows,
         now: Instant,
     ) -> Result<(), DropReason> {
         let pkt = ipv6::Packet::new_checked(payload).map_err(|_| DropReason::MalformedIp)?;
@@ -480,16 +511,37 @@ impl<'c> Dispatch<'c> {
                     }),
                 Some(128) => self
                     .pings
-                    .request(conf, ev, IpAddr::V6(ip.src), IpAddr::V6(ip.dst), l4, now)
+                    .request(
+                        conf,
+                        ev,
+                        flows,
+                        IpAddr::V6(ip.src),
+                        IpAddr::V6(ip.dst),
+                        l4,
+                        now,
+                    )
                     .map_err(icmp_reason),
                 _ => Err(DropReason::Icmp),
             },
-            IpProtocol::Udp => {
-                self.handle_udp(src, IpAddr::V6(ip.src), IpAddr::V6(ip.dst), l4, tx, ev, now)
-            }
-            IpProtocol::Tcp => {
-                self.handle_tcp(IpAddr::V6(ip.src), IpAddr::V6(ip.dst), l4, tx, ev, now)
-            }
+            IpProtocol::Udp => self.handle_udp(
+                src,
+                IpAddr::V6(ip.src),
+                IpAddr::V6(ip.dst),
+                l4,
+                tx,
+                ev,
+                flows,
+                now,
+            ),
+            IpProtocol::Tcp => self.handle_tcp(
+                IpAddr::V6(ip.src),
+                IpAddr::V6(ip.dst),
+                l4,
+                tx,
+                ev,
+                flows,
+                now,
+            ),
             _ => Err(DropReason::Unhandled),
         }
     }
@@ -505,9 +557,10 @@ impl<'c> Dispatch<'c> {
         l4: &[u8],
         tx: &mut TxQueue,
         ev: &EventLoop,
+        flows: &mut Flows,
         now: Instant,
     ) -> Result<(), DropReason> {
-        let u = udp::Packet::new_checked(l4).map_err(|_| DropReason::MalformedUdp)?;
+        let u = wire_udp::Packet::new_checked(l4).map_err(|_| DropReason::MalformedUdp)?;
         if !u.verify_checksum(from, to) {
             return Err(DropReason::MalformedUdp);
         }
@@ -531,13 +584,14 @@ impl<'c> Dispatch<'c> {
                 let guest = SocketAddr::new(from, u.src_port());
                 let remote = SocketAddr::new(to, port);
                 self.udp
-                    .request(conf, ev, guest, remote, u.payload(), now)
+                    .request(conf, ev, flows, guest, remote, u.payload(), now)
                     .map_err(udp_reason)
             }
         }
     }
 
     /// TCP of either IP version.
+    #[allow(clippy::too_many_arguments)]
     fn handle_tcp(
         &mut self,
         from: IpAddr,
@@ -545,9 +599,10 @@ impl<'c> Dispatch<'c> {
         l4: &[u8],
         tx: &mut TxQueue,
         ev: &EventLoop,
+        flows: &mut Flows,
         now: Instant,
     ) -> Result<(), DropReason> {
-        let t = tcp::Packet::new_checked(l4).map_err(|_| DropReason::MalformedTcp)?;
+        let t = wire_tcp::Packet::new_checked(l4).map_err(|_| DropReason::MalformedTcp)?;
         let guest = SocketAddr::new(from, t.src_port());
         let remote = SocketAddr::new(to, t.dst_port());
         let link = self.link();
@@ -556,6 +611,7 @@ impl<'c> Dispatch<'c> {
             .segment(
                 self.conf,
                 ev,
+                flows,
                 link,
                 guest,
                 remote,
@@ -599,7 +655,8 @@ fn udp_reason(e: UdpDrop) -> DropReason {
     log::debug!("UDP: dropped ({e})");
     match e {
         UdpDrop::Destination(_) => DropReason::Destination,
-        UdpDrop::Disabled | UdpDrop::TableFull | UdpDrop::Socket(_) => DropReason::Udp,
+        UdpDrop::TableFull => DropReason::FlowLimit,
+        UdpDrop::Disabled | UdpDrop::Socket(_) => DropReason::Udp,
     }
 }
 
@@ -609,7 +666,8 @@ fn tcp_reason(e: TcpDrop) -> DropReason {
     match e {
         TcpDrop::Malformed => DropReason::MalformedTcp,
         TcpDrop::Destination(_) => DropReason::Destination,
-        TcpDrop::Disabled | TcpDrop::TableFull | TcpDrop::Socket(_) => DropReason::Tcp,
+        TcpDrop::TableFull => DropReason::FlowLimit,
+        TcpDrop::Disabled | TcpDrop::Socket(_) => DropReason::Tcp,
     }
 }
 
@@ -619,7 +677,8 @@ fn icmp_reason(e: IcmpDrop) -> DropReason {
     match e {
         IcmpDrop::Malformed | IcmpDrop::NotEcho | IcmpDrop::Disabled => DropReason::Icmp,
         IcmpDrop::Destination(_) => DropReason::Destination,
-        IcmpDrop::TableFull | IcmpDrop::Socket(_) => DropReason::IcmpHost,
+        IcmpDrop::TableFull => DropReason::FlowLimit,
+        IcmpDrop::Socket(_) => DropReason::IcmpHost,
     }
 }
 
@@ -687,9 +746,10 @@ mod tests {
         let mut batch = Batch::default();
         rx.frames(&mut batch).unwrap();
         let mut tx = TxQueue::new(0, None);
-        let mut d = Dispatch::new(conf);
+        let mut flows = Flows::new(64);
+        let mut d = Dispatch::new(conf, &flows);
         let ev = EventLoop::new().unwrap();
-        d.handle_batch(rx.buf(), &batch, &mut tx, &ev);
+        d.handle_batch(rx.buf(), &batch, &mut tx, &ev, &mut flows);
         let mut out_rx = crate::tap::stream::StreamRx::with_capacity(0);
         out_rx.feed(tx.pending());
         out_rx.frames(&mut batch).unwrap();

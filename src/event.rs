@@ -1,10 +1,11 @@
 //! The epoll loop's vocabulary: what each registered fd is, packed into
 //! the 64-bit epoll data so one `match` routes every event.
 
-use crate::flow::{FlowRef, GEN_MASK};
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use crate::flow::{End, FlowRef, GEN_MASK, SideRef};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::io;
 use std::os::fd::AsFd;
+use std::time::Duration;
 
 /// What a ready file descriptor is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,65 +20,53 @@ pub enum EpollRef {
     TapTun,
     /// What ends the program besides signals (namespace gone, command exited).
     Quit,
-    /// The ping socket of an echo flow.
-    Ping(FlowRef),
+    /// The ping socket of an echo flow (one of its sides).
+    Ping(SideRef),
     /// The socket of a UDP flow.
-    Udp(FlowRef),
+    Udp(SideRef),
     /// The socket of a TCP connection.
-    Tcp(FlowRef),
+    Tcp(SideRef),
 }
 
 impl EpollRef {
-    /// Bits 56..64: the kind; 32..56: the flow's generation; 0..32: its slot.
+    /// Bits 56..64: the kind; 32..56: the flow's generation; 31: which of
+    /// its sides; 0..31: its slot.
     const KIND_SHIFT: u32 = 56;
     const GEN_SHIFT: u32 = 32;
+    const END_BIT: u64 = 1 << 31;
+    const INDEX_MASK: u64 = (1 << 31) - 1;
 }
+
+/// The reference of no flow, for the kinds that aren't flows.
+const NO_FLOW: SideRef = SideRef {
+    flow: FlowRef {
+        index: 0,
+        generation: 0,
+    },
+    end: End::Initiator,
+};
 
 impl From<EpollRef> for u64 {
     fn from(r: EpollRef) -> u64 {
-        let (kind, f): (u64, FlowRef) = match r {
-            EpollRef::Signal => (
-                1,
-                FlowRef {
-                    index: 0,
-                    generation: 0,
-                },
-            ),
-            EpollRef::Listener => (
-                2,
-                FlowRef {
-                    index: 0,
-                    generation: 0,
-                },
-            ),
-            EpollRef::TapStream => (
-                3,
-                FlowRef {
-                    index: 0,
-                    generation: 0,
-                },
-            ),
-            EpollRef::TapTun => (
-                4,
-                FlowRef {
-                    index: 0,
-                    generation: 0,
-                },
-            ),
-            EpollRef::Quit => (
-                5,
-                FlowRef {
-                    index: 0,
-                    generation: 0,
-                },
-            ),
+        let (kind, f): (u64, SideRef) = match r {
+            EpollRef::Signal => (1, NO_FLOW),
+            EpollRef::Listener => (2, NO_FLOW),
+            EpollRef::TapStream => (3, NO_FLOW),
+            EpollRef::TapTun => (4, NO_FLOW),
+            EpollRef::Quit => (5, NO_FLOW),
             EpollRef::Ping(f) => (6, f),
             EpollRef::Udp(f) => (7, f),
             EpollRef::Tcp(f) => (8, f),
         };
+        let end = match f.end {
+            End::Initiator => 0,
+            End::Target => EpollRef::END_BIT,
+        };
+        // Slots are numbered below 2^30 (`flow::Table`): the mask loses nothing.
         kind << EpollRef::KIND_SHIFT
-            | u64::from(f.generation & GEN_MASK) << EpollRef::GEN_SHIFT
-            | u64::from(f.index)
+            | u64::from(f.flow.generation & GEN_MASK) << EpollRef::GEN_SHIFT
+            | end
+            | (u64::from(f.flow.index) & EpollRef::INDEX_MASK)
     }
 }
 
@@ -85,10 +74,17 @@ impl TryFrom<u64> for EpollRef {
     type Error = u64;
 
     fn try_from(v: u64) -> Result<Self, u64> {
-        // Masked to 32 and 24 bits, so the casts keep every bit.
-        let f = FlowRef {
-            index: (v & u64::from(u32::MAX)) as u32,
-            generation: ((v >> EpollRef::GEN_SHIFT) & u64::from(GEN_MASK)) as u32,
+        // Masked to 31 and 24 bits, so the casts keep every bit.
+        let f = SideRef {
+            flow: FlowRef {
+                index: (v & EpollRef::INDEX_MASK) as u32,
+                generation: ((v >> EpollRef::GEN_SHIFT) & u64::from(GEN_MASK)) as u32,
+            },
+            end: if v & EpollRef::END_BIT == 0 {
+                End::Initiator
+            } else {
+                End::Target
+            },
         };
         match v >> EpollRef::KIND_SHIFT {
             1 => Ok(EpollRef::Signal),
@@ -172,12 +168,17 @@ impl EventLoop {
         Ok(self.epoll.delete(fd)?)
     }
 
-    /// Wait up to `timeout_ms` for events.
+    /// Wait up to `timeout` (to the millisecond; `None`: for ever) for
+    /// events.
     ///
     /// # Errors
     /// `epoll_wait` failure other than `EINTR` (which yields no events).
-    pub fn wait(&self, events: &mut [EpollEvent], timeout_ms: u16) -> io::Result<usize> {
-        match self.epoll.wait(events, timeout_ms) {
+    pub fn wait(&self, events: &mut [EpollEvent], timeout: Option<Duration>) -> io::Result<usize> {
+        let t = match timeout {
+            None => EpollTimeout::NONE,
+            Some(d) => EpollTimeout::try_from(d).unwrap_or(EpollTimeout::MAX),
+        };
+        match self.epoll.wait(events, t) {
             Ok(n) => Ok(n),
             Err(nix::errno::Errno::EINTR) => Ok(0),
             Err(e) => Err(e.into()),
@@ -199,7 +200,14 @@ mod tests {
 
     #[test]
     fn refs_round_trip() {
-        let f = |index, generation| FlowRef { index, generation };
+        let f = |index, generation| SideRef {
+            flow: FlowRef { index, generation },
+            end: End::Target,
+        };
+        let i = |index, generation| SideRef {
+            flow: FlowRef { index, generation },
+            end: End::Initiator,
+        };
         for r in [
             EpollRef::Signal,
             EpollRef::Listener,
@@ -207,10 +215,11 @@ mod tests {
             EpollRef::TapTun,
             EpollRef::Quit,
             EpollRef::Ping(f(0, 0)),
-            EpollRef::Ping(f(u32::MAX, GEN_MASK)),
+            EpollRef::Ping(f((1 << 31) - 1, GEN_MASK)),
             EpollRef::Udp(f(7, 3)),
+            EpollRef::Udp(i(7, 3)),
             EpollRef::Tcp(f(0, 1)),
-            EpollRef::Tcp(f(u32::MAX, 12345)),
+            EpollRef::Tcp(i((1 << 31) - 1, 12345)),
         ] {
             assert_eq!(EpollRef::try_from(u64::from(r)), Ok(r));
         }

@@ -1,13 +1,20 @@
-//! Forwarding decisions shared by the L4 translations: what a guest's
-//! destination may become on the host, decided in one place.
+//! Forwarding decisions shared by the L4 translations: where the other
+//! side of a new flow is, decided in one place.
+//!
+//! A flow starts with the side that opened it (`flow::FlowSide`), and the
+//! functions here give its target side. `outbound` takes a side on the
+//! tap (the guest opening a flow) and answers with one on the host; host
+//! listeners accepting flows for the guest will take a host side and
+//! answer with one on the tap, in a function of the same shape, so both
+//! directions are decided here and nowhere else.
 //!
 //! Theory of operation: the guest is hostile, and a host socket connected
 //! on its behalf can reach whatever the host can, including services that
 //! listen only on the host's loopback because they trust everything that
 //! comes from there. So every destination a guest asks for (TCP, UDP and
-//! ICMP alike) goes through `outbound`, which either returns the address
-//! the host socket must use or refuses, with the reason counted by the
-//! caller:
+//! ICMP alike) goes through `outbound`, which either returns the host
+//! side, with the address the host socket must use, or refuses, with the
+//! reason counted by the caller:
 //!
 //! 1. The configured mappings come first and are the only ways to the
 //!    host itself: the `--dns-forward` address on the DNS ports goes to
@@ -22,16 +29,17 @@
 //!    (`::ffff:a.b.c.d`, `::a.b.c.d`): those never appear on the wire (RFC
 //!    4291 2.5.5), and a socket would turn them into IPv4, around every
 //!    IPv4 rule here and even with IPv4 disabled.
-//! 3. Port 0 is refused for TCP and UDP.
+//! 3. Port 0 is refused for TCP and UDP, as source or destination.
 
 use crate::conf::Config;
+use crate::flow::{FlowSide, Side};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The DNS ports `--dns-forward` applies to (DNS, DNS over TLS/QUIC).
 const DNS_PORTS: [u16; 2] = [53, 853];
 
 /// The transport a destination is asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Proto {
     /// TCP.
     Tcp,
@@ -67,14 +75,18 @@ pub enum Refused {
     PortZero,
 }
 
-/// Where the guest's destination `remote` is on the host for `proto`, or
-/// why no host socket may go there (see the module documentation).
+/// The host side of a flow of `proto` the guest opens from `ini` (a side
+/// on the tap: the guest's address and port, and the destination as the
+/// guest sees it), or why no host socket may go there (see the module
+/// documentation). The host side's own address is unspecified, port 0:
+/// it is known once the caller's socket is bound.
 ///
 /// # Errors
 /// `Refused` with the reason.
-pub fn outbound(conf: &Config, proto: Proto, remote: SocketAddr) -> Result<SocketAddr, Refused> {
+pub fn outbound(conf: &Config, proto: Proto, ini: &FlowSide) -> Result<FlowSide, Refused> {
+    let (guest, remote) = (ini.peer, ini.ours);
     let port = remote.port();
-    if proto != Proto::Icmp && port == 0 {
+    if proto != Proto::Icmp && (port == 0 || guest.port() == 0) {
         return Err(Refused::PortZero);
     }
     let dns = proto != Proto::Icmp && DNS_PORTS.contains(&port);
@@ -106,7 +118,18 @@ pub fn outbound(conf: &Config, proto: Proto, remote: SocketAddr) -> Result<Socke
             }
         }
     };
-    Ok(SocketAddr::new(ip, port))
+    // An echo request has no port on the host: the ping socket's own
+    // identifier stands in for it.
+    let port = if proto == Proto::Icmp { 0 } else { port };
+    let unbound = match ip {
+        IpAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        IpAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+    };
+    Ok(FlowSide::new(
+        Side::Host,
+        SocketAddr::new(ip, port),
+        unbound,
+    ))
 }
 
 fn check_v4(a: Ipv4Addr) -> Result<(), Refused> {
@@ -147,6 +170,21 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Where the guest at a fixed address of `d`'s family sends to `d`:
+    /// the host peer, or why not.
+    fn to(c: &Config, p: Proto, d: &str) -> Result<SocketAddr, Refused> {
+        let d = sa(d);
+        let guest = if d.is_ipv4() {
+            sa("10.0.0.2:40000")
+        } else {
+            sa("[2001:db8::2]:40000")
+        };
+        let host = outbound(c, p, &FlowSide::new(Side::Tap, guest, d))?;
+        assert_eq!(host.at, Side::Host);
+        assert!(host.ours.ip().is_unspecified() && host.ours.port() == 0);
+        Ok(host.peer)
+    }
+
     fn config() -> Config {
         let mut c = Config::example();
         if let Some(ip4) = c.ip4.as_mut() {
@@ -164,7 +202,7 @@ mod tests {
     #[test]
     fn mappings_reach_the_host() {
         let c = config();
-        let ok = |p, d| outbound(&c, p, sa(d));
+        let ok = |p, d| to(&c, p, d);
         assert_eq!(ok(Proto::Udp, "169.254.1.1:53"), Ok(sa("192.0.2.53:53")));
         assert_eq!(ok(Proto::Tcp, "169.254.1.1:853"), Ok(sa("192.0.2.53:853")));
         assert_eq!(ok(Proto::Tcp, "169.254.1.1:80"), Ok(sa("169.254.1.1:80")));
@@ -201,30 +239,29 @@ mod tests {
         ];
         for (d, why) in refused {
             for p in [Proto::Tcp, Proto::Udp] {
-                assert_eq!(outbound(&c, p, sa(d)), Err(why), "{p:?} {d}");
+                assert_eq!(to(&c, p, d), Err(why), "{p:?} {d}");
             }
         }
-        assert_eq!(
-            outbound(&c, Proto::Icmp, sa("127.0.0.1:0")),
-            Err(Refused::Loopback)
-        );
+        assert_eq!(to(&c, Proto::Icmp, "127.0.0.1:0"), Err(Refused::Loopback));
         // --no-map-gw: the gateway is just another address, and loopback
         // stays out of reach.
         if let Some(ip4) = c.ip4.as_mut() {
             ip4.map_host_loopback = None;
         }
         assert_eq!(
-            outbound(&c, Proto::Tcp, sa("192.0.2.1:5000")),
+            to(&c, Proto::Tcp, "192.0.2.1:5000"),
             Ok(sa("192.0.2.1:5000"))
         );
-        assert_eq!(
-            outbound(&c, Proto::Tcp, sa("127.0.0.1:5000")),
-            Err(Refused::Loopback)
-        );
+        assert_eq!(to(&c, Proto::Tcp, "127.0.0.1:5000"), Err(Refused::Loopback));
+        // The guest's own port 0 is no better.
+        let zero = FlowSide::new(Side::Tap, sa("10.0.0.2:0"), sa("198.51.100.7:80"));
+        for p in [Proto::Tcp, Proto::Udp] {
+            assert_eq!(outbound(&c, p, &zero), Err(Refused::PortZero));
+        }
         // A disabled family is unreachable, mapped or not.
         c.ip4 = None;
         assert_eq!(
-            outbound(&c, Proto::Tcp, sa("192.0.2.1:5000")),
+            to(&c, Proto::Tcp, "192.0.2.1:5000"),
             Err(Refused::FamilyDisabled)
         );
     }

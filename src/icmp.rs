@@ -14,15 +14,21 @@
 //! quoting its own request. As with UDP, a socket is paused while the
 //! guest's queue is full.
 //!
-//! Limits: at most `MAX_FLOWS` flows, each closed after `IDLE_TIMEOUT`
-//! without requests; a request that needs a new flow when the table is
-//! full is dropped and counted. For ping sockets to work at all, our group
-//! must be in `net.ipv4.ping_group_range` (see the manual).
+//! In the loop's flow table (`flow::Flows`) the echo identifier stands
+//! for the port: the tap side is (guest address:identifier, pinged
+//! address:identifier), the host side (our socket's address:its own
+//! identifier, the pinged address as the host sees it:0).
+//!
+//! Limits: at most the table's ping budget of flows, each closed after
+//! `IDLE_TIMEOUT` without requests; when the budget (or the descriptors)
+//! run out, the least recently used flow is closed to make room. For ping
+//! sockets to work at all, our group must be in
+//! `net.ipv4.ping_group_range` (see the manual).
 
 use crate::conf::Config;
 use crate::errqueue::{self, ErrQueue};
 use crate::event::{EpollRef, EventLoop};
-use crate::flow::{FlowRef, FlowTable, SocketFlow};
+use crate::flow::{self, End, Flow, FlowRef, FlowSide, Flows, Kind, Side, SideRef, Sides, Waiting};
 use crate::fwd::{self, Proto, Refused};
 use crate::tap::{MAX_FRAME, TxQueue};
 use crate::wire::icmp_error::{self, Error4, Error6, MAX_ERROR_FRAME, Quote, Quoted};
@@ -33,12 +39,10 @@ use nix::sys::socket::{
     AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, SockaddrIn6, bind, recv,
     sendto, socket,
 };
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-/// Most echo flows at once.
-pub const MAX_FLOWS: usize = 256;
 /// A flow without requests for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most replies read from one socket per event (see `udp::RECV_BURST`).
@@ -59,7 +63,7 @@ pub enum IcmpDrop {
     /// Nothing a host socket may send to for the guest (`fwd::outbound`).
     #[error("destination refused: {0}")]
     Destination(Refused),
-    /// Every flow slot is taken.
+    /// No room for a new flow, and none to evict (a zero budget).
     #[error("echo flow table full")]
     TableFull,
     /// The host refused the socket or the send.
@@ -67,57 +71,80 @@ pub enum IcmpDrop {
     Socket(Errno),
 }
 
-/// What identifies an echo flow: guest address, pinged address, identifier.
-type Key = (IpAddr, IpAddr, u16);
-
-struct Flow {
+/// An echo flow: its sides and its ping socket.
+pub struct PingFlow {
+    sides: Sides,
     sock: OwnedFd,
-    /// What epoll knows the socket by.
-    r: FlowRef,
-    /// The guest's address, destination of replies.
-    guest: IpAddr,
-    /// The address the guest pinged, source of replies.
-    remote: IpAddr,
-    /// The pinged address as the host sees it.
-    target: IpAddr,
-    /// The guest's echo identifier.
-    id: u16,
     last: Instant,
     /// Not watched for input: the guest's queue was full.
     paused: bool,
 }
 
-impl SocketFlow for Flow {
-    fn socket(&self) -> std::os::fd::BorrowedFd<'_> {
-        std::os::fd::AsFd::as_fd(&self.sock)
+impl PingFlow {
+    /// The flow's sides: the guest's, and our ping socket's.
+    pub fn sides(&self) -> &Sides {
+        &self.sides
     }
-    fn last_activity(&self) -> Instant {
+
+    /// The guest's address, destination of replies.
+    fn guest(&self) -> IpAddr {
+        self.sides.initiator().peer.ip()
+    }
+
+    /// The address the guest pinged, source of replies.
+    fn remote(&self) -> IpAddr {
+        self.sides.initiator().ours.ip()
+    }
+
+    /// The pinged address as the host sees it.
+    fn target(&self) -> IpAddr {
+        self.sides.target().peer.ip()
+    }
+
+    /// The guest's echo identifier.
+    fn id(&self) -> u16 {
+        self.sides.initiator().peer.port()
+    }
+
+    /// When the guest last sent a request.
+    pub fn last_activity(&self) -> Instant {
         self.last
     }
 }
 
-/// The echo flows.
-pub struct Pings {
-    flows: FlowTable<Key, Flow>,
-    /// Some flow may be paused: `resume` has work to do.
-    any_paused: bool,
-    errq: ErrQueue,
+/// The echo flow of `r`, if it is one.
+fn flow_mut(flows: &mut Flows, r: FlowRef) -> Option<&mut PingFlow> {
+    match flows.get_mut(r)? {
+        Flow::Ping(p) => Some(p),
+        _ => None,
+    }
 }
 
-impl Default for Pings {
-    fn default() -> Self {
-        Pings {
-            flows: FlowTable::new(MAX_FLOWS),
-            any_paused: false,
-            errq: ErrQueue::default(),
-        }
-    }
+/// What epoll knows a flow's socket by: its host side.
+fn epoll_ref(r: FlowRef) -> EpollRef {
+    EpollRef::Ping(SideRef {
+        flow: r,
+        end: End::Target,
+    })
+}
+
+/// Echo translation state beside the flows themselves.
+pub struct Pings {
+    /// Flows whose socket is paused until the guest's queue drains.
+    paused: Waiting,
+    errq: ErrQueue,
 }
 
 /// Where a guest's destination is on the host: the policy all
 /// translations share, with no port.
+#[cfg(test)]
 fn host_side(conf: &Config, remote: IpAddr) -> Result<IpAddr, Refused> {
-    fwd::outbound(conf, Proto::Icmp, std::net::SocketAddr::new(remote, 0)).map(|a| a.ip())
+    let guest = match remote {
+        IpAddr::V4(_) => SocketAddr::new(Ipv4Addr::new(10, 0, 0, 2).into(), 1),
+        IpAddr::V6(_) => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 1),
+    };
+    let ini = FlowSide::new(Side::Tap, guest, SocketAddr::new(remote, 1));
+    fwd::outbound(conf, Proto::Icmp, &ini).map(|s| s.peer.ip())
 }
 
 fn open_socket(v6: bool, id: u16) -> Result<OwnedFd, Errno> {
@@ -151,16 +178,94 @@ fn open_socket(v6: bool, id: u16) -> Result<OwnedFd, Errno> {
     Err(Errno::EADDRINUSE)
 }
 
+/// Close the least recently used ping flow to make room for a new one;
+/// false if there is none.
+fn make_room(flows: &mut Flows, ev: &EventLoop) -> bool {
+    match flows.evict(Kind::Ping) {
+        Some((r, Flow::Ping(f))) => {
+            log::debug!(
+                "ping flow {}: {} -> {} evicted (least recently used)",
+                r.index,
+                f.guest(),
+                f.remote()
+            );
+            close(f, ev);
+            true
+        }
+        // Only ping flows are in the ping list; anything else closes on drop.
+        Some(_) => true,
+        None => false,
+    }
+}
+
+/// Open the flow the guest starts from `ini`: its host side as
+/// `fwd::outbound` decides, a ping socket, and the flow in the table.
+fn open(
+    conf: &Config,
+    ev: &EventLoop,
+    flows: &mut Flows,
+    ini: FlowSide,
+    now: Instant,
+) -> Result<FlowRef, IcmpDrop> {
+    let mut tgt = fwd::outbound(conf, Proto::Icmp, &ini).map_err(IcmpDrop::Destination)?;
+    // The least recently used flow makes way when the budget or the
+    // descriptors run out: it is the one least likely to be missed.
+    if flows.at_budget(Kind::Ping) && !make_room(flows, ev) {
+        return Err(IcmpDrop::TableFull);
+    }
+    let mut opened = open_socket(ini.peer.is_ipv6(), ini.peer.port());
+    if matches!(opened, Err(Errno::EMFILE | Errno::ENFILE)) && make_room(flows, ev) {
+        opened = open_socket(ini.peer.is_ipv6(), ini.peer.port());
+    }
+    let sock = opened.map_err(IcmpDrop::Socket)?;
+    let nf = flows.begin(Kind::Ping).map_err(|_| IcmpDrop::TableFull)?;
+    let r = nf.flow_ref();
+    ev.add(&sock, epoll_ref(r), false)
+        .map_err(|e| IcmpDrop::Socket(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+    tgt.ours = flow::local_addr(&sock).unwrap_or(tgt.ours);
+    log::debug!(
+        "ping flow {}: {} -> {}, id {}",
+        r.index,
+        ini.peer.ip(),
+        ini.ours.ip(),
+        ini.peer.port()
+    );
+    let flow = PingFlow {
+        sides: Sides::new(ini, tgt),
+        sock,
+        last: now,
+        paused: false,
+    };
+    let r = nf.commit(Flow::Ping(flow)).map_err(|(_, f)| {
+        if let Flow::Ping(f) = f {
+            let _ = ev.remove(&f.sock);
+        }
+        IcmpDrop::TableFull
+    })?;
+    flows.schedule(r, now + IDLE_TIMEOUT);
+    Ok(r)
+}
+
 impl Pings {
+    /// State for the echo flows of `flows`.
+    pub fn new(flows: &Flows) -> Self {
+        Pings {
+            paused: Waiting::new(flows.budget(Kind::Ping)),
+            errq: ErrQueue::default(),
+        }
+    }
+
     /// Forward an echo request the guest sent from `guest` to `remote`
     /// (`msg` is the ICMP or ICMPv6 message).
     ///
     /// # Errors
     /// An `IcmpDrop` saying why nothing was sent.
+    #[allow(clippy::too_many_arguments)]
     pub fn request(
         &mut self,
         conf: &Config,
         ev: &EventLoop,
+        flows: &mut Flows,
         guest: IpAddr,
         remote: IpAddr,
         msg: &[u8],
@@ -192,16 +297,21 @@ impl Pings {
             }
             _ => return Err(IcmpDrop::Malformed),
         };
-        let target = host_side(conf, remote).map_err(IcmpDrop::Destination)?;
-        let key = (guest, remote, id);
-        let idx = match self.flows.lookup(&key) {
-            Some(i) => i,
-            None => self.open(ev, key, target, now)?,
+        let ini = FlowSide::new(
+            Side::Tap,
+            SocketAddr::new(guest, id),
+            SocketAddr::new(remote, id),
+        );
+        let r = match flows.lookup(Proto::Icmp, &ini) {
+            Some(s) => s.flow,
+            None => open(conf, ev, flows, ini, now)?,
         };
-        let Some(flow) = self.flows.get_mut(idx) else {
+        flows.touch(r);
+        let Some(flow) = flow_mut(flows, r) else {
             return Err(IcmpDrop::TableFull);
         };
         flow.last = now;
+        let target = flow.target();
         let fd = flow.sock.as_raw_fd();
         let send = || match target {
             IpAddr::V4(a) => sendto(
@@ -225,46 +335,21 @@ impl Pings {
             .map_err(IcmpDrop::Socket)
     }
 
-    fn open(
-        &mut self,
-        ev: &EventLoop,
-        key: Key,
-        target: IpAddr,
-        now: Instant,
-    ) -> Result<u32, IcmpDrop> {
-        let (guest, remote, id) = key;
-        let idx = self.flows.free_slot().ok_or(IcmpDrop::TableFull)?;
-        let sock = open_socket(remote.is_ipv6(), id).map_err(IcmpDrop::Socket)?;
-        ev.add(&sock, EpollRef::Ping(idx), false)
-            .map_err(|e| IcmpDrop::Socket(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
-        log::debug!("ping flow {}: {guest} -> {remote}, id {id}", idx.index);
-        let flow = Flow {
-            sock,
-            r: idx,
-            guest,
-            remote,
-            target,
-            id,
-            last: now,
-            paused: false,
-        };
-        self.flows
-            .insert(key, flow)
-            .map_err(|_| IcmpDrop::TableFull)
-    }
-
     /// Events on the socket of flow `r`: replies to queue for the guest,
     /// and ICMP errors to relay.
+    #[allow(clippy::too_many_arguments)]
     pub fn event(
         &mut self,
-        r: FlowRef,
+        flows: &mut Flows,
+        r: SideRef,
         events: EpollFlags,
         conf: &Config,
         guest_mac: Mac,
         tx: &mut TxQueue,
         ev: &EventLoop,
     ) {
-        let Some(flow) = self.flows.resolve(r).and_then(|i| self.flows.get_mut(i)) else {
+        let r = r.flow;
+        let Some(flow) = flow_mut(flows, r) else {
             return;
         };
         let link = compose::Link {
@@ -272,53 +357,87 @@ impl Pings {
             dst: guest_mac,
         };
         let mut failed = events.contains(EpollFlags::EPOLLERR);
+        let mut paused = false;
         if events.contains(EpollFlags::EPOLLIN) {
             let rx = receive(flow, link, tx);
             failed |= rx.error;
             if rx.full {
                 // Leave the replies in the kernel until the guest reads.
                 tx.stalled += 1;
-                match ev.watch_input(&flow.sock, EpollRef::Ping(flow.r), false) {
+                match ev.watch_input(&flow.sock, epoll_ref(r), false) {
                     Ok(()) => {
                         flow.paused = true;
-                        self.any_paused = true;
+                        paused = true;
                     }
-                    Err(e) => log::warn!("ping flow {}: can't pause: {e}", flow.r.index),
+                    Err(e) => log::warn!("ping flow {}: can't pause: {e}", r.index),
                 }
             }
         }
         if failed {
-            relay_errors(flow, &mut self.errq, conf, link, tx);
+            relay_errors(r, flow, &mut self.errq, conf, link, tx);
+        }
+        if events.contains(EpollFlags::EPOLLIN) {
+            flows.touch(r);
+        }
+        if paused {
+            self.paused.push(r, |w| {
+                flows
+                    .get(w)
+                    .is_some_and(|f| matches!(f, Flow::Ping(p) if p.paused))
+            });
         }
     }
 
     /// The guest's queue has room again: watch paused sockets for input.
-    pub fn resume(&mut self, ev: &EventLoop) {
-        if !self.any_paused {
+    pub fn resume(&mut self, flows: &mut Flows, ev: &EventLoop) {
+        if self.paused.is_empty() {
             return;
         }
-        self.any_paused = false;
-        for flow in self.flows.iter_mut().filter(|f| f.paused) {
-            match ev.watch_input(&flow.sock, EpollRef::Ping(flow.r), true) {
+        let waiting = self.paused.take();
+        for &r in &waiting {
+            let Some(flow) = flow_mut(flows, r).filter(|f| f.paused) else {
+                continue;
+            };
+            match ev.watch_input(&flow.sock, epoll_ref(r), true) {
                 Ok(()) => flow.paused = false,
-                Err(e) => {
-                    log::warn!("ping flow {}: can't resume: {e}", flow.r.index);
-                    self.any_paused = true;
-                }
+                Err(e) => log::warn!("ping flow {}: can't resume: {e}", r.index),
             }
+        }
+        self.paused.give_back(waiting);
+    }
+
+    /// Close flow `r` if it has had no request for `IDLE_TIMEOUT`;
+    /// otherwise schedule it for when it will have had none for that long.
+    pub fn expire(&mut self, flows: &mut Flows, ev: &EventLoop, r: FlowRef, now: Instant) {
+        let Some(due) = flow_mut(flows, r).map(|f| f.last + IDLE_TIMEOUT) else {
+            return;
+        };
+        if due > now {
+            // Traffic since the timer was armed: each use only updates
+            // `last`, and the timer catches up here.
+            flows.rearm(r, due, now);
+            return;
+        }
+        if let Some(Flow::Ping(f)) = flows.remove(r) {
+            log::debug!(
+                "ping flow {}: {} -> {} closed (idle)",
+                r.index,
+                f.guest(),
+                f.remote()
+            );
+            let _ = ev.remove(&f.sock);
         }
     }
 
-    /// Close flows idle for `IDLE_TIMEOUT`; returns when to look again.
-    pub fn expire(&mut self, ev: &EventLoop, now: Instant) -> Option<Instant> {
-        self.flows.expire(ev, now, IDLE_TIMEOUT)
+    /// The guest went away: its flows are gone.
+    pub fn clear(&mut self) {
+        self.paused.clear();
     }
+}
 
-    /// Close every flow (the guest went away).
-    pub fn clear(&mut self, ev: &EventLoop) {
-        self.flows.close_all(ev);
-        self.any_paused = false;
-    }
+/// Close an echo flow taken out of the table.
+pub fn close(flow: PingFlow, ev: &EventLoop) {
+    let _ = ev.remove(&flow.sock);
 }
 
 /// How a round of receiving ended.
@@ -332,9 +451,9 @@ struct Rx {
 
 /// Queue the replies `flow`'s socket holds for the guest, at most
 /// `RECV_BURST` of them.
-fn receive(flow: &Flow, link: compose::Link, tx: &mut TxQueue) -> Rx {
+fn receive(flow: &PingFlow, link: compose::Link, tx: &mut TxQueue) -> Rx {
     let fd = flow.sock.as_raw_fd();
-    let id = flow.id;
+    let id = flow.id();
     let mut rx = Rx::default();
     for _ in 0..RECV_BURST {
         if !tx.has_room(MAX_FRAME) {
@@ -358,7 +477,7 @@ fn receive(flow: &Flow, link: compose::Link, tx: &mut TxQueue) -> Rx {
                 None
             }
         };
-        let queued = match (flow.remote, flow.guest) {
+        let queued = match (flow.remote(), flow.guest()) {
             (IpAddr::V4(src), IpAddr::V4(dst)) => tx.push_with(MAX_FRAME, |out| {
                 compose::icmp4(out, link, src, dst, recv_into)
             }),
@@ -386,7 +505,8 @@ fn receive(flow: &Flow, link: compose::Link, tx: &mut TxQueue) -> Rx {
 /// An error that doesn't fit in the guest's queue is dropped and counted
 /// there.
 fn relay_errors(
-    flow: &Flow,
+    r: FlowRef,
+    flow: &PingFlow,
     errq: &mut ErrQueue,
     conf: &Config,
     link: compose::Link,
@@ -403,21 +523,21 @@ fn relay_errors(
         };
         // The request as the host sent it: ICMP header and data.
         let message = data.get(..report.len).unwrap_or(&[]);
-        let from = errqueue::error_source(report.offender, flow.remote, |o| {
-            o == flow.target || o == flow.guest || errqueue::is_host(conf, o)
+        let from = errqueue::error_source(report.offender, flow.remote(), |o| {
+            o == flow.target() || o == flow.guest() || errqueue::is_host(conf, o)
         });
         log::debug!(
             "ping flow {}: ICMP{} type {} code {} from {from}",
-            flow.r.index,
+            r.index,
             if report.v6 { "v6" } else { "" },
             report.msg_type,
             report.code
         );
         let l4 = Quoted::Echo {
-            ident: flow.id,
+            ident: flow.id(),
             message,
         };
-        match (from, flow.guest, flow.remote, report.v6) {
+        match (from, flow.guest(), flow.remote(), report.v6) {
             (IpAddr::V4(from), IpAddr::V4(g), IpAddr::V4(r), false) => {
                 let Some(err) = Error4::from_icmp(report.msg_type, report.code, report.info) else {
                     continue;
@@ -468,33 +588,34 @@ mod tests {
     fn bad_requests_are_dropped_before_any_socket() {
         let c = Config::example();
         let ev = EventLoop::new().unwrap();
-        let mut p = Pings::default();
+        let mut flows = Flows::new(64);
+        let mut p = Pings::new(&flows);
         let g = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
         let r = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9));
         let now = Instant::now();
         assert_eq!(
-            p.request(&c, &ev, g, r, &[8, 0, 0], now),
+            p.request(&c, &ev, &mut flows, g, r, &[8, 0, 0], now),
             Err(IcmpDrop::Malformed)
         );
         let mut reply = [0u8, 0, 0, 0, 0, 1, 0, 1];
         icmpv4::Packet::new_unchecked(&mut reply[..]).fill_checksum();
         assert_eq!(
-            p.request(&c, &ev, g, r, &reply, now),
+            p.request(&c, &ev, &mut flows, g, r, &reply, now),
             Err(IcmpDrop::NotEcho)
         );
         let mut bad = [8u8, 0, 0, 0, 0, 1, 0, 1];
         icmpv4::Packet::new_unchecked(&mut bad[..]).fill_checksum();
         bad[7] ^= 1;
         assert_eq!(
-            p.request(&c, &ev, g, r, &bad, now),
+            p.request(&c, &ev, &mut flows, g, r, &bad, now),
             Err(IcmpDrop::Malformed)
         );
         let mut off = c.clone();
         off.services.icmp = false;
         assert_eq!(
-            p.request(&off, &ev, g, r, &bad, now),
+            p.request(&off, &ev, &mut flows, g, r, &bad, now),
             Err(IcmpDrop::Disabled)
         );
-        assert!(p.flows.is_empty());
+        assert!(flows.is_empty());
     }
 }

@@ -45,8 +45,8 @@ pub fn initial() -> io::Result<()> {
 }
 
 /// Every flow holds a socket: take all the descriptors we are allowed
-/// (the soft limit is often 1024, the hard one much higher), so the flow
-/// tables' limits, not the descriptor limit, decide.
+/// (the soft limit is often 1024, the hard one much higher); the flow
+/// table is then sized to what we got (`fd_limit`).
 fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
@@ -55,6 +55,13 @@ fn raise_fd_limit() {
     {
         log::debug!("can't raise the open files limit to {hard}: {e}");
     }
+}
+
+/// The open files limit we run under (after `initial` raised it): what
+/// the flow table's capacity is derived from (`flow::capacity_for`).
+pub fn fd_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit};
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft)
 }
 
 /// Files we created and must remove when we exit.

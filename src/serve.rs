@@ -12,6 +12,7 @@
 use crate::conf::Config;
 use crate::dispatch::Dispatch;
 use crate::event::{EpollRef, EventLoop};
+use crate::flow::{self, Flows, Kind};
 use crate::isolate;
 use crate::pcap::Pcap;
 use crate::startup::{StartError, err_at};
@@ -25,10 +26,6 @@ use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
-
-/// Longest gap between two rounds of time-driven work while a guest is
-/// attached.
-const PERIODIC_MAX: Duration = Duration::from_secs(10);
 
 /// Bytes of frames we hold for a guest that doesn't read.
 pub const TX_QUEUE_BYTES: usize = 4 << 20;
@@ -79,8 +76,11 @@ pub struct Server<'c> {
     tun_rx: TunRx,
     batch: Batch,
     tx: TxQueue,
+    /// Every flow, of every protocol.
+    flows: Flows,
     dispatch: Dispatch<'c>,
-    /// When `Dispatch::periodic` is due next.
+    /// When `Dispatch::periodic` is due next for its own timers (router
+    /// advertisements); flows' timers are in `flows`.
     next_timer: Option<Instant>,
     /// How long to keep serving closing connections once the quit source
     /// fires (pasta's command exited), if at all.
@@ -130,6 +130,17 @@ impl<'c> Server<'c> {
                 false
             }
         };
+        let flows = Flows::new(flow::capacity_for(isolate::fd_limit()));
+        let (per_flow, reserved) = flows.footprint();
+        log::debug!(
+            "flow table: {} flows (TCP {}, UDP {}, ping {}) for {} open files; {per_flow} bytes per flow in use, {} KiB reserved",
+            flows.capacity(),
+            flows.budget(Kind::Tcp),
+            flows.budget(Kind::Udp),
+            flows.budget(Kind::Ping),
+            isolate::fd_limit(),
+            reserved >> 10,
+        );
         let mut s = Server {
             ev,
             signals,
@@ -141,7 +152,8 @@ impl<'c> Server<'c> {
             tun_rx: TunRx::default(),
             batch: Batch::default(),
             tx: TxQueue::new(TX_QUEUE_BYTES, pcap),
-            dispatch: Dispatch::new(conf),
+            dispatch: Dispatch::new(conf, &flows),
+            flows,
             next_timer: None,
             linger: None,
             draining_until: None,
@@ -169,7 +181,7 @@ impl<'c> Server<'c> {
     pub fn serve(&mut self) -> Outcome {
         let mut events = [EpollEvent::empty(); 64];
         loop {
-            let timeout = self.timeout_ms();
+            let timeout = self.timeout();
             let n = match self.ev.wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(e) => {
@@ -190,19 +202,34 @@ impl<'c> Server<'c> {
                     EpollRef::TapStream => self.on_stream(ev.events()),
                     EpollRef::TapTun => self.on_tun(ev.events()),
                     EpollRef::Quit => self.on_quit(),
-                    EpollRef::Ping(i) => {
-                        self.dispatch
-                            .ping_event(i, ev.events(), &mut self.tx, &self.ev);
+                    EpollRef::Ping(r) => {
+                        self.dispatch.ping_event(
+                            &mut self.flows,
+                            r,
+                            ev.events(),
+                            &mut self.tx,
+                            &self.ev,
+                        );
                         None
                     }
-                    EpollRef::Udp(i) => {
-                        self.dispatch
-                            .udp_event(i, ev.events(), &mut self.tx, &self.ev);
+                    EpollRef::Udp(r) => {
+                        self.dispatch.udp_event(
+                            &mut self.flows,
+                            r,
+                            ev.events(),
+                            &mut self.tx,
+                            &self.ev,
+                        );
                         None
                     }
-                    EpollRef::Tcp(i) => {
-                        self.dispatch
-                            .tcp_event(i, ev.events(), &mut self.tx, &self.ev);
+                    EpollRef::Tcp(r) => {
+                        self.dispatch.tcp_event(
+                            &mut self.flows,
+                            r,
+                            ev.events(),
+                            &mut self.tx,
+                            &self.ev,
+                        );
                         None
                     }
                 };
@@ -210,20 +237,14 @@ impl<'c> Server<'c> {
                     return o;
                 }
             }
-            // TCP timers (retransmission, polls) move with every segment.
-            if let Some(t) = self.dispatch.tcp_deadline()
-                && self.guest_present()
-            {
-                self.next_timer = Some(self.next_timer.map_or(t, |n| n.min(t)));
-            }
             self.timers();
             if let Err(o) = self.flush() {
                 return o;
             }
             if let Some(until) = self.draining_until
-                && (self.dispatch.tcp_is_empty() || Instant::now() >= until)
+                && (self.flows.count(Kind::Tcp) == 0 || Instant::now() >= until)
             {
-                if !self.dispatch.tcp_is_empty() {
+                if self.flows.count(Kind::Tcp) > 0 {
                     log::debug!("connections still open after the linger time");
                 }
                 return Outcome::Quit;
@@ -231,32 +252,44 @@ impl<'c> Server<'c> {
         }
     }
 
-    fn timeout_ms(&self) -> u16 {
-        match self.next_timer {
-            Some(t) => {
-                let left = t.saturating_duration_since(Instant::now());
-                u16::try_from(left.as_millis()).unwrap_or(u16::MAX).max(1)
-            }
-            None => 1000,
-        }
+    /// When the loop must wake up even without events: the next
+    /// advertisement, the earliest flow timer, the end of lingering.
+    /// `None` (nothing due, ever) blocks until an event comes.
+    fn wake_at(&mut self) -> Option<Instant> {
+        let flows = if self.guest_present() {
+            self.flows.next_deadline()
+        } else {
+            None
+        };
+        [self.next_timer, flows, self.draining_until]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
+    fn timeout(&mut self) -> Option<Duration> {
+        let t = self.wake_at()?;
+        // At least a millisecond: epoll counts in those, and waking up
+        // before the deadline would only go round again.
+        Some(
+            t.saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        )
+    }
+
+    /// Run what is due: only flows whose deadline came (a heap in
+    /// `flow`), so a round with nothing due costs a look at its top.
     fn timers(&mut self) {
+        if !self.guest_present() {
+            self.next_timer = None;
+            return;
+        }
         let now = Instant::now();
-        if self.next_timer.is_some_and(|t| t <= now) {
-            self.next_timer = if self.guest_present() {
-                // Flows opened since the last round have deadlines of
-                // their own: look again within a few seconds whatever
-                // dispatch says.
-                let cap = now + PERIODIC_MAX;
-                Some(
-                    self.dispatch
-                        .periodic(now, &mut self.tx, &self.ev)
-                        .map_or(cap, |t| t.min(cap)),
-                )
-            } else {
-                None
-            };
+        let flows_due = self.flows.next_deadline().is_some_and(|t| t <= now);
+        if flows_due || self.next_timer.is_some_and(|t| t <= now) {
+            self.next_timer = self
+                .dispatch
+                .periodic(now, &mut self.tx, &self.ev, &mut self.flows);
         }
     }
 
@@ -287,7 +320,7 @@ impl<'c> Server<'c> {
             return None;
         }
         match self.linger {
-            Some(limit) if !self.dispatch.tcp_is_empty() => {
+            Some(limit) if self.flows.count(Kind::Tcp) > 0 => {
                 // Stop watching it (it stays readable), and drain.
                 let _ = self.ev.remove(q.as_fd());
                 self.draining_until = Some(Instant::now() + limit);
@@ -360,6 +393,7 @@ impl<'c> Server<'c> {
                         &self.batch,
                         &mut self.tx,
                         &self.ev,
+                        &mut self.flows,
                     ),
                     Err(e) => {
                         break format!("guest stream out of sync ({e}), closing the connection");
@@ -392,6 +426,7 @@ impl<'c> Server<'c> {
                     &self.batch,
                     &mut self.tx,
                     &self.ev,
+                    &mut self.flows,
                 ),
                 Err(e) => {
                     log::error!("tap device: {e}");
@@ -412,7 +447,7 @@ impl<'c> Server<'c> {
         self.report_drops();
         self.stream_rx.reset();
         self.tx.clear();
-        self.dispatch.guest_left(&self.ev);
+        self.dispatch.guest_left(&self.ev, &mut self.flows);
         self.next_timer = None;
         if self.one_off {
             log::info!("exiting (one-off)");
@@ -435,6 +470,15 @@ impl<'c> Server<'c> {
         if self.tx.stalled > 0 {
             log::info!("sockets paused (guest not reading): {}", self.tx.stalled);
         }
+        let evicted = [Kind::Tcp, Kind::Udp, Kind::Ping].map(|k| self.flows.evicted(k));
+        if evicted.iter().any(|&n| n > 0) {
+            log::info!(
+                "flows evicted to make room: TCP {} (in the handshake), UDP {}, ping {}",
+                evicted[0],
+                evicted[1],
+                evicted[2]
+            );
+        }
     }
 
     /// Send what we can of the queue, and watch for writability only while
@@ -444,7 +488,8 @@ impl<'c> Server<'c> {
     fn flush(&mut self) -> Result<(), Outcome> {
         self.write_out()?;
         if self.tx.drained() {
-            self.dispatch.tap_drained(&self.ev, &mut self.tx);
+            self.dispatch
+                .tap_drained(&self.ev, &mut self.tx, &mut self.flows);
             if !self.tx.pending().is_empty() {
                 self.write_out()?;
             }

@@ -19,15 +19,21 @@
 //! `resume` watches it again once the queue has drained. The socket is
 //! level-triggered, so it would otherwise be reported ready for ever.
 //!
-//! Limits: at most `MAX_FLOWS` flows, each closed after `IDLE_TIMEOUT`
-//! without traffic either way; when the table is full new flows are
-//! dropped and counted. Still to come: forwarding host ports to the guest
-//! (`-u`), and batching datagrams with `recvmmsg`/`sendmmsg`.
+//! Flows live in the loop's flow table (`flow::Flows`): the tap side is
+//! (guest address:port, destination as the guest sees it), the host side
+//! (our socket's address:port, the destination as the host sees it).
+//!
+//! Limits: at most the table's UDP budget of flows, each closed after
+//! `IDLE_TIMEOUT` without traffic either way. When the budget (or the
+//! descriptors) run out, the least recently used flow (a datagram either
+//! way is a use) is closed to make room, so UDP can neither starve TCP
+//! nor stop opening new flows. Still to come: forwarding host ports to the
+//! guest (`-u`), and batching datagrams with `recvmmsg`/`sendmmsg`.
 
 use crate::conf::Config;
 use crate::errqueue::{self, ErrQueue};
 use crate::event::{EpollRef, EventLoop};
-use crate::flow::{FlowRef, FlowTable, SocketFlow};
+use crate::flow::{self, End, Flow, FlowRef, FlowSide, Flows, Kind, Side, SideRef, Sides, Waiting};
 use crate::fwd::{self, Proto, Refused};
 use crate::tap::{MAX_FRAME, TxQueue};
 use crate::wire::icmp_error::{self, Error4, Error6, MAX_ERROR_FRAME, Quote, Quoted};
@@ -42,8 +48,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-/// Most UDP flows at once.
-pub const MAX_FLOWS: usize = 512;
 /// A flow without traffic for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 /// Most datagrams read from one socket per event: a busy flow can't starve
@@ -60,7 +64,7 @@ pub enum UdpDrop {
     /// Nothing a host socket may send to for the guest (`fwd::outbound`).
     #[error("destination refused: {0}")]
     Destination(Refused),
-    /// Every flow slot is taken.
+    /// No room for a new flow, and none to evict (a zero budget).
     #[error("UDP flow table full")]
     TableFull,
     /// The host refused the socket or the send.
@@ -68,48 +72,63 @@ pub enum UdpDrop {
     Socket(Errno),
 }
 
-/// Guest address and port, and the destination as the guest sees it.
-type Key = (SocketAddr, SocketAddr);
-
-struct Flow {
+/// A UDP flow: its sides and its connected host socket.
+pub struct UdpFlow {
+    sides: Sides,
     sock: OwnedFd,
-    /// What epoll knows the socket by.
-    r: FlowRef,
-    guest: SocketAddr,
-    /// The destination as the guest sees it.
-    remote: SocketAddr,
-    /// The destination as the host sees it.
-    target: SocketAddr,
     last: Instant,
     /// Not watched for input: the guest's queue was full.
     paused: bool,
 }
 
-impl SocketFlow for Flow {
-    fn socket(&self) -> std::os::fd::BorrowedFd<'_> {
-        std::os::fd::AsFd::as_fd(&self.sock)
+impl UdpFlow {
+    /// The flow's sides: the guest's, and our host socket's.
+    pub fn sides(&self) -> &Sides {
+        &self.sides
     }
-    fn last_activity(&self) -> Instant {
+
+    /// The guest's address and port.
+    fn guest(&self) -> SocketAddr {
+        self.sides.initiator().peer
+    }
+
+    /// The destination as the guest sees it.
+    fn remote(&self) -> SocketAddr {
+        self.sides.initiator().ours
+    }
+
+    /// The destination as the host sees it.
+    fn target(&self) -> SocketAddr {
+        self.sides.target().peer
+    }
+
+    /// When traffic last went through the flow.
+    pub fn last_activity(&self) -> Instant {
         self.last
     }
 }
 
-/// The UDP flows.
-pub struct Udp {
-    flows: FlowTable<Key, Flow>,
-    /// Some flow may be paused: `resume` has work to do.
-    any_paused: bool,
-    errq: ErrQueue,
+/// The UDP flow of `r`, if it is one.
+fn flow_mut(flows: &mut Flows, r: FlowRef) -> Option<&mut UdpFlow> {
+    match flows.get_mut(r)? {
+        Flow::Udp(u) => Some(u),
+        _ => None,
+    }
 }
 
-impl Default for Udp {
-    fn default() -> Self {
-        Udp {
-            flows: FlowTable::new(MAX_FLOWS),
-            any_paused: false,
-            errq: ErrQueue::default(),
-        }
-    }
+/// What epoll knows a flow's socket by: its host side.
+fn epoll_ref(r: FlowRef) -> EpollRef {
+    EpollRef::Udp(SideRef {
+        flow: r,
+        end: End::Target,
+    })
+}
+
+/// UDP translation state beside the flows themselves.
+pub struct Udp {
+    /// Flows whose socket is paused until the guest's queue drains.
+    paused: Waiting,
+    errq: ErrQueue,
 }
 
 fn bind_port(fd: RawFd, v6: bool, port: u16) -> nix::Result<()> {
@@ -149,15 +168,94 @@ fn open_socket(guest_port: u16, target: SocketAddr) -> Result<OwnedFd, Errno> {
     Ok(sock)
 }
 
+/// Close the least recently used UDP flow to make room for a new one;
+/// false if there is none.
+fn make_room(flows: &mut Flows, ev: &EventLoop) -> bool {
+    match flows.evict(Kind::Udp) {
+        Some((r, Flow::Udp(f))) => {
+            log::debug!(
+                "UDP flow {}: {} -> {} evicted (least recently used)",
+                r.index,
+                f.guest(),
+                f.remote()
+            );
+            close(f, ev);
+            true
+        }
+        // Only UDP flows are in the UDP list; anything else closes on drop.
+        Some(_) => true,
+        None => false,
+    }
+}
+
+/// Open the flow the guest starts from `ini`: its host side as
+/// `fwd::outbound` decides, a socket there, and the flow in the table.
+fn open(
+    conf: &Config,
+    ev: &EventLoop,
+    flows: &mut Flows,
+    ini: FlowSide,
+    now: Instant,
+) -> Result<FlowRef, UdpDrop> {
+    let mut tgt = fwd::outbound(conf, Proto::Udp, &ini).map_err(UdpDrop::Destination)?;
+    // The least recently used flow makes way when the budget or the
+    // descriptors run out: it is the one least likely to be missed.
+    if flows.at_budget(Kind::Udp) && !make_room(flows, ev) {
+        return Err(UdpDrop::TableFull);
+    }
+    let mut opened = open_socket(ini.peer.port(), tgt.peer);
+    if matches!(opened, Err(Errno::EMFILE | Errno::ENFILE)) && make_room(flows, ev) {
+        opened = open_socket(ini.peer.port(), tgt.peer);
+    }
+    let sock = opened.map_err(UdpDrop::Socket)?;
+    let nf = flows.begin(Kind::Udp).map_err(|_| UdpDrop::TableFull)?;
+    let r = nf.flow_ref();
+    ev.add(&sock, epoll_ref(r), false)
+        .map_err(|e| UdpDrop::Socket(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+    tgt.ours = flow::local_addr(&sock).unwrap_or(tgt.ours);
+    log::debug!(
+        "UDP flow {}: {} -> {} (host: {} -> {})",
+        r.index,
+        ini.peer,
+        ini.ours,
+        tgt.ours,
+        tgt.peer
+    );
+    let flow = UdpFlow {
+        sides: Sides::new(ini, tgt),
+        sock,
+        last: now,
+        paused: false,
+    };
+    let r = nf.commit(Flow::Udp(flow)).map_err(|(_, f)| {
+        if let Flow::Udp(f) = f {
+            let _ = ev.remove(&f.sock);
+        }
+        UdpDrop::TableFull
+    })?;
+    flows.schedule(r, now + IDLE_TIMEOUT);
+    Ok(r)
+}
+
 impl Udp {
+    /// State for the UDP flows of `flows`.
+    pub fn new(flows: &Flows) -> Self {
+        Udp {
+            paused: Waiting::new(flows.budget(Kind::Udp)),
+            errq: ErrQueue::default(),
+        }
+    }
+
     /// Send a datagram the guest sent from `guest` to `remote`.
     ///
     /// # Errors
     /// An `UdpDrop` saying why nothing was sent.
+    #[allow(clippy::too_many_arguments)]
     pub fn request(
         &mut self,
         conf: &Config,
         ev: &EventLoop,
+        flows: &mut Flows,
         guest: SocketAddr,
         remote: SocketAddr,
         payload: &[u8],
@@ -166,19 +264,13 @@ impl Udp {
         if !conf.services.udp {
             return Err(UdpDrop::Disabled);
         }
-        if guest.port() == 0 {
-            return Err(UdpDrop::Destination(Refused::PortZero));
-        }
-        let key = (guest, remote);
-        let idx = match self.flows.lookup(&key) {
-            Some(i) => i,
-            None => {
-                let target =
-                    fwd::outbound(conf, Proto::Udp, remote).map_err(UdpDrop::Destination)?;
-                self.open(ev, key, target, now)?
-            }
+        let ini = FlowSide::new(Side::Tap, guest, remote);
+        let r = match flows.lookup(Proto::Udp, &ini) {
+            Some(s) => s.flow,
+            None => open(conf, ev, flows, ini, now)?,
         };
-        let Some(flow) = self.flows.get_mut(idx) else {
+        flows.touch(r);
+        let Some(flow) = flow_mut(flows, r) else {
             return Err(UdpDrop::TableFull);
         };
         flow.last = now;
@@ -196,40 +288,13 @@ impl Udp {
         }
     }
 
-    fn open(
-        &mut self,
-        ev: &EventLoop,
-        key: Key,
-        target: SocketAddr,
-        now: Instant,
-    ) -> Result<u32, UdpDrop> {
-        let (guest, remote) = key;
-        let idx = self.flows.free_slot().ok_or(UdpDrop::TableFull)?;
-        let sock = open_socket(guest.port(), target).map_err(UdpDrop::Socket)?;
-        ev.add(&sock, EpollRef::Udp(idx), false)
-            .map_err(|e| UdpDrop::Socket(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
-        log::debug!(
-            "UDP flow {}: {guest} -> {remote} (host: {target})",
-            idx.index
-        );
-        let flow = Flow {
-            sock,
-            r: idx,
-            guest,
-            remote,
-            target,
-            last: now,
-            paused: false,
-        };
-        self.flows.insert(key, flow).map_err(|_| UdpDrop::TableFull)
-    }
-
     /// Events on the socket of flow `r`: datagrams to queue for the
     /// guest, and ICMP errors to relay.
     #[allow(clippy::too_many_arguments)]
     pub fn event(
         &mut self,
-        r: FlowRef,
+        flows: &mut Flows,
+        r: SideRef,
         events: EpollFlags,
         conf: &Config,
         guest_mac: Mac,
@@ -237,7 +302,8 @@ impl Udp {
         ev: &EventLoop,
         now: Instant,
     ) {
-        let Some(flow) = self.flows.resolve(r).and_then(|i| self.flows.get_mut(i)) else {
+        let r = r.flow;
+        let Some(flow) = flow_mut(flows, r) else {
             return;
         };
         let link = compose::Link {
@@ -245,6 +311,7 @@ impl Udp {
             dst: guest_mac,
         };
         let mut failed = events.contains(EpollFlags::EPOLLERR);
+        let mut paused = false;
         if events.contains(EpollFlags::EPOLLIN) {
             flow.last = now;
             let rx = receive(flow, link, tx);
@@ -253,47 +320,80 @@ impl Udp {
                 // Leave the datagrams in the kernel until the guest reads:
                 // polling a socket we can't empty would only spin.
                 tx.stalled += 1;
-                match ev.watch_input(&flow.sock, EpollRef::Udp(flow.r), false) {
+                match ev.watch_input(&flow.sock, epoll_ref(r), false) {
                     Ok(()) => {
                         flow.paused = true;
-                        self.any_paused = true;
+                        paused = true;
                     }
-                    Err(e) => log::warn!("UDP flow {}: can't pause: {e}", flow.r.index),
+                    Err(e) => log::warn!("UDP flow {}: can't pause: {e}", r.index),
                 }
             }
         }
         if failed {
-            relay_errors(flow, &mut self.errq, conf, link, tx);
+            relay_errors(r, flow, &mut self.errq, conf, link, tx);
+        }
+        if events.contains(EpollFlags::EPOLLIN) {
+            flows.touch(r);
+        }
+        if paused {
+            self.paused.push(r, |w| {
+                flows
+                    .get(w)
+                    .is_some_and(|f| matches!(f, Flow::Udp(u) if u.paused))
+            });
         }
     }
 
     /// The guest's queue has room again: watch paused sockets for input.
-    pub fn resume(&mut self, ev: &EventLoop) {
-        if !self.any_paused {
+    pub fn resume(&mut self, flows: &mut Flows, ev: &EventLoop) {
+        if self.paused.is_empty() {
             return;
         }
-        self.any_paused = false;
-        for flow in self.flows.iter_mut().filter(|f| f.paused) {
-            match ev.watch_input(&flow.sock, EpollRef::Udp(flow.r), true) {
+        let waiting = self.paused.take();
+        for &r in &waiting {
+            let Some(flow) = flow_mut(flows, r).filter(|f| f.paused) else {
+                continue;
+            };
+            match ev.watch_input(&flow.sock, epoll_ref(r), true) {
                 Ok(()) => flow.paused = false,
-                Err(e) => {
-                    log::warn!("UDP flow {}: can't resume: {e}", flow.r.index);
-                    self.any_paused = true;
-                }
+                Err(e) => log::warn!("UDP flow {}: can't resume: {e}", r.index),
             }
+        }
+        self.paused.give_back(waiting);
+    }
+
+    /// Close flow `r` if it has been idle for `IDLE_TIMEOUT`; otherwise
+    /// schedule it for when it will have been.
+    pub fn expire(&mut self, flows: &mut Flows, ev: &EventLoop, r: FlowRef, now: Instant) {
+        let Some(due) = flow_mut(flows, r).map(|f| f.last + IDLE_TIMEOUT) else {
+            return;
+        };
+        if due > now {
+            // Traffic since the timer was armed: each use only updates
+            // `last`, and the timer catches up here.
+            flows.rearm(r, due, now);
+            return;
+        }
+        if let Some(Flow::Udp(f)) = flows.remove(r) {
+            log::debug!(
+                "UDP flow {}: {} -> {} closed (idle)",
+                r.index,
+                f.guest(),
+                f.remote()
+            );
+            let _ = ev.remove(&f.sock);
         }
     }
 
-    /// Close flows idle for `IDLE_TIMEOUT`; returns when to look again.
-    pub fn expire(&mut self, ev: &EventLoop, now: Instant) -> Option<Instant> {
-        self.flows.expire(ev, now, IDLE_TIMEOUT)
+    /// The guest went away: its flows are gone.
+    pub fn clear(&mut self) {
+        self.paused.clear();
     }
+}
 
-    /// Close every flow (the guest went away).
-    pub fn clear(&mut self, ev: &EventLoop) {
-        self.flows.close_all(ev);
-        self.any_paused = false;
-    }
+/// Close a UDP flow taken out of the table.
+pub fn close(flow: UdpFlow, ev: &EventLoop) {
+    let _ = ev.remove(&flow.sock);
 }
 
 /// How a round of receiving ended.
@@ -307,7 +407,7 @@ struct Rx {
 
 /// Queue what `flow`'s socket holds for the guest, as it came, at most
 /// `RECV_BURST` datagrams.
-fn receive(flow: &Flow, link: compose::Link, tx: &mut TxQueue) -> Rx {
+fn receive(flow: &UdpFlow, link: compose::Link, tx: &mut TxQueue) -> Rx {
     let fd = flow.sock.as_raw_fd();
     let mut rx = Rx::default();
     for _ in 0..RECV_BURST {
@@ -325,7 +425,7 @@ fn receive(flow: &Flow, link: compose::Link, tx: &mut TxQueue) -> Rx {
                 None
             }
         };
-        let queued = match (flow.remote, flow.guest) {
+        let queued = match (flow.remote(), flow.guest()) {
             (SocketAddr::V4(src), SocketAddr::V4(dst)) => tx.push_with(MAX_FRAME, |out| {
                 compose::udp4(out, link, src, dst, recv_into)
             }),
@@ -354,7 +454,8 @@ fn receive(flow: &Flow, link: compose::Link, tx: &mut TxQueue) -> Rx {
 /// rest keep `EPOLLERR` up for the next round). An error that doesn't fit
 /// in the guest's queue is dropped and counted there.
 fn relay_errors(
-    flow: &Flow,
+    r: FlowRef,
+    flow: &UdpFlow,
     errq: &mut ErrQueue,
     conf: &Config,
     link: compose::Link,
@@ -370,19 +471,19 @@ fn relay_errors(
             Err(_) => break,
         };
         let payload = data.get(..report.len).unwrap_or(&[]);
-        let from = errqueue::error_source(report.offender, flow.remote.ip(), |o| {
-            o == flow.target.ip() || o == flow.guest.ip() || errqueue::is_host(conf, o)
+        let from = errqueue::error_source(report.offender, flow.remote().ip(), |o| {
+            o == flow.target().ip() || o == flow.guest().ip() || errqueue::is_host(conf, o)
         });
         log::debug!(
             "UDP flow {}: ICMP{} type {} code {} from {from}",
-            flow.r.index,
+            r.index,
             if report.v6 { "v6" } else { "" },
             report.msg_type,
             report.code
         );
         // The socket has the guest's destination's family (`fwd::outbound`
         // keeps it), and so do its errors.
-        match (from, flow.guest, flow.remote, report.v6) {
+        match (from, flow.guest(), flow.remote(), report.v6) {
             (IpAddr::V4(from), SocketAddr::V4(g), SocketAddr::V4(r), false) => {
                 let Some(err) = Error4::from_icmp(report.msg_type, report.code, report.info) else {
                     continue;
@@ -437,10 +538,12 @@ mod tests {
         let mut c = Config::example();
         c.services.udp = false;
         let ev = EventLoop::new().unwrap();
-        let mut u = Udp::default();
+        let mut flows = Flows::new(64);
+        let mut u = Udp::new(&flows);
         let r = u.request(
             &c,
             &ev,
+            &mut flows,
             sa("10.0.0.2:4000"),
             sa("192.0.2.9:53"),
             b"q",
@@ -456,9 +559,17 @@ mod tests {
             "192.0.2.9:0",
             "[ff02::fb]:5353",
         ] {
-            let r = u.request(&c, &ev, sa("10.0.0.2:4000"), sa(dst), b"q", Instant::now());
+            let r = u.request(
+                &c,
+                &ev,
+                &mut flows,
+                sa("10.0.0.2:4000"),
+                sa(dst),
+                b"q",
+                Instant::now(),
+            );
             assert!(matches!(r, Err(UdpDrop::Destination(_))), "{dst}");
         }
-        assert!(u.flows.is_empty());
+        assert!(flows.is_empty());
     }
 }

@@ -1,43 +1,262 @@
-//! The flow table: fixed-capacity slots of per-protocol flow state, found
-//! by key or by slot index (the index is what epoll hands back).
+//! The flow table: every flow we translate, TCP, UDP and ping alike, in
+//! one table owned by the event loop, found by slot (what epoll hands
+//! back) or by addresses (one hash index).
 //!
-//! Theory of operation: capacity is set at start-up and the slots, the
-//! free list and the key index are allocated then, so opening or finding
-//! a flow never allocates and a guest can't grow the table. A full table
-//! refuses new flows; the caller counts the drop. Removal goes through
-//! `retain` or `remove`, which hand the flow back so its socket can leave
-//! epoll before it is closed.
+//! # Theory of operation
 //!
-//! Every slot has a generation, bumped when its flow is removed. The
-//! epoll reference of a flow's socket carries (slot, generation) as a
-//! `FlowRef`, and `get_ref` only answers while both match: an event that
-//! was already queued for a flow closed earlier in the same round can't
-//! act on a new flow that took its slot.
+//! A flow joins two sides. Each side is somewhere (`Side::Tap`: the
+//! guest; `Side::Host`: a socket of ours on the host; pasta's namespace,
+//! for the splice path, comes later) and has two addresses as seen from
+//! there: the peer's and ours. For a flow the guest opens, the initiating
+//! side (`End::Initiator`) is the tap: peer = the guest's address and
+//! port, ours = the destination as the guest sees it. Its target
+//! (`End::Target`) is what `fwd::outbound` decided: peer = where our host
+//! socket goes, ours = that socket's local address and port. Sides are
+//! fixed when the flow is opened and never change.
+//!
+//! Opening goes through a builder: `begin` reserves a slot of the right
+//! kind within that kind's budget and returns a `NewFlow`, which borrows
+//! the table. It knows the references the flow will have, so its socket
+//! can be registered in epoll under them, and `commit` makes the flow
+//! live: stored, hashed by both sides, counted. Dropped uncommitted (an
+//! early return on a failed `socket()`), it gives the slot back, so a
+//! half-built flow can't outlive the handler that started it. `remove`
+//! hands a live flow back to its protocol, which closes its socket.
+//!
+//! ```text
+//!  free ──begin()──▶ reserved (NewFlow) ──commit()──▶ live ──remove()──▶ free
+//!   ▲                   │ dropped uncommitted                              │
+//!   └───────────────────┴──────────────────────────────────────────────────┘
+//! ```
+//!
+//! Every slot has a generation, bumped whenever it is freed. An epoll
+//! reference carries (kind, slot, end, generation) (`SideRef`), and
+//! `get` only answers while the generation matches: an event already
+//! queued for a flow closed earlier in the same round can't act on a new
+//! flow that took its slot.
+//!
+//! Finding a flow by address is one hash lookup of (protocol, side, peer,
+//! ours), answering which flow and which of its sides (`hash.rs`).
+//! Opening and closing are O(1): free slots are chained through the slots
+//! themselves, and the slot vector only ever grows into capacity reserved
+//! at start-up, so nothing is allocated or moved while serving.
+//!
+//! Each kind has an ordered list through its slots that eviction takes
+//! from, oldest first (`evict`): its protocol decides what is in it and
+//! in which order (TCP: connections still in the handshake, by SYN; UDP
+//! and ping: every flow, by last use, through `touch`).
+//!
+//! Timers: each flow has at most one armed deadline on one heap for the
+//! whole table (`timer.rs`), so a round of the loop visits only the flows
+//! whose deadline came (`pop_due`), never all of them.
+//!
+//! Limits: the table never holds more than its capacity, and each kind
+//! never more than its budget (see `budgets`), so one protocol can't use
+//! up what another needs. The capacity comes from the open files limit
+//! (`capacity_for`): every flow holds one socket.
 
-use crate::event::EventLoop;
-use std::collections::HashMap;
-use std::hash::Hash;
-use std::os::fd::BorrowedFd;
+mod hash;
+mod timer;
+
+use crate::fwd::Proto;
+use nix::sys::socket::{SockaddrStorage, getsockname};
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
-
-/// A flow that owns a socket registered in the event loop.
-pub trait SocketFlow {
-    /// The socket, to take out of epoll when the flow goes.
-    fn socket(&self) -> BorrowedFd<'_>;
-    /// When traffic last went through the flow.
-    fn last_activity(&self) -> Instant;
-}
-
-/// The table is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Full;
 
 /// Generations wrap within the bits `EpollRef` has for them.
 pub const GEN_MASK: u32 = (1 << 24) - 1;
 
-/// A flow as an epoll reference names it: its slot and that slot's
-/// generation when the flow was opened.
+/// A slot index that stands for none, ending chains.
+const NIL: u32 = u32::MAX;
+
+/// The soonest a timer handler may schedule its flow again: a round of
+/// timers always ends, even if a handler leaves something due.
+pub const MIN_REARM: Duration = Duration::from_millis(1);
+
+/// Where a side of a flow is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The guest, behind the tap (a VM's stream or pasta's tap device).
+    Tap,
+    /// The host: a socket of ours and its peer.
+    Host,
+}
+
+/// Which of a flow's two sides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum End {
+    /// The side that opened the flow.
+    Initiator,
+    /// The side the flow was forwarded to.
+    Target,
+}
+
+impl End {
+    fn bit(self) -> u32 {
+        match self {
+            End::Initiator => 0,
+            End::Target => 1,
+        }
+    }
+
+    fn from_bit(b: u32) -> End {
+        if b & 1 == 0 {
+            End::Initiator
+        } else {
+            End::Target
+        }
+    }
+}
+
+/// One side of a flow: where it is, and the two addresses as seen there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowSide {
+    /// Where this side is.
+    pub at: Side,
+    /// The other party on this side: the guest, or the host peer.
+    pub peer: SocketAddr,
+    /// Our end on this side: the address the guest sent to, or our
+    /// socket's local address.
+    pub ours: SocketAddr,
+}
+
+impl FlowSide {
+    /// A side at `at` between `peer` and `ours`.
+    pub fn new(at: Side, peer: SocketAddr, ours: SocketAddr) -> Self {
+        FlowSide { at, peer, ours }
+    }
+}
+
+/// Both sides of a flow, fixed when it is opened: the table hashes them,
+/// so they can't change while the flow lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sides([FlowSide; 2]);
+
+impl Sides {
+    /// The sides of a flow opened by `initiator` and forwarded to `target`.
+    pub fn new(initiator: FlowSide, target: FlowSide) -> Self {
+        Sides([initiator, target])
+    }
+
+    /// The side at `end`.
+    pub fn get(&self, end: End) -> &FlowSide {
+        match end {
+            End::Initiator => &self.0[0],
+            End::Target => &self.0[1],
+        }
+    }
+
+    /// The side that opened the flow.
+    pub fn initiator(&self) -> &FlowSide {
+        &self.0[0]
+    }
+
+    /// The side the flow was forwarded to.
+    pub fn target(&self) -> &FlowSide {
+        &self.0[1]
+    }
+}
+
+/// What a flow translates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A TCP connection from the guest, one host socket.
+    Tcp,
+    /// A UDP flow, one connected host socket.
+    Udp,
+    /// ICMP or ICMPv6 echo, one ping socket.
+    Ping,
+}
+
+impl Kind {
+    /// Number of kinds, for per-kind arrays.
+    pub const COUNT: usize = 3;
+
+    fn index(self) -> usize {
+        match self {
+            Kind::Tcp => 0,
+            Kind::Udp => 1,
+            Kind::Ping => 2,
+        }
+    }
+
+    /// The transport protocol, part of every hash key.
+    pub fn proto(self) -> Proto {
+        match self {
+            Kind::Tcp => Proto::Tcp,
+            Kind::Udp => Proto::Udp,
+            Kind::Ping => Proto::Icmp,
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Tcp => "TCP",
+            Kind::Udp => "UDP",
+            Kind::Ping => "ping",
+        })
+    }
+}
+
+/// A flow of any kind, as the table stores it.
+pub enum Flow {
+    /// A TCP connection.
+    Tcp(crate::tcp::Conn),
+    /// A UDP flow.
+    Udp(crate::udp::UdpFlow),
+    /// An echo flow.
+    Ping(crate::icmp::PingFlow),
+}
+
+/// What the table needs to know of the flows it stores.
+pub trait FlowEntry {
+    /// The flow's kind.
+    fn kind(&self) -> Kind;
+    /// The flow's two sides.
+    fn sides(&self) -> &Sides;
+}
+
+impl Flow {
+    /// The flow's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Flow::Tcp(_) => Kind::Tcp,
+            Flow::Udp(_) => Kind::Udp,
+            Flow::Ping(_) => Kind::Ping,
+        }
+    }
+
+    /// The flow's two sides.
+    pub fn sides(&self) -> &Sides {
+        match self {
+            Flow::Tcp(c) => c.sides(),
+            Flow::Udp(u) => u.sides(),
+            Flow::Ping(p) => p.sides(),
+        }
+    }
+}
+
+impl FlowEntry for Flow {
+    fn kind(&self) -> Kind {
+        Flow::kind(self)
+    }
+
+    fn sides(&self) -> &Sides {
+        Flow::sides(self)
+    }
+}
+
+/// The flow table the event loop owns.
+pub type Flows = Table<Flow>;
+
+/// A flow as a reference names it: its slot and that slot's generation
+/// when the flow was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowRef {
     /// Slot index.
     pub index: u32,
@@ -45,170 +264,605 @@ pub struct FlowRef {
     pub generation: u32,
 }
 
-struct Slot<K, F> {
+/// One side of a flow: what an epoll reference carries for a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SideRef {
+    /// The flow.
+    pub flow: FlowRef,
+    /// Which of its sides.
+    pub end: End,
+}
+
+/// No room for another flow of that kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+/// A side of the new flow has the key of a side already in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clash;
+
+/// The hash key of a side: the protocol and the side as seen where it is.
+#[derive(Hash)]
+struct Key<'a> {
+    proto: Proto,
+    side: &'a FlowSide,
+}
+
+struct Slot<F> {
     generation: u32,
-    entry: Option<(K, F)>,
+    /// Previous flow in its kind's list (`NIL` at the head or unlisted).
+    prev: u32,
+    /// Next flow in its kind's list, or next free slot while free.
+    next: u32,
+    /// The deadline of the flow's armed entry in the timer heap.
+    timer: Option<Instant>,
+    flow: Option<F>,
 }
 
-/// Fixed-capacity flows of type `F`, keyed by `K`.
-pub struct FlowTable<K, F> {
-    slots: Vec<Slot<K, F>>,
-    /// Free slot indices; the next flow takes the last one.
-    free: Vec<u32>,
-    index: HashMap<K, u32>,
+/// Whether heap entry `e` is its flow's armed timer.
+fn armed<F>(slots: &[Slot<F>], e: &timer::Entry) -> bool {
+    slots.get(e.flow.index as usize).is_some_and(|s| {
+        s.generation == e.flow.generation && s.flow.is_some() && s.timer == Some(e.at)
+    })
 }
 
-impl<K: Hash + Eq + Copy, F> FlowTable<K, F> {
-    /// A table of at most `capacity` flows.
+/// Most flows at once, whatever the open files limit.
+pub const MAX_FLOWS: usize = 128 * 1024;
+
+/// Descriptors kept for ourselves (standard streams, epoll, signalfd,
+/// the tap side, capture and log files, namespace handles, pidfds), off
+/// the open files limit before it is shared out to flows.
+pub const RESERVED_FDS: u64 = 128;
+
+/// The table's capacity under an open files limit of `nofile`: every flow
+/// holds one socket, so one flow per descriptor left after ours, at most
+/// `MAX_FLOWS`. A limit too small to leave `RESERVED_FDS` still gives
+/// flows half of it.
+pub fn capacity_for(nofile: u64) -> usize {
+    let fds = nofile.saturating_sub(RESERVED_FDS).max(nofile / 2);
+    usize::try_from(fds).map_or(MAX_FLOWS, |n| n.min(MAX_FLOWS))
+}
+
+/// How many flows of each kind a table of `capacity` holds: TCP five
+/// eighths, UDP a quarter, ping the rest (an eighth). TCP gets the most
+/// because a connection lives long and can't be evicted once established;
+/// UDP and ping flows are cheap to open again.
+pub fn budgets(capacity: usize) -> [usize; Kind::COUNT] {
+    let tcp = capacity * 5 / 8;
+    let udp = capacity / 4;
+    [tcp, udp, capacity - tcp - udp]
+}
+
+/// The ends of a kind's ordered list.
+#[derive(Debug, Clone, Copy)]
+struct List {
+    head: u32,
+    tail: u32,
+}
+
+const EMPTY: List = List {
+    head: NIL,
+    tail: NIL,
+};
+
+/// Flows of type `F` in up to `capacity` slots, each kind within its
+/// budget.
+pub struct Table<F> {
+    /// Grows into capacity reserved at start-up, never beyond it.
+    slots: Vec<Slot<F>>,
+    capacity: usize,
+    /// Head of the chain of free slots.
+    free: u32,
+    index: hash::Index,
+    /// The hash key (SipHash), drawn at start-up: see `hash.rs`.
+    keys: RandomState,
+    counts: [usize; Kind::COUNT],
+    budgets: [usize; Kind::COUNT],
+    /// Every flow's next deadline: see `timer.rs`.
+    timers: timer::Heap,
+    /// Per kind, the flows eviction takes from, oldest first (see
+    /// `evict`).
+    lists: [List; Kind::COUNT],
+    evicted: [u64; Kind::COUNT],
+}
+
+/// The hash of side index `sidx` of the flows in `slots`.
+fn side_hash<F: FlowEntry>(slots: &[Slot<F>], keys: &RandomState, sidx: u32) -> u64 {
+    let Some(f) = slots
+        .get((sidx >> 1) as usize)
+        .and_then(|s| s.flow.as_ref())
+    else {
+        return 0;
+    };
+    keys.hash_one(Key {
+        proto: f.kind().proto(),
+        side: f.sides().get(End::from_bit(sidx)),
+    })
+}
+
+impl<F: FlowEntry> Table<F> {
+    /// A table of `capacity` flows, shared out by `budgets`.
     pub fn new(capacity: usize) -> Self {
-        let capacity = capacity.min(u32::MAX as usize);
-        FlowTable {
-            slots: (0..capacity)
-                .map(|_| Slot {
-                    generation: 0,
-                    entry: None,
-                })
-                .collect(),
-            // Lowest indices first, so small tables stay dense.
-            free: (0..capacity as u32).rev().collect(),
-            index: HashMap::with_capacity(capacity),
+        Self::with_budgets(budgets(capacity))
+    }
+
+    /// A table with these budgets per kind (in `Kind` order); its
+    /// capacity is their sum, at most 2^30 slots.
+    pub fn with_budgets(budgets: [usize; Kind::COUNT]) -> Self {
+        let capacity = budgets.iter().sum::<usize>().min(1 << 30);
+        Table {
+            // Reserved, not touched: pages are used as slots are.
+            slots: Vec::with_capacity(capacity),
+            capacity,
+            free: NIL,
+            index: hash::Index::new(capacity * 2),
+            keys: RandomState::new(),
+            counts: [0; Kind::COUNT],
+            budgets,
+            timers: timer::Heap::new(capacity),
+            lists: [EMPTY; Kind::COUNT],
+            evicted: [0; Kind::COUNT],
         }
     }
 
-    /// The slot of the flow with this key.
-    pub fn lookup(&self, key: &K) -> Option<u32> {
-        self.index.get(key).copied()
+    /// Most flows at once.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
-    /// Store a new flow, returning its slot.
-    ///
-    /// # Errors
-    /// `Full` when every slot is taken.
-    pub fn insert(&mut self, key: K, flow: F) -> Result<u32, Full> {
-        let idx = self.free.pop().ok_or(Full)?;
-        let Some(slot) = self.slots.get_mut(idx as usize) else {
-            return Err(Full);
-        };
-        slot.entry = Some((key, flow));
-        self.index.insert(key, idx);
-        Ok(idx)
+    /// Most flows of `kind` at once.
+    pub fn budget(&self, kind: Kind) -> usize {
+        self.budgets[kind.index()]
     }
 
-    /// The slot (and generation) the next `insert` will use, if any: lets
-    /// a caller register the flow's socket under its final reference
-    /// before `insert`.
-    pub fn free_slot(&self) -> Option<FlowRef> {
-        let index = *self.free.last()?;
-        let generation = self.slots.get(index as usize)?.generation;
-        Some(FlowRef { index, generation })
+    /// Flows of `kind` now.
+    pub fn count(&self, kind: Kind) -> usize {
+        self.counts[kind.index()]
     }
 
-    /// The reference of the flow in slot `idx`.
-    pub fn flow_ref(&self, idx: u32) -> Option<FlowRef> {
-        let s = self.slots.get(idx as usize)?;
-        s.entry.as_ref()?;
-        Some(FlowRef {
-            index: idx,
-            generation: s.generation,
-        })
-    }
-
-    /// The flow in slot `idx`.
-    pub fn get(&self, idx: u32) -> Option<&F> {
-        self.slots
-            .get(usize::try_from(idx).ok()?)?
-            .entry
-            .as_ref()
-            .map(|(_, f)| f)
-    }
-
-    /// The flow in slot `idx`, writable.
-    pub fn get_mut(&mut self, idx: u32) -> Option<&mut F> {
-        self.slots
-            .get_mut(usize::try_from(idx).ok()?)?
-            .entry
-            .as_mut()
-            .map(|(_, f)| f)
-    }
-
-    /// The slot of the flow `r` names, if that flow is still there (not
-    /// closed, its slot not reused since).
-    pub fn resolve(&self, r: FlowRef) -> Option<u32> {
-        let s = self.slots.get(r.index as usize)?;
-        (s.generation == r.generation && s.entry.is_some()).then_some(r.index)
-    }
-
-    /// Take the flow out of slot `idx`.
-    pub fn remove(&mut self, idx: u32) -> Option<F> {
-        let slot = self.slots.get_mut(usize::try_from(idx).ok()?)?;
-        let (k, f) = slot.entry.take()?;
-        slot.generation = (slot.generation + 1) & GEN_MASK;
-        self.index.remove(&k);
-        self.free.push(idx);
-        Some(f)
-    }
-
-    /// Keep the flows for which `keep` says so; the others are handed to
-    /// `gone` and removed.
-    pub fn retain(&mut self, mut keep: impl FnMut(&F) -> bool, mut gone: impl FnMut(F)) {
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            if slot.entry.as_ref().is_some_and(|(_, f)| !keep(f))
-                && let Some((k, f)) = slot.entry.take()
-            {
-                slot.generation = (slot.generation + 1) & GEN_MASK;
-                self.index.remove(&k);
-                // `new` caps the capacity at u32::MAX slots.
-                self.free.push(i as u32);
-                gone(f);
-            }
-        }
-    }
-
-    /// Every flow.
-    pub fn iter(&self) -> impl Iterator<Item = &F> {
-        self.slots
-            .iter()
-            .filter_map(|s| s.entry.as_ref().map(|(_, f)| f))
-    }
-
-    /// Every flow, writable.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut F> {
-        self.slots
-            .iter_mut()
-            .filter_map(|s| s.entry.as_mut().map(|(_, f)| f))
+    /// Whether `kind` is at its budget.
+    pub fn at_budget(&self, kind: Kind) -> bool {
+        self.count(kind) >= self.budget(kind)
     }
 
     /// Number of flows.
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.counts.iter().sum()
     }
 
     /// True when there are no flows.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.len() == 0
+    }
+
+    /// Bytes a flow costs once its slot is in use (the slot, its share of
+    /// the hash index and of the timer heap), and bytes reserved for the
+    /// whole table, of which only what is used becomes resident.
+    pub fn footprint(&self) -> (usize, usize) {
+        let slot = std::mem::size_of::<Slot<F>>();
+        let index = self.index.bytes() / self.capacity.max(1);
+        let timers = 2 * std::mem::size_of::<timer::Entry>();
+        let per_flow = slot + index + timers;
+        (per_flow, per_flow * self.capacity)
+    }
+
+    /// The flow `r` names, if it is still there (not closed, its slot not
+    /// reused since).
+    pub fn get(&self, r: FlowRef) -> Option<&F> {
+        let s = self.slots.get(usize::try_from(r.index).ok()?)?;
+        if s.generation != r.generation {
+            return None;
+        }
+        s.flow.as_ref()
+    }
+
+    /// The same, writable.
+    pub fn get_mut(&mut self, r: FlowRef) -> Option<&mut F> {
+        let s = self.slots.get_mut(usize::try_from(r.index).ok()?)?;
+        if s.generation != r.generation {
+            return None;
+        }
+        s.flow.as_mut()
+    }
+
+    /// The reference of the live flow in slot `index`.
+    fn ref_at(&self, index: u32) -> Option<FlowRef> {
+        let s = self.slots.get(index as usize)?;
+        s.flow.as_ref()?;
+        Some(FlowRef {
+            index,
+            generation: s.generation,
+        })
+    }
+
+    /// The flow side of protocol `proto` that looks like `side`, if any.
+    pub fn lookup(&self, proto: Proto, side: &FlowSide) -> Option<SideRef> {
+        let h = self.keys.hash_one(Key { proto, side });
+        let sidx = self.index.find(h, |sidx| {
+            self.side_at(sidx)
+                .is_some_and(|(k, s)| k.proto() == proto && s == side)
+        })?;
+        Some(SideRef {
+            flow: self.ref_at(sidx >> 1)?,
+            end: End::from_bit(sidx),
+        })
+    }
+
+    /// The kind of flow and the side that side index `sidx` names.
+    fn side_at(&self, sidx: u32) -> Option<(Kind, &FlowSide)> {
+        let f = self.slots.get((sidx >> 1) as usize)?.flow.as_ref()?;
+        Some((f.kind(), f.sides().get(End::from_bit(sidx))))
+    }
+
+    /// Start opening a flow of `kind`.
+    ///
+    /// # Errors
+    /// `Full` when `kind` is at its budget or the table is full.
+    pub fn begin(&mut self, kind: Kind) -> Result<NewFlow<'_, F>, Full> {
+        if self.at_budget(kind) {
+            return Err(Full);
+        }
+        let index = if self.free != NIL {
+            let i = self.free;
+            let s = self.slots.get_mut(i as usize).ok_or(Full)?;
+            self.free = s.next;
+            s.next = NIL;
+            i
+        } else if self.slots.len() < self.capacity {
+            // Within the reserved capacity: no reallocation.
+            self.slots.push(Slot {
+                generation: 0,
+                prev: NIL,
+                next: NIL,
+                timer: None,
+                flow: None,
+            });
+            u32::try_from(self.slots.len() - 1).map_err(|_| Full)?
+        } else {
+            return Err(Full);
+        };
+        let generation = self.slots.get(index as usize).map_or(0, |s| s.generation);
+        Ok(NewFlow {
+            table: self,
+            r: FlowRef { index, generation },
+            kind,
+            done: false,
+        })
+    }
+
+    /// Put slot `index` back on the free chain, for a new generation.
+    fn release(&mut self, index: u32) {
+        if let Some(s) = self.slots.get_mut(index as usize) {
+            s.flow = None;
+            s.timer = None;
+            s.generation = (s.generation + 1) & GEN_MASK;
+            s.prev = NIL;
+            s.next = self.free;
+            self.free = index;
+        }
+    }
+
+    /// Take the flow `r` names out of the table.
+    pub fn remove(&mut self, r: FlowRef) -> Option<F> {
+        let kind = self.get(r)?.kind();
+        for end in [End::Initiator, End::Target] {
+            let sidx = r.index << 1 | end.bit();
+            // Hashes are computed from the flows, so the flow stays in its
+            // slot until both its entries are out.
+            let (slots, keys) = (&self.slots, &self.keys);
+            let h = side_hash(slots, keys, sidx);
+            self.index
+                .remove(h, sidx, |other| side_hash(slots, keys, other));
+        }
+        self.unlink(r.index, kind);
+        let flow = self.slots.get_mut(r.index as usize)?.flow.take();
+        self.release(r.index);
+        if let Some(c) = self.counts.get_mut(kind.index()) {
+            *c = c.saturating_sub(1);
+        }
+        flow
+    }
+
+    /// Every live flow with its reference.
+    pub fn iter(&self) -> impl Iterator<Item = (FlowRef, &F)> {
+        self.slots.iter().enumerate().filter_map(|(i, s)| {
+            let f = s.flow.as_ref()?;
+            let index = u32::try_from(i).ok()?;
+            Some((
+                FlowRef {
+                    index,
+                    generation: s.generation,
+                },
+                f,
+            ))
+        })
+    }
+
+    /// Arm flow `r`'s timer for `at`, unless it is armed for no later
+    /// already: then the protocol finds nothing due when that comes, and
+    /// schedules again.
+    pub fn schedule(&mut self, r: FlowRef, at: Instant) {
+        let Some(s) = self.slots.get_mut(r.index as usize) else {
+            return;
+        };
+        if s.generation != r.generation || s.flow.is_none() || s.timer.is_some_and(|t| t <= at) {
+            return;
+        }
+        s.timer = Some(at);
+        let slots = &self.slots;
+        self.timers
+            .push(timer::Entry { at, flow: r }, |e| armed(slots, e));
+    }
+
+    /// Schedule flow `r` again from its timer handler: at `at`, but not
+    /// before `MIN_REARM` after `now`.
+    pub fn rearm(&mut self, r: FlowRef, at: Instant, now: Instant) {
+        self.schedule(r, at.max(now + MIN_REARM));
+    }
+
+    /// The next flow whose timer is due by `now`, disarmed: the caller
+    /// runs its protocol's timers, which schedule the next one.
+    pub fn pop_due(&mut self, now: Instant) -> Option<FlowRef> {
+        while let Some(e) = self.timers.peek() {
+            if e.at > now {
+                return None;
+            }
+            self.timers.pop();
+            if armed(&self.slots, &e) {
+                if let Some(s) = self.slots.get_mut(e.flow.index as usize) {
+                    s.timer = None;
+                }
+                return Some(e.flow);
+            }
+        }
+        None
+    }
+
+    /// When the earliest armed timer is due; stale entries on top are
+    /// dropped on the way, so they cost no wake-up.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(e) = self.timers.peek() {
+            if armed(&self.slots, &e) {
+                return Some(e.at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Whether the flow in slot `index`, of `kind`, is in its kind's list.
+    fn listed(&self, index: u32, kind: Kind) -> bool {
+        self.slots
+            .get(index as usize)
+            .is_some_and(|s| s.prev != NIL)
+            || self.lists[kind.index()].head == index
+    }
+
+    /// Append the flow in slot `index` to its kind's list.
+    fn link_back(&mut self, index: u32, kind: Kind) {
+        let list = &mut self.lists[kind.index()];
+        let tail = list.tail;
+        if let Some(s) = self.slots.get_mut(index as usize) {
+            s.prev = tail;
+            s.next = NIL;
+        }
+        match self.slots.get_mut(tail as usize) {
+            Some(t) => t.next = index,
+            None => list.head = index,
+        }
+        list.tail = index;
+    }
+
+    /// Take the flow in slot `index`, of `kind`, out of its kind's list.
+    fn unlink(&mut self, index: u32, kind: Kind) {
+        if !self.listed(index, kind) {
+            return;
+        }
+        let Some(s) = self.slots.get_mut(index as usize) else {
+            return;
+        };
+        let (prev, next) = (s.prev, s.next);
+        s.prev = NIL;
+        s.next = NIL;
+        let list = &mut self.lists[kind.index()];
+        match self.slots.get_mut(prev as usize) {
+            Some(p) => p.next = next,
+            None => list.head = next,
+        }
+        match self.slots.get_mut(next as usize) {
+            Some(n) => n.prev = prev,
+            None => list.tail = prev,
+        }
+    }
+
+    /// Flow `r` was just used: if it is in its kind's list, it moves to
+    /// the back (UDP and ping: least recently used first).
+    pub fn touch(&mut self, r: FlowRef) {
+        let Some(kind) = self.get(r).map(F::kind) else {
+            return;
+        };
+        if self.listed(r.index, kind) && self.lists[kind.index()].tail != r.index {
+            self.unlink(r.index, kind);
+            self.link_back(r.index, kind);
+        }
+    }
+
+    /// Flow `r` leaves its kind's list for good: it may no longer be
+    /// evicted (an established TCP connection).
+    pub fn unlist(&mut self, r: FlowRef) {
+        if let Some(kind) = self.get(r).map(F::kind) {
+            self.unlink(r.index, kind);
+        }
+    }
+
+    /// The flow at the front of `kind`'s list: the next one `evict` takes.
+    pub fn oldest(&self, kind: Kind) -> Option<FlowRef> {
+        self.ref_at(self.lists[kind.index()].head)
+    }
+
+    /// Make room for a new flow of `kind` by taking out the oldest one in
+    /// its list (flows are listed when committed, in that order; `touch`
+    /// and `unlist` change the order and membership), handing it back
+    /// for its protocol to close. `None` when no flow of `kind` may go.
+    pub fn evict(&mut self, kind: Kind) -> Option<(FlowRef, F)> {
+        let r = self.oldest(kind)?;
+        let f = self.remove(r)?;
+        self.evicted[kind.index()] += 1;
+        Some((r, f))
+    }
+
+    /// Flows of `kind` evicted so far.
+    pub fn evicted(&self, kind: Kind) -> u64 {
+        self.evicted[kind.index()]
+    }
+
+    /// Remove every flow, handing each to `gone`.
+    pub fn drain(&mut self, mut gone: impl FnMut(F)) {
+        self.index.clear();
+        self.timers.clear();
+        self.lists = [EMPTY; Kind::COUNT];
+        for i in 0..self.slots.len() {
+            let Ok(i) = u32::try_from(i) else { break };
+            let flow = self.slots.get_mut(i as usize).and_then(|s| s.flow.take());
+            if let Some(f) = flow {
+                self.release(i);
+                gone(f);
+            }
+        }
+        self.counts = [0; Kind::COUNT];
     }
 }
 
-impl<K: Hash + Eq + Copy, F: SocketFlow> FlowTable<K, F> {
-    /// Close flows idle for `timeout`; returns when the next one would be.
-    pub fn expire(&mut self, ev: &EventLoop, now: Instant, timeout: Duration) -> Option<Instant> {
-        self.retain(
-            |f| f.last_activity() + timeout > now,
-            |f| {
-                let _ = ev.remove(f.socket());
-            },
-        );
-        self.iter().map(|f| f.last_activity() + timeout).min()
+/// A flow being opened: a reserved slot, given back unless `commit`ted.
+/// It borrows the table, so it can't outlive the handler that began it.
+pub struct NewFlow<'t, F: FlowEntry> {
+    table: &'t mut Table<F>,
+    r: FlowRef,
+    kind: Kind,
+    done: bool,
+}
+
+impl<F: FlowEntry> NewFlow<'_, F> {
+    /// The reference the flow will have.
+    pub fn flow_ref(&self) -> FlowRef {
+        self.r
     }
 
-    /// Close every flow (the guest went away).
-    pub fn close_all(&mut self, ev: &EventLoop) {
-        self.retain(
-            |_| false,
-            |f| {
-                let _ = ev.remove(f.socket());
-            },
-        );
+    /// The reference of one of its sides, for epoll.
+    pub fn side_ref(&self, end: End) -> SideRef {
+        SideRef { flow: self.r, end }
+    }
+
+    /// Make the flow live: stored, found by both its sides, counted.
+    ///
+    /// # Errors
+    /// `Clash` when a side's key is already taken (or `flow` is of another
+    /// kind than begun): the flow is handed back unstored, for its
+    /// protocol to close, and the slot freed.
+    pub fn commit(mut self, flow: F) -> Result<FlowRef, (Clash, F)> {
+        let proto = self.kind.proto();
+        let t = &mut *self.table;
+        let taken = flow.kind() != self.kind
+            || [End::Initiator, End::Target]
+                .iter()
+                .any(|&e| t.lookup(proto, flow.sides().get(e)).is_some())
+            || flow.sides().initiator() == flow.sides().target();
+        if taken {
+            return Err((Clash, flow));
+        }
+        let hashes = [End::Initiator, End::Target].map(|e| {
+            t.keys.hash_one(Key {
+                proto,
+                side: flow.sides().get(e),
+            })
+        });
+        let Some(slot) = t.slots.get_mut(self.r.index as usize) else {
+            return Err((Clash, flow));
+        };
+        slot.flow = Some(flow);
+        for (end, h) in [End::Initiator, End::Target].into_iter().zip(hashes) {
+            // Sized for two sides per slot: never full.
+            t.index.insert(h, self.r.index << 1 | end.bit());
+        }
+        if let Some(c) = t.counts.get_mut(self.kind.index()) {
+            *c += 1;
+        }
+        t.link_back(self.r.index, self.kind);
+        self.done = true;
+        Ok(self.r)
+    }
+}
+
+impl<F: FlowEntry> Drop for NewFlow<'_, F> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.table.release(self.r.index);
+        }
+    }
+}
+
+/// The local address `sock` is bound to: what a host side calls `ours`.
+pub fn local_addr(sock: &impl AsRawFd) -> Option<SocketAddr> {
+    let ss: SockaddrStorage = getsockname(sock.as_raw_fd()).ok()?;
+    if let Some(a) = ss.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*a).into()));
+    }
+    ss.as_sockaddr_in6().map(|a| SocketAddr::V6((*a).into()))
+}
+
+/// Flows of one kind waiting for room in the guest's queue, in the order
+/// they found it full.
+///
+/// A flow is listed at most once while it waits (its protocol keeps a
+/// flag), and references to flows closed meanwhile are dropped whenever
+/// the list fills up, so it never grows past the kind's budget and never
+/// allocates after start-up. `take` hands the list over and starts an
+/// empty one, so flows that fill the queue again while the old list is
+/// being served wait for the next round.
+pub struct Waiting {
+    refs: Vec<FlowRef>,
+    spare: Vec<FlowRef>,
+}
+
+impl Waiting {
+    /// A list for up to `budget` flows.
+    pub fn new(budget: usize) -> Self {
+        Waiting {
+            refs: Vec::with_capacity(budget + 1),
+            spare: Vec::with_capacity(budget + 1),
+        }
+    }
+
+    /// List `r`; `waits` says whether a listed flow still exists and
+    /// waits, to make room when the list is full.
+    pub fn push(&mut self, r: FlowRef, waits: impl Fn(FlowRef) -> bool) {
+        if self.refs.len() == self.refs.capacity() {
+            self.refs.retain(|&w| waits(w));
+        }
+        self.refs.push(r);
+    }
+
+    /// True when no flow waits.
+    pub fn is_empty(&self) -> bool {
+        self.refs.is_empty()
+    }
+
+    /// The waiting flows, oldest first; hand the list back with
+    /// `give_back` once served.
+    pub fn take(&mut self) -> Vec<FlowRef> {
+        let fresh = std::mem::take(&mut self.spare);
+        std::mem::replace(&mut self.refs, fresh)
+    }
+
+    /// Return a list from `take`, for reuse.
+    pub fn give_back(&mut self, mut served: Vec<FlowRef>) {
+        served.clear();
+        self.spare = served;
+    }
+
+    /// Forget every flow.
+    pub fn clear(&mut self) {
+        self.refs.clear();
     }
 }
 
@@ -216,60 +870,334 @@ impl<K: Hash + Eq + Copy, F: SocketFlow> FlowTable<K, F> {
 mod tests {
     use super::*;
 
+    /// A flow of any kind with only its sides: the table's view of it.
+    struct T(Kind, Sides);
+
+    impl FlowEntry for T {
+        fn kind(&self) -> Kind {
+            self.0
+        }
+        fn sides(&self) -> &Sides {
+            &self.1
+        }
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// The guest at port `p` to 192.0.2.9:80, through our host socket at
+    /// port `p` as well.
+    fn sides(p: u16) -> Sides {
+        let guest = SocketAddr::new([10, 0, 0, 2].into(), p);
+        let ours = SocketAddr::new([192, 0, 2, 2].into(), p);
+        Sides::new(
+            FlowSide::new(Side::Tap, guest, sa("192.0.2.9:80")),
+            FlowSide::new(Side::Host, sa("192.0.2.9:80"), ours),
+        )
+    }
+
+    fn open(t: &mut Table<T>, kind: Kind, p: u16) -> Result<FlowRef, Full> {
+        let nf = t.begin(kind)?;
+        Ok(nf.commit(T(kind, sides(p))).ok().expect("no clash"))
+    }
+
     #[test]
     fn insert_lookup_remove() {
-        let mut t: FlowTable<u16, &str> = FlowTable::new(2);
-        let a = t.insert(1, "a").unwrap();
-        let b = t.insert(2, "b").unwrap();
-        assert_eq!(t.insert(3, "c"), Err(Full));
-        assert_eq!(t.lookup(&2), Some(b));
-        assert_eq!(t.get(a), Some(&"a"));
-        assert_eq!(t.remove(a), Some("a"));
-        assert_eq!(t.lookup(&1), None);
-        assert_eq!(t.free_slot().map(|r| r.index), Some(a));
-        assert_eq!(t.insert(3, "c"), Ok(a));
+        let mut t: Table<T> = Table::with_budgets([2, 1, 1]);
+        let a = open(&mut t, Kind::Tcp, 1).unwrap();
+        let b = open(&mut t, Kind::Tcp, 2).unwrap();
+        assert_eq!(open(&mut t, Kind::Tcp, 3), Err(Full), "TCP budget");
         assert_eq!(t.len(), 2);
+        let s = sides(2);
+        let tap = t.lookup(Proto::Tcp, s.initiator()).unwrap();
+        assert_eq!((tap.flow, tap.end), (b, End::Initiator));
+        let host = t.lookup(Proto::Tcp, s.target()).unwrap();
+        assert_eq!((host.flow, host.end), (b, End::Target));
+        // Same addresses, other protocol or other side: nothing.
+        assert_eq!(t.lookup(Proto::Udp, s.initiator()), None);
+        let mut elsewhere = *s.initiator();
+        elsewhere.at = Side::Host;
+        assert_eq!(t.lookup(Proto::Tcp, &elsewhere), None);
+        assert!(t.get(a).is_some_and(|f| f.1 == sides(1)));
+        assert!(t.remove(a).is_some());
+        assert_eq!(t.lookup(Proto::Tcp, sides(1).initiator()), None);
+        assert_eq!(t.lookup(Proto::Tcp, sides(1).target()), None);
+        assert_eq!(t.lookup(Proto::Tcp, s.target()).map(|s| s.flow), Some(b));
+        assert_eq!(t.count(Kind::Tcp), 1);
+        assert!(open(&mut t, Kind::Tcp, 3).is_ok());
+    }
+
+    #[test]
+    fn budgets_are_per_kind() {
+        let mut t: Table<T> = Table::with_budgets([1, 2, 1]);
+        assert_eq!(t.capacity(), 4);
+        open(&mut t, Kind::Udp, 1).unwrap();
+        open(&mut t, Kind::Udp, 2).unwrap();
+        assert_eq!(open(&mut t, Kind::Udp, 3), Err(Full));
+        assert!(t.at_budget(Kind::Udp));
+        // Full of UDP, yet TCP and ping still have their share.
+        open(&mut t, Kind::Tcp, 4).unwrap();
+        open(&mut t, Kind::Ping, 5).unwrap();
+        assert_eq!(t.len(), 4);
+        let shares = budgets(131072);
+        assert_eq!(shares, [81920, 32768, 16384]);
+        assert_eq!(
+            budgets(7).iter().sum::<usize>(),
+            7,
+            "no slot lost to rounding"
+        );
+    }
+
+    #[test]
+    fn capacity_follows_the_open_files_limit() {
+        assert_eq!(capacity_for(1024), 1024 - RESERVED_FDS as usize);
+        assert_eq!(capacity_for(20_000), 20_000 - RESERVED_FDS as usize);
+        assert_eq!(capacity_for(1 << 20), MAX_FLOWS);
+        assert_eq!(capacity_for(u64::MAX), MAX_FLOWS);
+        assert_eq!(capacity_for(100), 50, "a tiny limit still gives flows half");
+        assert_eq!(capacity_for(0), 0);
+        let t: Table<T> = Table::new(0);
+        assert_eq!(t.capacity(), 0);
+    }
+
+    #[test]
+    fn a_flow_costs_what_architecture_md_says() {
+        // ARCHITECTURE.md, "Limits": keep the two in step.
+        assert!(std::mem::size_of::<Slot<Flow>>() <= 328);
+        let t = Flows::new(MAX_FLOWS);
+        let (per_flow, reserved) = t.footprint();
+        assert!(per_flow <= 400, "{per_flow} bytes per flow");
+        assert!(reserved <= 50 << 20, "{reserved} bytes reserved");
     }
 
     #[test]
     fn stale_references_miss_a_reused_slot() {
-        let mut t: FlowTable<u16, &str> = FlowTable::new(1);
-        let r = t.free_slot().unwrap();
-        let a = t.insert(1, "a").unwrap();
-        assert_eq!(t.flow_ref(a), Some(r));
-        assert_eq!(t.resolve(r), Some(a));
+        let mut t: Table<T> = Table::with_budgets([1, 0, 0]);
+        let a = open(&mut t, Kind::Tcp, 1).unwrap();
+        assert!(t.get(a).is_some());
         t.remove(a);
-        assert_eq!(t.resolve(r), None, "closed");
-        let r2 = t.free_slot().unwrap();
-        assert_eq!(r2.index, r.index);
-        assert_ne!(r2.generation, r.generation);
-        t.insert(2, "b").unwrap();
-        assert_eq!(t.resolve(r), None, "slot reused by another flow");
-        assert_eq!(t.resolve(r2), Some(a));
-        t.retain(|_| false, |_| {});
-        assert_eq!(t.resolve(r2), None);
-        assert_eq!(t.free_slot().map(|r| r.index), Some(a));
+        assert!(t.get(a).is_none(), "closed");
+        let b = open(&mut t, Kind::Tcp, 2).unwrap();
+        assert_eq!(b.index, a.index, "the slot is reused");
+        assert_ne!(b.generation, a.generation);
+        assert!(t.get(a).is_none(), "slot reused by another flow");
+        assert!(t.get_mut(a).is_none());
+        assert!(t.remove(a).is_none(), "a stale reference removes nothing");
+        assert!(t.get(b).is_some());
+        let bad = FlowRef {
+            index: 7,
+            generation: 0,
+        };
+        assert!(t.get(bad).is_none());
     }
 
     #[test]
-    fn retain_hands_back_removed_flows() {
-        let mut t: FlowTable<u16, u32> = FlowTable::new(4);
-        for k in 0..4 {
-            t.insert(k, u32::from(k)).unwrap();
+    fn free_slots_are_reused_before_new_ones() {
+        let mut t: Table<T> = Table::with_budgets([8, 0, 0]);
+        let refs: Vec<_> = (1..=4)
+            .map(|p| open(&mut t, Kind::Tcp, p).unwrap())
+            .collect();
+        assert_eq!(t.slots.len(), 4, "slots are touched only as used");
+        t.remove(refs[1]);
+        t.remove(refs[3]);
+        // Last freed, first reused: no new slot while old ones are free.
+        assert_eq!(open(&mut t, Kind::Tcp, 5).unwrap().index, refs[3].index);
+        assert_eq!(open(&mut t, Kind::Tcp, 6).unwrap().index, refs[1].index);
+        assert_eq!(open(&mut t, Kind::Tcp, 7).unwrap().index, 4);
+        assert_eq!(t.slots.len(), 5);
+        assert_eq!(t.slots.capacity(), 8, "never reallocated");
+    }
+
+    #[test]
+    fn an_unfinished_flow_gives_its_slot_back() {
+        let mut t: Table<T> = Table::with_budgets([1, 0, 0]);
+        let r = {
+            let nf = t.begin(Kind::Tcp).unwrap();
+            assert_eq!(nf.side_ref(End::Target).flow, nf.flow_ref());
+            nf.flow_ref()
+            // Dropped here, as when a handler returns early.
+        };
+        assert!(t.is_empty());
+        assert!(t.get(r).is_none());
+        let again = open(&mut t, Kind::Tcp, 1).unwrap();
+        assert_eq!(again.index, r.index);
+        assert_ne!(
+            again.generation, r.generation,
+            "an epoll reference taken meanwhile is stale"
+        );
+    }
+
+    #[test]
+    fn a_clashing_side_is_refused() {
+        let mut t: Table<T> = Table::with_budgets([2, 1, 0]);
+        open(&mut t, Kind::Tcp, 1).unwrap();
+        // Another flow with the same guest side.
+        let mut s = sides(2);
+        s.0[0] = *sides(1).initiator();
+        let nf = t.begin(Kind::Tcp).unwrap();
+        assert!(matches!(nf.commit(T(Kind::Tcp, s)), Err((Clash, _))));
+        // Of another kind than begun.
+        let nf = t.begin(Kind::Udp).unwrap();
+        assert!(nf.commit(T(Kind::Tcp, sides(3))).is_err());
+        assert_eq!(t.len(), 1);
+        // The same addresses under another protocol are another flow.
+        assert!(open(&mut t, Kind::Udp, 1).is_ok());
+    }
+
+    #[test]
+    fn every_flow_stays_reachable_through_churn() {
+        let mut t: Table<T> = Table::with_budgets([4096, 0, 0]);
+        let mut live = std::collections::HashMap::new();
+        let mut seed = 7u32;
+        for round in 0..20_000u32 {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let p = (seed >> 8) as u16 % 5000 + 1;
+            if let Some(r) = live.remove(&p) {
+                assert!(t.remove(r).is_some());
+            } else if let Ok(r) = open(&mut t, Kind::Tcp, p) {
+                live.insert(p, r);
+            }
+            if round % 997 == 0 {
+                for (&p, &r) in &live {
+                    let s = sides(p);
+                    assert_eq!(t.lookup(Proto::Tcp, s.initiator()).map(|x| x.flow), Some(r));
+                    assert_eq!(t.lookup(Proto::Tcp, s.target()).map(|x| x.flow), Some(r));
+                }
+            }
         }
-        let mut gone = Vec::new();
-        t.retain(|f| f % 2 == 0, |f| gone.push(f));
-        assert_eq!(gone, vec![1, 3]);
-        assert_eq!(t.len(), 2);
-        assert_eq!(t.lookup(&1), None);
-        assert!(t.lookup(&2).is_some());
+        assert_eq!(t.len(), live.len());
+        let mut gone = 0;
+        t.drain(|_| gone += 1);
+        assert_eq!(gone, live.len());
+        assert!(t.is_empty());
+        assert_eq!(t.lookup(Proto::Tcp, sides(1).initiator()), None);
     }
 
     #[test]
-    fn bad_indices_are_none() {
-        let mut t: FlowTable<u16, u32> = FlowTable::new(1);
-        assert_eq!(t.get(7), None);
-        assert_eq!(t.get_mut(u32::MAX), None);
-        assert_eq!(t.remove(0), None);
+    fn timers_come_in_deadline_order() {
+        let mut t: Table<T> = Table::with_budgets([8, 0, 0]);
+        let r: Vec<_> = (1..=4)
+            .map(|p| open(&mut t, Kind::Tcp, p).unwrap())
+            .collect();
+        let t0 = Instant::now();
+        let s = |n| t0 + Duration::from_secs(n);
+        t.schedule(r[0], s(30));
+        t.schedule(r[1], s(10));
+        t.schedule(r[2], s(20));
+        t.schedule(r[3], s(40));
+        // Later than armed: nothing moves, the earlier entry stands.
+        t.schedule(r[1], s(50));
+        // Earlier than armed: the old entry goes stale.
+        t.schedule(r[3], s(5));
+        t.remove(r[2]);
+        assert_eq!(t.next_deadline(), Some(s(5)));
+        assert_eq!(t.pop_due(s(4)), None, "nothing due yet");
+        let mut order = Vec::new();
+        while let Some(f) = t.pop_due(s(100)) {
+            order.push(f);
+        }
+        // Each flow once, at its armed deadline; the removed one never.
+        assert_eq!(order, vec![r[3], r[1], r[0]]);
+        assert_eq!(t.next_deadline(), None);
+        // Once fired, a flow can be scheduled again, even later.
+        t.rearm(r[0], s(1), s(100));
+        assert_eq!(
+            t.next_deadline(),
+            Some(s(100) + MIN_REARM),
+            "never in the past"
+        );
+    }
+
+    #[test]
+    fn stale_timers_never_outgrow_the_heap() {
+        let mut t: Table<T> = Table::with_budgets([2, 0, 0]);
+        let a = open(&mut t, Kind::Tcp, 1).unwrap();
+        let t0 = Instant::now();
+        let reserved = t.timers.len() + 2 * 2 + 16;
+        // Ever earlier deadlines leave a stale entry each time.
+        for i in 0..10_000u64 {
+            t.schedule(a, t0 + Duration::from_secs(100_000 - i));
+        }
+        assert!(t.timers.len() <= reserved, "{} entries", t.timers.len());
+        assert_eq!(t.pop_due(t0 + Duration::from_secs(1_000_000)), Some(a));
+        assert_eq!(t.pop_due(t0 + Duration::from_secs(1_000_000)), None);
+        // A closed flow's timer never fires, nor one of its slot's next flow.
+        t.schedule(a, t0);
+        t.remove(a);
+        let b = open(&mut t, Kind::Tcp, 2).unwrap();
+        assert_eq!(b.index, a.index);
+        assert_eq!(t.pop_due(t0 + Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn eviction_takes_the_least_recently_used() {
+        let mut t: Table<T> = Table::with_budgets([0, 4, 0]);
+        let r: Vec<_> = (1..=4)
+            .map(|p| open(&mut t, Kind::Udp, p).unwrap())
+            .collect();
+        assert_eq!(t.oldest(Kind::Udp), Some(r[0]));
+        t.touch(r[0]);
+        t.touch(r[2]);
+        // Least recently used first: 1, 3, 0, 2.
+        let mut order = Vec::new();
+        while let Some((gone, f)) = t.evict(Kind::Udp) {
+            // The flow itself comes back, for its protocol to close.
+            let port = r.iter().position(|&x| x == gone).unwrap() as u16 + 1;
+            assert_eq!(f.1, sides(port));
+            order.push(gone);
+        }
+        assert_eq!(order, vec![r[1], r[3], r[0], r[2]]);
+        assert_eq!(t.evicted(Kind::Udp), 4);
+        assert!(t.is_empty());
+        // Evicted flows are gone for good: their sides are free again.
+        assert!(open(&mut t, Kind::Udp, 1).is_ok());
+    }
+
+    #[test]
+    fn only_listed_flows_can_be_evicted() {
+        // TCP lists connections in the handshake, oldest first, and
+        // unlists them once established.
+        let mut t: Table<T> = Table::with_budgets([4, 0, 0]);
+        let r: Vec<_> = (1..=4)
+            .map(|p| open(&mut t, Kind::Tcp, p).unwrap())
+            .collect();
+        t.unlist(r[0]);
+        t.unlist(r[2]);
+        t.touch(r[0]); // no effect: not listed any more
+        assert_eq!(t.evict(Kind::Tcp).map(|e| e.0), Some(r[1]));
+        assert_eq!(t.evict(Kind::Tcp).map(|e| e.0), Some(r[3]));
+        assert!(t.evict(Kind::Tcp).is_none(), "established ones stay");
+        assert_eq!(t.count(Kind::Tcp), 2);
+        // Removing listed and unlisted flows keeps the list sound.
+        let n = open(&mut t, Kind::Tcp, 5).unwrap();
+        let m = open(&mut t, Kind::Tcp, 6).unwrap();
+        t.remove(r[0]);
+        t.remove(n);
+        assert_eq!(t.oldest(Kind::Tcp), Some(m));
+        t.remove(m);
+        assert_eq!(t.oldest(Kind::Tcp), None);
+        // Kinds don't share a list.
+        assert_eq!(t.oldest(Kind::Udp), None);
+    }
+
+    #[test]
+    fn waiting_lists_stay_within_their_budget() {
+        let mut w = Waiting::new(2);
+        let r = |index| FlowRef {
+            index,
+            generation: 0,
+        };
+        // Flows 0 and 1 wait, then close; 2 and 3 wait.
+        for i in 0..4 {
+            w.push(r(i), |x| x.index >= 2);
+        }
+        assert_eq!(w.refs.capacity(), 3, "no growth: closed flows made room");
+        let got = w.take();
+        assert_eq!(got, vec![r(2), r(3)]);
+        assert!(w.is_empty());
+        w.push(r(5), |_| true);
+        w.give_back(got);
+        assert_eq!(w.take(), vec![r(5)]);
     }
 }

@@ -33,9 +33,18 @@
 //! while the guest's window is full. Sending resumes on the guest's ACKs,
 //! the next edge, or a short poll when the guest's queue was full.
 //!
-//! Limits: `MAX_CONNS` connections; `HANDSHAKE_TIMEOUT` to connect and
-//! complete the handshake, `IDLE_TIMEOUT` without traffic afterwards;
-//! `MAX_RETRIES` retransmissions without progress reset the connection.
+//! Connections live in the loop's flow table (`flow::Flows`): the tap side
+//! is (guest address:port, destination as the guest sees it), the host
+//! side (our socket's address:port, the destination as the host sees it).
+//!
+//! Limits: the table's TCP budget of connections; `HANDSHAKE_TIMEOUT` from
+//! the SYN to connect and complete the handshake, `IDLE_TIMEOUT` without
+//! traffic afterwards; `MAX_RETRIES` retransmissions without progress
+//! reset the connection. Under pressure, connections still in the
+//! handshake are listed in the table oldest first: when the budget or the
+//! descriptors run out, the oldest of them is reset to make room, and an
+//! established connection never is; with none in the handshake, a new SYN
+//! gets an RST.
 //! Still to come: inbound port forwarding (`-t`), SACK, timestamps,
 //! reassembly of out-of-order segments, the loopback splice path.
 
@@ -44,7 +53,7 @@ mod seq;
 
 use crate::conf::Config;
 use crate::event::{EpollRef, EventLoop};
-use crate::flow::{FlowRef, FlowTable};
+use crate::flow::{self, End, Flow, FlowRef, FlowSide, Flows, Kind, Side, SideRef, Sides, Waiting};
 use crate::fwd::{self, Proto, Refused};
 use crate::sys;
 use crate::tap::{MAX_FRAME, TxQueue};
@@ -62,10 +71,10 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant, SystemTime};
 
-/// Most TCP connections at once.
-pub const MAX_CONNS: usize = 1024;
-/// Time to connect and complete the handshake with the guest.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time from the guest's SYN to the end of the handshake (our connect()
+/// and the guest's ACK of our SYN-ACK). A connection that takes longer is
+/// most likely aimed at nothing, and holds a socket someone else needs.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// An established connection without traffic for this long is reset.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
 /// Retransmission timeout (doubled per retry, up to 32 s).
@@ -103,16 +112,14 @@ pub enum TcpDrop {
     /// (`fwd::outbound`); the guest gets an RST.
     #[error("destination refused: {0}")]
     Destination(Refused),
-    /// Every connection slot is taken.
-    #[error("TCP connection table full")]
+    /// TCP's budget is used up by established connections: the guest
+    /// gets an RST.
+    #[error("TCP connection budget used up")]
     TableFull,
     /// The host refused the socket.
     #[error("TCP socket: {0}")]
     Socket(Errno),
 }
-
-/// Guest address and port, and the destination as the guest sees it.
-type Key = (SocketAddr, SocketAddr);
 
 /// What became of a segment the guest sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,10 +153,11 @@ enum Next {
     Reset,
 }
 
-struct Conn {
+/// A TCP connection: its sides, its host socket and the state of both
+/// byte streams.
+pub struct Conn {
+    sides: Sides,
     sock: OwnedFd,
-    guest: SocketAddr,
-    remote: SocketAddr,
     state: State,
     // Guest to host.
     /// Next sequence number we expect from the guest.
@@ -204,6 +212,8 @@ struct Conn {
     poll_backoff: u8,
     /// The guest's queue was full: push again once it drains.
     tap_blocked: bool,
+    /// Listed in `Tcp::blocked` (at most once).
+    listed_blocked: bool,
     last: Instant,
     /// `SO_PEEK_OFF` works on this socket.
     peek_off: bool,
@@ -224,6 +234,21 @@ enum Peeked {
 }
 
 impl Conn {
+    /// The connection's sides: the guest's, and our host socket's.
+    pub fn sides(&self) -> &Sides {
+        &self.sides
+    }
+
+    /// The guest's address and port.
+    fn guest(&self) -> SocketAddr {
+        self.sides.initiator().peer
+    }
+
+    /// The destination as the guest sees it.
+    fn remote(&self) -> SocketAddr {
+        self.sides.initiator().ours
+    }
+
     fn deadline(&self) -> Instant {
         let idle = if self.state == State::Established {
             IDLE_TIMEOUT
@@ -254,8 +279,8 @@ impl Conn {
 
     fn header(&self, flags: Flags, seq: u32) -> TcpRepr {
         TcpRepr {
-            src_port: self.remote.port(),
-            dst_port: self.guest.port(),
+            src_port: self.remote().port(),
+            dst_port: self.guest().port(),
             seq,
             ack: self.rcv_nxt,
             flags,
@@ -275,7 +300,7 @@ impl Conn {
 
     /// Queue a segment without payload.
     fn emit(&self, link: compose::Link, tx: &mut TxQueue, hdr: &TcpRepr) -> bool {
-        emit_segment(link, tx, self.remote, self.guest, hdr, 0, |_| 0)
+        emit_segment(link, tx, self.remote(), self.guest(), hdr, 0, |_| 0)
     }
 
     /// Refresh our window and acknowledge.
@@ -327,7 +352,7 @@ impl Conn {
         let hdr = self.header(Flags::ACK | Flags::PSH, seq);
         let fd = self.sock.as_fd();
         let mut got = Peeked::NoRoom;
-        emit_segment(link, tx, self.remote, self.guest, &hdr, len, |p| {
+        emit_segment(link, tx, self.remote(), self.guest(), &hdr, len, |p| {
             got = if self.peek_off {
                 match recv(
                     fd.as_raw_fd(),
@@ -417,7 +442,7 @@ impl Conn {
                 }
                 Peeked::Nothing => break,
                 Peeked::Failed(e) => {
-                    log::debug!("TCP {} -> {}: {e}", self.guest, self.remote);
+                    log::debug!("TCP {} -> {}: {e}", self.guest(), self.remote());
                     return Next::Abort;
                 }
             }
@@ -482,7 +507,7 @@ impl Conn {
         }
         match r {
             Peeked::Failed(e) => {
-                log::debug!("TCP {} -> {}: {e}", self.guest, self.remote);
+                log::debug!("TCP {} -> {}: {e}", self.guest(), self.remote());
                 Some(Next::Abort)
             }
             _ => None,
@@ -535,7 +560,7 @@ impl Conn {
                     Ok(n) => left -= n.min(left),
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(e) => {
-                        log::debug!("TCP {} -> {}: discard: {e}", self.guest, self.remote);
+                        log::debug!("TCP {} -> {}: discard: {e}", self.guest(), self.remote());
                         return Next::Abort;
                     }
                 }
@@ -617,9 +642,8 @@ fn emit_segment(
     })
 }
 
-/// The TCP connections.
+/// TCP translation state beside the connections themselves.
 pub struct Tcp {
-    conns: FlowTable<Key, Conn>,
     /// Throw-away space for peeking past sent data without `SO_PEEK_OFF`.
     scratch: Box<[u8]>,
     /// Seeds initial sequence numbers.
@@ -627,23 +651,17 @@ pub struct Tcp {
     isn_count: u32,
     /// `NO_PEEK_OFF_ENV` was set.
     no_peek_off: bool,
-    /// Some connection waits for room in the guest's queue.
-    any_blocked: bool,
+    /// Connections waiting for room in the guest's queue.
+    blocked: Waiting,
     /// Guest segments that arrived past a gap.
     ooo: ooo::OooStore,
 }
 
-impl Default for Tcp {
-    fn default() -> Self {
-        Tcp {
-            conns: FlowTable::new(MAX_CONNS),
-            scratch: vec![0u8; FALLBACK_IN_FLIGHT].into_boxed_slice(),
-            isn_key: std::collections::hash_map::RandomState::new(),
-            isn_count: 0,
-            no_peek_off: std::env::var_os(NO_PEEK_OFF_ENV).is_some(),
-            any_blocked: false,
-            ooo: ooo::OooStore::default(),
-        }
+/// The TCP connection of `r`, if it is one.
+fn conn_mut(flows: &mut Flows, r: FlowRef) -> Option<&mut Conn> {
+    match flows.get_mut(r)? {
+        Flow::Tcp(c) => Some(c),
+        _ => None,
     }
 }
 
@@ -717,11 +735,23 @@ fn close_hard(sock: OwnedFd) {
 }
 
 impl Tcp {
-    fn isn(&mut self, key: &Key) -> u32 {
+    /// State for the TCP connections of `flows`.
+    pub fn new(flows: &Flows) -> Self {
+        Tcp {
+            scratch: vec![0u8; FALLBACK_IN_FLIGHT].into_boxed_slice(),
+            isn_key: std::collections::hash_map::RandomState::new(),
+            isn_count: 0,
+            no_peek_off: std::env::var_os(NO_PEEK_OFF_ENV).is_some(),
+            blocked: Waiting::new(flows.budget(Kind::Tcp)),
+            ooo: ooo::OooStore::default(),
+        }
+    }
+
+    fn isn(&mut self, guest: SocketAddr, remote: SocketAddr) -> u32 {
         // RFC 6528: a clock plus a keyed hash of the connection's addresses.
         self.isn_count = self.isn_count.wrapping_add(1);
         let mut h = self.isn_key.build_hasher();
-        key.hash(&mut h);
+        (guest, remote).hash(&mut h);
         self.isn_count.hash(&mut h);
         let clock = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -741,6 +771,7 @@ impl Tcp {
         &mut self,
         conf: &Config,
         ev: &EventLoop,
+        flows: &mut Flows,
         link: compose::Link,
         guest: SocketAddr,
         remote: SocketAddr,
@@ -755,14 +786,14 @@ impl Tcp {
         let pkt = Packet::new_checked(segment).map_err(|_| TcpDrop::Malformed)?;
         let seg = TcpRepr::parse(&pkt, guest.ip(), remote.ip()).map_err(|_| TcpDrop::Malformed)?;
         let payload = pkt.payload();
-        let key = (guest, remote);
-        let Some(idx) = self.conns.lookup(&key) else {
+        let ini = FlowSide::new(Side::Tap, guest, remote);
+        let Some(found) = flows.lookup(Proto::Tcp, &ini) else {
             if seg.flags.has(Flags::RST) {
                 return Ok(Taken::Done);
             }
             if seg.flags.has(Flags::SYN) && !seg.flags.has(Flags::ACK) {
                 return self
-                    .open(conf, ev, link, key, &seg, tx, now)
+                    .open(conf, ev, flows, link, ini, &seg, tx, now)
                     .map(|()| Taken::Done);
             }
             emit_segment(
@@ -776,19 +807,18 @@ impl Tcp {
             );
             return Ok(Taken::Done);
         };
+        let r = found.flow;
         if hold_ahead
             && (!payload.is_empty() || seg.flags.has(Flags::FIN))
             && !seg.flags.has(Flags::RST)
             && !seg.flags.has(Flags::SYN)
-            && self
-                .conns
-                .get(idx)
+            && conn_mut(flows, r)
                 .is_some_and(|c| c.state == State::Established && after(seg.seq, c.rcv_nxt))
         {
             return Ok(Taken::Ahead);
         }
-        let next = self.on_segment(idx, link, &seg, payload, tx, now);
-        self.finish(idx, next, link, ev, tx);
+        let next = self.on_segment(flows, r, link, &seg, payload, tx, now);
+        self.finish(flows, r, next, link, ev, tx, now);
         Ok(Taken::Done)
     }
 
@@ -797,19 +827,15 @@ impl Tcp {
         &mut self,
         conf: &Config,
         ev: &EventLoop,
+        flows: &mut Flows,
         link: compose::Link,
-        key: Key,
+        ini: FlowSide,
         syn: &TcpRepr,
         tx: &mut TxQueue,
         now: Instant,
     ) -> Result<(), TcpDrop> {
-        let (guest, remote) = key;
-        let target = if guest.port() == 0 {
-            Err(Refused::PortZero)
-        } else {
-            fwd::outbound(conf, Proto::Tcp, remote)
-        };
-        let target = match target {
+        let (guest, remote) = (ini.peer, ini.ours);
+        let mut tgt = match fwd::outbound(conf, Proto::Tcp, &ini) {
             Ok(t) => t,
             Err(why) => {
                 // Fail the guest's connect at once, as a closed port would.
@@ -817,10 +843,25 @@ impl Tcp {
                 return Err(TcpDrop::Destination(why));
             }
         };
-        let fref = self.conns.free_slot().ok_or(TcpDrop::TableFull)?;
-        let (sock, connected) = match open_socket(target) {
+        // Room in TCP's budget: the oldest connection still in the
+        // handshake makes way if need be. With every connection
+        // established, the new one is refused at once, as a closed port
+        // would be, rather than left to time out.
+        if flows.at_budget(Kind::Tcp) && !self.make_room(flows, link, ev, tx) {
+            emit_segment(link, tx, remote, guest, &rst_for(syn, 0), 0, |_| 0);
+            return Err(TcpDrop::TableFull);
+        }
+        let mut opened = open_socket(tgt.peer);
+        if matches!(opened, Err(Errno::EMFILE | Errno::ENFILE))
+            && self.make_room(flows, link, ev, tx)
+        {
+            // Out of descriptors: the same, one handshake for this one.
+            opened = open_socket(tgt.peer);
+        }
+        let (sock, connected) = match opened {
             Ok(s) => s,
             Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
+                emit_segment(link, tx, remote, guest, &rst_for(syn, 0), 0, |_| 0);
                 return Err(TcpDrop::Socket(e));
             }
             Err(e) => {
@@ -830,15 +871,24 @@ impl Tcp {
                 return Ok(());
             }
         };
-        ev.add_edge(&sock, EpollRef::Tcp(fref))
+        // `make_room` left a slot within budget, so this only fails if
+        // the budgets were wrong; the socket then just closes.
+        let nf = flows.begin(Kind::Tcp).map_err(|_| TcpDrop::TableFull)?;
+        let r = nf.flow_ref();
+        ev.add_edge(&sock, epoll_ref(r))
             .map_err(|e| TcpDrop::Socket(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
-        log::debug!("TCP {}: {guest} -> {remote} (host: {target})", fref.index);
+        tgt.ours = flow::local_addr(&sock).unwrap_or(tgt.ours);
+        log::debug!(
+            "TCP {}: {guest} -> {remote} (host: {} -> {})",
+            r.index,
+            tgt.ours,
+            tgt.peer
+        );
         let hdr = ip_tcp_header(remote);
-        let iss = self.isn(&key);
+        let iss = self.isn(guest, remote);
         let conn = Conn {
+            sides: Sides::new(ini, tgt),
             sock,
-            guest,
-            remote,
             state: State::Connecting,
             rcv_nxt: syn.seq.wrapping_add(1),
             rcv_edge: syn.seq.wrapping_add(1),
@@ -869,23 +919,41 @@ impl Tcp {
             poll_at: None,
             poll_backoff: 0,
             tap_blocked: false,
+            listed_blocked: false,
             last: now,
             peek_off: false,
         };
-        let idx = self
-            .conns
-            .insert(key, conn)
-            .map_err(|_| TcpDrop::TableFull)?;
-        if connected {
-            let next = self.connected(idx, link, tx, now);
-            self.finish(idx, next, link, ev, tx);
-        }
+        let r = match nf.commit(Flow::Tcp(conn)) {
+            Ok(r) => r,
+            Err((_, f)) => {
+                if let Flow::Tcp(c) = f {
+                    let _ = ev.remove(&c.sock);
+                }
+                return Err(TcpDrop::TableFull);
+            }
+        };
+        // Either way through `finish`, which arms the handshake's timer: a
+        // connect that never completes must still time out.
+        let next = if connected {
+            self.connected(flows, r, link, tx, now)
+        } else {
+            Next::Keep
+        };
+        self.finish(flows, r, next, link, ev, tx, now);
         Ok(())
     }
 
     /// The connect finished: SYN-ACK or RST to the guest.
-    fn connected(&mut self, idx: u32, link: compose::Link, tx: &mut TxQueue, now: Instant) -> Next {
-        let Some(c) = self.conns.get_mut(idx) else {
+    fn connected(
+        &mut self,
+        flows: &mut Flows,
+        r: FlowRef,
+        link: compose::Link,
+        tx: &mut TxQueue,
+        now: Instant,
+    ) -> Next {
+        let idx = r.index;
+        let Some(c) = conn_mut(flows, r) else {
             return Next::Keep;
         };
         match getsockopt(&c.sock, sockopt::SocketError) {
@@ -904,24 +972,29 @@ impl Tcp {
             log::trace!("TCP {idx}: without SO_PEEK_OFF");
         }
         c.state = State::SynRcvd;
-        c.last = now;
         c.syn_ack(link, tx, now);
         Next::Keep
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_segment(
         &mut self,
-        idx: u32,
+        flows: &mut Flows,
+        r: FlowRef,
         link: compose::Link,
         seg: &TcpRepr,
         payload: &[u8],
         tx: &mut TxQueue,
         now: Instant,
     ) -> Next {
-        let Some(c) = self.conns.get_mut(idx) else {
+        let Some(c) = conn_mut(flows, r) else {
             return Next::Keep;
         };
-        c.last = now;
+        // The handshake's clock runs from the SYN: a guest repeating its
+        // SYN to an address that never answers doesn't hold on to a socket.
+        if c.state == State::Established {
+            c.last = now;
+        }
         if seg.flags.has(Flags::RST) {
             // RFC 5961 3.2: only an RST at exactly the next expected byte
             // resets; one elsewhere in the window gets a challenge ACK (a
@@ -952,6 +1025,7 @@ impl Tcp {
                 return Next::Keep;
             }
             c.state = State::Established;
+            c.last = now;
             c.snd_una = seg.ack;
             c.rto_at = None;
             c.retries = 0;
@@ -981,13 +1055,13 @@ impl Tcp {
             if after(seg.seq, c.rcv_nxt) {
                 // Past a gap: keep a copy if there's room (see `ooo`).
                 if c.state == State::Established && !c.guest_fin {
-                    self.ooo.insert(idx, seg.seq, payload, fin);
+                    self.ooo.insert(ooo_key(r), seg.seq, payload, fin);
                 }
             } else {
                 next = take_data(c, seg.seq, payload, fin);
                 // The gap may be filled: what was held goes next.
                 while next == Next::Keep
-                    && let Some((slot, seq, data, fin)) = self.ooo.next(idx, c.rcv_nxt)
+                    && let Some((slot, seq, data, fin)) = self.ooo.next(ooo_key(r), c.rcv_nxt)
                 {
                     // Held segments are at most 64 KiB.
                     let end = seq.wrapping_add(data.len() as u32);
@@ -1007,27 +1081,26 @@ impl Tcp {
         c.push(link, tx, &mut self.scratch, now)
     }
 
-    /// Events on connection `idx`'s socket.
+    /// Events on the socket of connection `r`.
     pub fn event(
         &mut self,
-        r: FlowRef,
+        flows: &mut Flows,
+        r: SideRef,
         events: EpollFlags,
         link: compose::Link,
         ev: &EventLoop,
         tx: &mut TxQueue,
     ) {
         let now = Instant::now();
+        let r = r.flow;
         // A connection closed earlier in this round, or its slot reused.
-        let Some(idx) = self.conns.resolve(r) else {
-            return;
-        };
-        let Some(c) = self.conns.get_mut(idx) else {
+        let Some(c) = conn_mut(flows, r) else {
             return;
         };
         let next = if c.state == State::Connecting {
             if events.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP)
             {
-                self.connected(idx, link, tx, now)
+                self.connected(flows, r, link, tx, now)
             } else {
                 Next::Keep
             }
@@ -1036,7 +1109,9 @@ impl Tcp {
         {
             Next::Abort
         } else {
-            c.last = now;
+            if c.state == State::Established {
+                c.last = now;
+            }
             if events.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP) {
                 c.peer_eof = true;
             }
@@ -1050,157 +1125,225 @@ impl Tcp {
             }
             c.push(link, tx, &mut self.scratch, now)
         };
-        self.finish(idx, next, link, ev, tx);
+        self.finish(flows, r, next, link, ev, tx, now);
     }
 
-    /// Free or reset a connection as `next` says.
+    /// Free or reset a connection as `next` says; one that stays open
+    /// has its timer moved to its next deadline.
+    #[allow(clippy::too_many_arguments)]
     fn finish(
         &mut self,
-        idx: u32,
+        flows: &mut Flows,
+        r: FlowRef,
         next: Next,
         link: compose::Link,
         ev: &EventLoop,
         tx: &mut TxQueue,
+        now: Instant,
     ) {
         if next == Next::Keep {
-            if self.conns.get(idx).is_some_and(|c| c.tap_blocked) {
-                self.any_blocked = true;
+            let Some(c) = conn_mut(flows, r) else {
+                return;
+            };
+            let deadline = c.deadline();
+            let established = c.state == State::Established;
+            if c.tap_blocked && !c.listed_blocked {
+                c.listed_blocked = true;
+                self.blocked.push(r, |w| {
+                    flows
+                        .get(w)
+                        .is_some_and(|f| matches!(f, Flow::Tcp(c) if c.listed_blocked))
+                });
             }
+            if established {
+                // Never evicted once established (`make_room`).
+                flows.unlist(r);
+            }
+            // Costs nothing unless the deadline moved earlier (timer.rs).
+            flows.rearm(r, deadline, now);
             return;
         }
-        let Some(c) = self.conns.remove(idx) else {
-            return;
-        };
-        self.ooo.forget(idx);
-        let _ = ev.remove(&c.sock);
-        log::debug!("TCP {idx}: {} -> {} closed ({next:?})", c.guest, c.remote);
-        match next {
-            Next::Abort => {
-                let seq = if c.state == State::Connecting {
-                    0
-                } else {
-                    c.snd_nxt
-                };
-                let mut hdr = c.header(Flags::RST | Flags::ACK, seq);
-                hdr.window = 0;
-                c.emit(link, tx, &hdr);
-                close_hard(c.sock);
-            }
-            Next::Reset => close_hard(c.sock),
-            Next::Close | Next::Keep => {}
+        self.ooo.forget(ooo_key(r));
+        if let Some(Flow::Tcp(c)) = flows.remove(r) {
+            end(r, c, next, link, ev, tx);
         }
     }
 
-    /// Timers: retransmissions, polls, timeouts. Returns when to look again.
-    pub fn periodic(
+    /// Make room for one more connection: when TCP is at its budget, or
+    /// out of descriptors, the oldest connection still in the handshake
+    /// goes (an RST to its guest). False when every connection is
+    /// established: those are never evicted for a new one.
+    fn make_room(
         &mut self,
+        flows: &mut Flows,
+        link: compose::Link,
+        ev: &EventLoop,
+        tx: &mut TxQueue,
+    ) -> bool {
+        match flows.evict(Kind::Tcp) {
+            Some((r, Flow::Tcp(c))) => {
+                log::debug!(
+                    "TCP {}: {} -> {} evicted in the handshake",
+                    r.index,
+                    c.guest(),
+                    c.remote()
+                );
+                self.ooo.forget(ooo_key(r));
+                end(r, c, Next::Abort, link, ev, tx);
+                true
+            }
+            // Only TCP connections are in TCP's list; dropping anything
+            // else there would still close its socket.
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// The timer of connection `r` came up: what is due of
+    /// retransmission, polls, probes and timeouts, then the timer moves to
+    /// the next deadline (`finish`).
+    pub fn timer(
+        &mut self,
+        flows: &mut Flows,
+        r: FlowRef,
         now: Instant,
         link: compose::Link,
         ev: &EventLoop,
         tx: &mut TxQueue,
-    ) -> Option<Instant> {
-        for i in 0..MAX_CONNS {
-            let idx = i as u32;
-            let Some(c) = self.conns.get_mut(idx) else {
-                continue;
-            };
-            let idle = if c.state == State::Established {
-                IDLE_TIMEOUT
-            } else {
-                HANDSHAKE_TIMEOUT
-            };
-            let mut next = Next::Keep;
-            if c.last + idle <= now {
+    ) {
+        let Some(c) = conn_mut(flows, r) else {
+            return;
+        };
+        let idle = if c.state == State::Established {
+            IDLE_TIMEOUT
+        } else {
+            HANDSHAKE_TIMEOUT
+        };
+        let mut next = Next::Keep;
+        if c.last + idle <= now {
+            next = Next::Abort;
+        } else if c.rto_at.is_some_and(|t| t <= now) && c.tap_blocked {
+            // What is in flight still sits in the guest's queue (a
+            // paused VM): nothing was lost, and it's no reason to give up.
+            c.rto_at = Some(now + backoff(c.retries));
+        } else if c.rto_at.is_some_and(|t| t <= now) {
+            c.retries = c.retries.saturating_add(1);
+            c.rto_at = None;
+            if c.retries > MAX_RETRIES {
                 next = Next::Abort;
-            } else if c.rto_at.is_some_and(|t| t <= now) && c.tap_blocked {
-                // What is in flight still sits in the guest's queue (a
-                // paused VM): nothing was lost, and it's no reason to give up.
-                c.rto_at = Some(now + backoff(c.retries));
-            } else if c.rto_at.is_some_and(|t| t <= now) {
-                c.retries = c.retries.saturating_add(1);
-                c.rto_at = None;
-                if c.retries > MAX_RETRIES {
-                    next = Next::Abort;
-                } else if c.state == State::SynRcvd {
-                    c.syn_ack(link, tx, now);
-                } else {
-                    c.rewind();
-                    next = c.push(link, tx, &mut self.scratch, now);
-                }
-            } else if c.poll_at.is_some_and(|t| t <= now) {
-                c.poll_at = None;
-                if c.state == State::Established && !c.guest_fin {
-                    if c.room() > c.adv_wnd {
-                        // Room again: a window update, without waiting
-                        // for the guest's probe.
-                        c.ack(link, tx, now);
-                    } else if c.adv_wnd < c.mss.max(usize::from(c.our_mss)) {
-                        c.poll_backoff = c.poll_backoff.saturating_add(1);
-                        let wait = POLL * (1u32 << c.poll_backoff.min(POLL_MAX_SHIFT));
-                        c.poll_at = Some(now + wait);
-                    }
-                }
+            } else if c.state == State::SynRcvd {
+                c.syn_ack(link, tx, now);
+            } else {
+                c.rewind();
                 next = c.push(link, tx, &mut self.scratch, now);
-            } else if c.persist_at.is_some_and(|t| t <= now) {
-                c.persist_at = None;
-                if c.state == State::Established && c.snd_wnd == 0 {
-                    c.probe(link, tx, now);
+            }
+        } else if c.poll_at.is_some_and(|t| t <= now) {
+            c.poll_at = None;
+            if c.state == State::Established && !c.guest_fin {
+                if c.room() > c.adv_wnd {
+                    // Room again: a window update, without waiting
+                    // for the guest's probe.
+                    c.ack(link, tx, now);
+                } else if c.adv_wnd < c.mss.max(usize::from(c.our_mss)) {
+                    c.poll_backoff = c.poll_backoff.saturating_add(1);
+                    let wait = POLL * (1u32 << c.poll_backoff.min(POLL_MAX_SHIFT));
+                    c.poll_at = Some(now + wait);
                 }
             }
-            self.finish(idx, next, link, ev, tx);
+            next = c.push(link, tx, &mut self.scratch, now);
+        } else if c.persist_at.is_some_and(|t| t <= now) {
+            c.persist_at = None;
+            if c.state == State::Established && c.snd_wnd == 0 {
+                c.probe(link, tx, now);
+            }
         }
-        self.next_deadline()
+        self.finish(flows, r, next, link, ev, tx, now);
     }
 
     /// The guest's queue has room again: connections that found it full
     /// send what they can. Costs nothing when none did, so a guest that
     /// stopped reading costs no polling.
-    pub fn tap_drained(&mut self, link: compose::Link, ev: &EventLoop, tx: &mut TxQueue) {
-        if !self.any_blocked {
+    pub fn tap_drained(
+        &mut self,
+        flows: &mut Flows,
+        link: compose::Link,
+        ev: &EventLoop,
+        tx: &mut TxQueue,
+    ) {
+        if self.blocked.is_empty() {
             return;
         }
-        self.any_blocked = false;
         let now = Instant::now();
-        for i in 0..MAX_CONNS {
-            let idx = i as u32;
-            let Some(c) = self.conns.get_mut(idx) else {
+        let waiting = self.blocked.take();
+        for &r in &waiting {
+            let Some(c) = conn_mut(flows, r) else {
                 continue;
             };
+            c.listed_blocked = false;
             if !c.tap_blocked {
                 continue;
             }
             c.tap_blocked = false;
             let next = c.push(link, tx, &mut self.scratch, now);
-            self.finish(idx, next, link, ev, tx);
+            self.finish(flows, r, next, link, ev, tx, now);
         }
+        self.blocked.give_back(waiting);
     }
 
-    /// The earliest timer of any connection.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.conns.iter().map(Conn::deadline).min()
-    }
-
-    /// Close every connection (the guest went away).
-    pub fn clear(&mut self, ev: &EventLoop) {
-        self.conns.retain(
-            |_| false,
-            |c| {
-                let _ = ev.remove(&c.sock);
-                close_hard(c.sock);
-            },
-        );
+    /// The guest went away: its connections are gone.
+    pub fn clear(&mut self) {
+        self.blocked.clear();
         self.ooo.clear();
     }
+}
 
-    /// Number of open connections.
-    pub fn len(&self) -> usize {
-        self.conns.len()
+/// The end of connection `r`, taken out of the table, as `next` says:
+/// an RST both ways (`Abort`), to the host peer only (`Reset`), or a
+/// plain close.
+fn end(r: FlowRef, c: Conn, next: Next, link: compose::Link, ev: &EventLoop, tx: &mut TxQueue) {
+    let _ = ev.remove(&c.sock);
+    log::debug!(
+        "TCP {}: {} -> {} closed ({next:?})",
+        r.index,
+        c.guest(),
+        c.remote()
+    );
+    match next {
+        Next::Abort => {
+            let seq = if c.state == State::Connecting {
+                0
+            } else {
+                c.snd_nxt
+            };
+            let mut hdr = c.header(Flags::RST | Flags::ACK, seq);
+            hdr.window = 0;
+            c.emit(link, tx, &hdr);
+            close_hard(c.sock);
+        }
+        Next::Reset => close_hard(c.sock),
+        Next::Close | Next::Keep => {}
     }
+}
 
-    /// True when no connection is open.
-    pub fn is_empty(&self) -> bool {
-        self.conns.is_empty()
-    }
+/// What the out-of-order store knows a connection by: slot and
+/// generation, so nothing held for a closed connection matches the next.
+fn ooo_key(r: FlowRef) -> u64 {
+    u64::from(r.generation) << 32 | u64::from(r.index)
+}
+
+/// What epoll knows a connection's socket by: its host side.
+fn epoll_ref(r: FlowRef) -> EpollRef {
+    EpollRef::Tcp(SideRef {
+        flow: r,
+        end: End::Target,
+    })
+}
+
+/// Close a connection taken out of the table (the guest went away): the
+/// host peer gets an RST.
+pub fn close(c: Conn, ev: &EventLoop) {
+    let _ = ev.remove(&c.sock);
+    close_hard(c.sock);
 }
 
 /// Write the guest's in-order payload to the socket, and take its FIN
@@ -1224,7 +1367,7 @@ fn take_data(c: &mut Conn, seq: u32, payload: &[u8], fin: bool) -> Next {
             Ok(n) => taken = n,
             Err(Errno::EAGAIN | Errno::EINTR) => {}
             Err(e) => {
-                log::debug!("TCP {} -> {}: send: {e}", c.guest, c.remote);
+                log::debug!("TCP {} -> {}: send: {e}", c.guest(), c.remote());
                 return Next::Abort;
             }
         }
@@ -1236,7 +1379,7 @@ fn take_data(c: &mut Conn, seq: u32, payload: &[u8], fin: bool) -> Next {
         c.rcv_nxt = c.rcv_nxt.wrapping_add(1);
         c.guest_fin = true;
         if let Err(e) = shutdown(c.sock.as_raw_fd(), Shutdown::Write) {
-            log::debug!("TCP {} -> {}: shutdown: {e}", c.guest, c.remote);
+            log::debug!("TCP {} -> {}: shutdown: {e}", c.guest(), c.remote());
         }
     }
     c.closed()

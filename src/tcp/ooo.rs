@@ -26,13 +26,13 @@ pub const SLOT_BYTES: usize = 65536;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    conn: u32,
+    conn: u64,
     seq: u32,
     len: usize,
     fin: bool,
 }
 
-/// Out-of-order guest segments, by connection slot.
+/// Out-of-order guest segments, by connection (a key the caller picks).
 pub struct OooStore {
     arena: Box<[u8]>,
     entries: [Option<Entry>; SLOTS],
@@ -55,7 +55,7 @@ fn after(a: u32, b: u32) -> bool {
 impl OooStore {
     /// Keep a copy of a segment of connection `conn` starting at `seq`.
     /// False when there is no room (or it is already held).
-    pub fn insert(&mut self, conn: u32, seq: u32, data: &[u8], fin: bool) -> bool {
+    pub fn insert(&mut self, conn: u64, seq: u32, data: &[u8], fin: bool) -> bool {
         if data.len() > SLOT_BYTES {
             return false;
         }
@@ -97,7 +97,7 @@ impl OooStore {
     /// A held segment of `conn` that `rcv_nxt` has reached: its slot,
     /// sequence number, data and FIN. Segments now entirely old are
     /// forgotten on the way.
-    pub fn next(&mut self, conn: u32, rcv_nxt: u32) -> Option<(usize, u32, &[u8], bool)> {
+    pub fn next(&mut self, conn: u64, rcv_nxt: u32) -> Option<(usize, u32, &[u8], bool)> {
         let mut found = None;
         for (i, slot) in self.entries.iter_mut().enumerate() {
             let Some(e) = slot.filter(|e| e.conn == conn) else {
@@ -127,7 +127,7 @@ impl OooStore {
     }
 
     /// Forget everything held for `conn` (it closed).
-    pub fn forget(&mut self, conn: u32) {
+    pub fn forget(&mut self, conn: u64) {
         for e in &mut self.entries {
             if e.is_some_and(|e| e.conn == conn) {
                 *e = None;

@@ -3,6 +3,7 @@
 //! would send them.
 
 use super::*;
+use crate::flow::Flows;
 use std::net::IpAddr;
 
 #[test]
@@ -37,7 +38,8 @@ fn backoff_doubles_and_caps() {
 fn no_tcp_and_bad_segments_are_dropped() {
     let mut c = Config::example();
     let ev = EventLoop::new().unwrap();
-    let mut t = Tcp::default();
+    let mut flows = Flows::new(64);
+    let mut t = Tcp::new(&flows);
     let mut tx = TxQueue::new(0, None);
     let link = compose::Link {
         src: crate::wire::Mac([0x9a; 6]),
@@ -58,28 +60,41 @@ fn no_tcp_and_bad_segments_are_dropped() {
     let now = Instant::now();
     c.services.tcp = false;
     assert_eq!(
-        t.segment(&c, &ev, link, g, r, &syn, false, &mut tx, now),
+        t.segment(&c, &ev, &mut flows, link, g, r, &syn, false, &mut tx, now),
         Err(TcpDrop::Disabled)
     );
     c.services.tcp = true;
     let mut bad = syn.clone();
     bad[5] ^= 1;
     assert_eq!(
-        t.segment(&c, &ev, link, g, r, &bad, false, &mut tx, now),
+        t.segment(&c, &ev, &mut flows, link, g, r, &bad, false, &mut tx, now),
         Err(TcpDrop::Malformed)
     );
     assert_eq!(
-        t.segment(&c, &ev, link, g, r, &syn[..12], false, &mut tx, now),
+        t.segment(
+            &c,
+            &ev,
+            &mut flows,
+            link,
+            g,
+            r,
+            &syn[..12],
+            false,
+            &mut tx,
+            now
+        ),
         Err(TcpDrop::Malformed)
     );
     let bcast: SocketAddr = "255.255.255.255:80".parse().unwrap();
     let mut syn_b = syn.clone();
     Packet::new_unchecked(&mut syn_b[..]).fill_checksum_v4([10, 0, 0, 2].into(), [255; 4].into());
     assert_eq!(
-        t.segment(&c, &ev, link, g, bcast, &syn_b, false, &mut tx, now),
+        t.segment(
+            &c, &ev, &mut flows, link, g, bcast, &syn_b, false, &mut tx, now
+        ),
         Err(TcpDrop::Destination(Refused::NotUnicast))
     );
-    assert!(t.is_empty());
+    assert!(flows.is_empty());
     // Only the RST refusing the broadcast destination went out.
     assert_eq!(tx.pending().len(), 4 + 14 + 20 + 20);
 }
@@ -89,6 +104,7 @@ fn no_tcp_and_bad_segments_are_dropped() {
 struct Rig {
     conf: Config,
     ev: EventLoop,
+    flows: Flows,
     t: Tcp,
     tx: TxQueue,
     link: compose::Link,
@@ -112,10 +128,12 @@ impl Rig {
         if let Some(ip4) = conf.ip4.as_mut() {
             ip4.map_host_loopback = Some(std::net::Ipv4Addr::new(10, 0, 0, 1));
         }
+        let flows = Flows::new(64);
         let mut r = Rig {
             conf,
             ev: EventLoop::new().unwrap(),
-            t: Tcp::default(),
+            t: Tcp::new(&flows),
+            flows,
             tx: TxQueue::new(1 << 20, None),
             link: compose::Link {
                 src: crate::wire::Mac([0x9a; 6]),
@@ -198,6 +216,7 @@ impl Rig {
         self.t.segment(
             &self.conf,
             &self.ev,
+            &mut self.flows,
             self.link,
             self.guest,
             self.remote,
@@ -213,13 +232,31 @@ impl Rig {
         let until = Instant::now() + Duration::from_millis(ms);
         let mut events = [nix::sys::epoll::EpollEvent::empty(); 8];
         while Instant::now() < until {
-            let n = self.ev.wait(&mut events, 5).unwrap();
+            let n = self
+                .ev
+                .wait(&mut events, Some(Duration::from_millis(5)))
+                .unwrap();
             for e in &events[..n] {
                 if let Ok(EpollRef::Tcp(f)) = EpollRef::try_from(e.data()) {
-                    self.t
-                        .event(f, e.events(), self.link, &self.ev, &mut self.tx);
+                    assert_eq!(f.end, End::Target, "the socket is the host side");
+                    self.t.event(
+                        &mut self.flows,
+                        f,
+                        e.events(),
+                        self.link,
+                        &self.ev,
+                        &mut self.tx,
+                    );
                 }
             }
+        }
+    }
+
+    /// Run every timer due at `now`, as the loop does.
+    fn run_timers(&mut self, now: Instant) {
+        while let Some(f) = self.flows.pop_due(now) {
+            self.t
+                .timer(&mut self.flows, f, now, self.link, &self.ev, &mut self.tx);
         }
     }
 
@@ -242,13 +279,21 @@ impl Rig {
         v
     }
 
+    /// The connection's reference, found by its tap side.
+    fn flow_ref(&self) -> Option<FlowRef> {
+        let tap = FlowSide::new(Side::Tap, self.guest, self.remote);
+        let s = self.flows.lookup(Proto::Tcp, &tap)?;
+        assert_eq!(s.end, End::Initiator, "the guest opened it");
+        Some(s.flow)
+    }
+
     fn conn(&mut self) -> &mut Conn {
-        let idx = self.t.conns.lookup(&(self.guest, self.remote)).unwrap();
-        self.t.conns.get_mut(idx).unwrap()
+        let r = self.flow_ref().unwrap();
+        conn_mut(&mut self.flows, r).unwrap()
     }
 
     fn is_open(&self) -> bool {
-        self.t.conns.lookup(&(self.guest, self.remote)).is_some()
+        self.flow_ref().is_some()
     }
 
     /// The host peer writes `n` bytes (byte i is i mod 251); we send them.
@@ -395,8 +440,10 @@ fn a_closed_guest_window_is_probed() {
     r.ack(1000, 0);
     assert!(data_only(&r.peer_writes(1000)).is_empty(), "window shut");
     let at = r.conn().persist_at.expect("probe scheduled");
-    let link = r.link;
-    r.t.periodic(at, link, &r.ev, &mut r.tx);
+    // The table's timers wake the connection up by then (an earlier,
+    // since outdated, retransmission deadline may come first).
+    assert!(r.flows.next_deadline().is_some_and(|t| t <= at));
+    r.run_timers(at);
     let out = r.out();
     assert_eq!(out.len(), 1, "one probe");
     assert_eq!(out[0].0.seq, r.iss.wrapping_add(1000), "SND.UNA - 1");
@@ -488,4 +535,256 @@ fn a_segment_past_a_gap_can_be_held_and_taken_later() {
         pattern(1000, 1300),
         "the held segment followed the gap"
     );
+}
+
+/// Several guest connections to one real listener, in a table with room
+/// for only two: the pressure policy, by hand.
+struct Crowd {
+    conf: Config,
+    ev: EventLoop,
+    flows: Flows,
+    t: Tcp,
+    tx: TxQueue,
+    link: compose::Link,
+    remote: SocketAddr,
+    _listener: std::net::TcpListener,
+}
+
+impl Crowd {
+    fn new() -> Crowd {
+        // Never accepted: the kernel completes our connects regardless.
+        Crowd::with(std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+    }
+
+    fn with(l: std::net::TcpListener) -> Crowd {
+        let mut conf = Config::example();
+        if let Some(ip4) = conf.ip4.as_mut() {
+            ip4.map_host_loopback = Some(std::net::Ipv4Addr::new(10, 0, 0, 1));
+        }
+        let flows = Flows::with_budgets([2, 1, 1]);
+        Crowd {
+            conf,
+            ev: EventLoop::new().unwrap(),
+            t: Tcp::new(&flows),
+            flows,
+            tx: TxQueue::new(1 << 20, None),
+            link: compose::Link {
+                src: crate::wire::Mac([0x9a; 6]),
+                dst: crate::wire::Mac([2, 0, 0, 0, 0, 1]),
+            },
+            remote: SocketAddr::new([10, 0, 0, 1].into(), l.local_addr().unwrap().port()),
+            _listener: l,
+        }
+    }
+
+    /// A segment from the guest's port `port`.
+    fn send(&mut self, port: u16, flags: Flags, ack: u32) -> Result<(), TcpDrop> {
+        let h = TcpRepr {
+            src_port: port,
+            dst_port: self.remote.port(),
+            // The SYN takes 1000, what follows starts at 1001.
+            seq: if flags.has(Flags::SYN) { 1000 } else { 1001 },
+            ack,
+            flags,
+            window: 65535,
+            ..Default::default()
+        };
+        let mut b = vec![0u8; h.buffer_len()];
+        h.emit(&mut b);
+        Packet::new_unchecked(&mut b[..])
+            .fill_checksum_v4([10, 0, 0, 2].into(), [10, 0, 0, 1].into());
+        let guest = SocketAddr::new([10, 0, 0, 2].into(), port);
+        let now = Instant::now();
+        let res = self.t.segment(
+            &self.conf,
+            &self.ev,
+            &mut self.flows,
+            self.link,
+            guest,
+            self.remote,
+            &b,
+            false,
+            &mut self.tx,
+            now,
+        );
+        let until = Instant::now() + Duration::from_millis(50);
+        let mut events = [nix::sys::epoll::EpollEvent::empty(); 8];
+        while Instant::now() < until {
+            let n = self
+                .ev
+                .wait(&mut events, Some(Duration::from_millis(5)))
+                .unwrap();
+            for e in &events[..n] {
+                if let Ok(EpollRef::Tcp(f)) = EpollRef::try_from(e.data()) {
+                    self.t.event(
+                        &mut self.flows,
+                        f,
+                        e.events(),
+                        self.link,
+                        &self.ev,
+                        &mut self.tx,
+                    );
+                }
+            }
+        }
+        res.map(|_| ())
+    }
+
+    /// (guest port, segment) queued towards the guest since the last look.
+    fn out(&mut self) -> Vec<(u16, TcpRepr)> {
+        let mut v = Vec::new();
+        let mut p = self.tx.pending();
+        while let Some(len) = p
+            .first_chunk::<4>()
+            .map(|l| u32::from_be_bytes(*l) as usize)
+        {
+            let f = &p[4..4 + len];
+            let pkt = Packet::new_checked(&f[ethernet::HEADER_LEN + ipv4::HEADER_LEN..]).unwrap();
+            let h = TcpRepr::parse(&pkt, self.remote.ip(), [10, 0, 0, 2].into()).unwrap();
+            v.push((h.dst_port, h));
+            p = &p[4 + len..];
+        }
+        self.tx.clear();
+        v
+    }
+
+    fn is_open(&self, port: u16) -> bool {
+        let tap = FlowSide::new(
+            Side::Tap,
+            SocketAddr::new([10, 0, 0, 2].into(), port),
+            self.remote,
+        );
+        self.flows.lookup(Proto::Tcp, &tap).is_some()
+    }
+
+    /// The guest's SYN from `port`, answered with our SYN-ACK: returns our ISS.
+    fn syn(&mut self, port: u16) -> u32 {
+        self.send(port, Flags::SYN, 0).unwrap();
+        let out = self.out();
+        let synack = out
+            .iter()
+            .find(|(p, h)| *p == port && h.flags.has(Flags::SYN));
+        synack.expect("a SYN-ACK").1.seq
+    }
+}
+
+#[test]
+fn handshakes_make_way_but_established_connections_stay() {
+    let mut c = Crowd::new();
+    c.syn(4001);
+    let b = c.syn(4002);
+    assert_eq!(c.flows.count(Kind::Tcp), 2, "the TCP budget is full");
+    // A third SYN: the oldest connection still in the handshake goes,
+    // with an RST to its guest, and the new one is served at once.
+    let third = c.send(4003, Flags::SYN, 0);
+    assert_eq!(third, Ok(()));
+    let out = c.out();
+    let rst = out
+        .iter()
+        .find(|(p, _)| *p == 4001)
+        .expect("4001 hears of it");
+    assert!(rst.1.flags.has(Flags::RST));
+    assert!(
+        out.iter()
+            .any(|(p, h)| *p == 4003 && h.flags.has(Flags::SYN))
+    );
+    assert!(!c.is_open(4001) && c.is_open(4002) && c.is_open(4003));
+    assert_eq!(c.flows.evicted(Kind::Tcp), 1);
+    // Both remaining connections complete their handshake.
+    let d = c
+        .flows
+        .iter()
+        .find_map(|(r, f)| match f {
+            Flow::Tcp(conn) if conn.guest().port() == 4003 => Some((r, conn.iss)),
+            _ => None,
+        })
+        .unwrap()
+        .1;
+    c.send(4002, Flags::ACK, b.wrapping_add(1)).unwrap();
+    c.send(4003, Flags::ACK, d.wrapping_add(1)).unwrap();
+    assert!(c.out().is_empty(), "nothing to say");
+    // Now every connection is established: a new SYN is refused with an
+    // RST, and none of them is touched.
+    assert_eq!(c.send(4004, Flags::SYN, 0), Err(TcpDrop::TableFull));
+    let out = c.out();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, 4004);
+    assert_eq!(out[0].1.flags, Flags::RST | Flags::ACK);
+    assert!(c.is_open(4002) && c.is_open(4003) && !c.is_open(4004));
+    assert_eq!(c.flows.evicted(Kind::Tcp), 1);
+}
+
+#[test]
+fn the_handshake_times_out_from_the_syn() {
+    let mut c = Crowd::new();
+    let start = Instant::now();
+    c.syn(4001);
+    // The guest repeats its SYN (our SYN-ACK "lost"): no more time for it.
+    c.send(4001, Flags::SYN, 0).unwrap();
+    c.out();
+    let f = c
+        .flows
+        .lookup(
+            Proto::Tcp,
+            &FlowSide::new(Side::Tap, "10.0.0.2:4001".parse().unwrap(), c.remote),
+        )
+        .unwrap()
+        .flow;
+    let late = start + HANDSHAKE_TIMEOUT + Duration::from_millis(100);
+    while let Some(r) = c.flows.pop_due(late) {
+        c.t.timer(&mut c.flows, r, late, c.link, &c.ev, &mut c.tx);
+    }
+    assert!(
+        c.flows.get(f).is_none(),
+        "closed {HANDSHAKE_TIMEOUT:?} after the SYN"
+    );
+    let out = c.out();
+    assert!(
+        out.iter()
+            .any(|(p, h)| *p == 4001 && h.flags.has(Flags::RST))
+    );
+}
+
+#[test]
+fn a_connect_that_never_completes_times_out() {
+    use nix::sys::socket::{Backlog, bind, listen};
+    // A listener whose accept queue is full drops further SYNs: our
+    // connect() stays in progress, as towards an address that never
+    // answers.
+    let l = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(
+        l.as_raw_fd(),
+        &SockaddrIn::from(std::net::SocketAddrV4::new([127, 0, 0, 1].into(), 0)),
+    )
+    .unwrap();
+    listen(&l, Backlog::new(0).unwrap()).unwrap();
+    let l = std::net::TcpListener::from(l);
+    let _queued = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let mut c = Crowd::with(l);
+    let start = Instant::now();
+    c.send(4001, Flags::SYN, 0).unwrap();
+    assert!(c.out().is_empty(), "no SYN-ACK: still connecting");
+    assert!(c.is_open(4001));
+    // Its timer is armed, for the handshake's end at the latest.
+    let due = c.flows.next_deadline().expect("a timer");
+    assert!(due <= start + HANDSHAKE_TIMEOUT + Duration::from_millis(100));
+    let late = start + HANDSHAKE_TIMEOUT + Duration::from_millis(100);
+    while let Some(r) = c.flows.pop_due(late) {
+        c.t.timer(&mut c.flows, r, late, c.link, &c.ev, &mut c.tx);
+    }
+    assert!(!c.is_open(4001));
+    let out = c.out();
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].1.flags,
+        Flags::RST | Flags::ACK,
+        "the guest's connect fails"
+    );
+    assert_eq!(out[0].1.ack, 1001, "acknowledging its SYN");
 }

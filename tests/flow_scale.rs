@@ -1,0 +1,461 @@
+//! The flow table at scale, through pasta against the real kernel:
+//! thousands of concurrent TCP connections and UDP flows, every socket
+//! given back afterwards, and a guest flooding the table with handshakes
+//! that never complete and datagrams to thousands of ports, which must
+//! not keep an ordinary connection out.
+//!
+//! Sizes follow the table's budgets, which pasta logs with `-d` (they
+//! come from the open files limit: this machine's may be low).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use support::*;
+
+const TCP_PORT: u16 = 7300;
+const UDP_PORT: u16 = 7301;
+/// Blackholed on the host (nftables drops everything to it): SYNs there
+/// stay in the handshake until we give up.
+const BLACKHOLE: &str = "198.51.100";
+
+/// A TCP echo server for thousands of connections at once; writes
+/// `ready` once listening.
+const TCP_ECHO: &str = r#"
+import asyncio, resource, sys
+addr, port, ready = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+async def handle(r, w):
+    try:
+        while True:
+            b = await r.read(65536)
+            if not b:
+                break
+            w.write(b)
+            await w.drain()
+    except ConnectionError:
+        pass
+    finally:
+        w.close()
+async def main():
+    srv = await asyncio.start_server(handle, addr, port, backlog=4096)
+    open(ready, 'w').close()
+    await srv.serve_forever()
+asyncio.run(main())
+"#;
+
+/// Open N connections, in waves, send each its own 64 bytes, check the
+/// echo, hold them all open until `close` appears next to `open`, then
+/// close them all. Prints "connected echoed seconds".
+const TCP_CLIENT: &str = r#"
+import os, resource, selectors, socket, sys, time
+n, addr, port, d = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+t0 = time.time()
+sel = selectors.DefaultSelector()
+socks = []
+connected = 0
+until = time.time() + 120
+# In waves of a thousand, each left open: all n are open at the end.
+for i in range(n):
+    s = socket.socket()
+    s.setblocking(False)
+    s.connect_ex((addr, port))
+    socks.append(s)
+    sel.register(s, selectors.EVENT_WRITE, i)
+    if i % 1000 != 999 and i != n - 1:
+        continue
+    while connected < i + 1 and time.time() < until:
+        for key, _ in sel.select(timeout=1):
+            s = key.fileobj
+            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                sys.exit('connect %d: %s' % (key.data, os.strerror(err)))
+            sel.unregister(s)
+            connected += 1
+msg = lambda i: (b'%08d' % i) * 8
+got = [b''] * n
+for i, s in enumerate(socks):
+    s.send(msg(i))
+    sel.register(s, selectors.EVENT_READ, i)
+echoed = 0
+while echoed < n and time.time() < until:
+    for key, _ in sel.select(timeout=1):
+        i = key.data
+        got[i] += key.fileobj.recv(4096)
+        if len(got[i]) >= 64:
+            if got[i] != msg(i):
+                sys.exit('connection %d: wrong echo' % i)
+            sel.unregister(key.fileobj)
+            echoed += 1
+print(connected, echoed, round(time.time() - t0, 1), flush=True)
+open(os.path.join(d, 'open'), 'w').close()
+while not os.path.exists(os.path.join(d, 'close')) and time.time() < until + 60:
+    time.sleep(0.05)
+for s in socks:
+    s.close()
+"#;
+
+/// A UDP echo server.
+const UDP_ECHO: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+s.bind((sys.argv[1], int(sys.argv[2])))
+open(sys.argv[3], 'w').close()
+while True:
+    b, a = s.recvfrom(2048)
+    s.sendto(b, a)
+"#;
+
+/// One datagram from each of N source ports (from `base` up), each
+/// answered by the echo server; a batch's missing answers are sent again
+/// a few times (UDP may drop). Prints "answered sent".
+const UDP_CLIENT: &str = r#"
+import resource, selectors, socket, sys, time
+n, addr, port, base = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+socks = []
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(('0.0.0.0', base + i))
+    s.setblocking(False)
+    socks.append(s)
+got = set()
+sent = 0
+sel = selectors.DefaultSelector()
+for start in range(0, n, 200):
+    batch = range(start, min(n, start + 200))
+    for i in batch:
+        sel.register(socks[i], selectors.EVENT_READ, i)
+    for attempt in range(6):
+        missing = [i for i in batch if i not in got]
+        if not missing:
+            break
+        for i in missing:
+            socks[i].sendto(b'%d' % i, (addr, port))
+            sent += 1
+        until = time.time() + 0.3 * (attempt + 1)
+        while time.time() < until and any(i not in got for i in batch):
+            for key, _ in sel.select(timeout=0.05):
+                if key.fileobj.recv(64) == b'%d' % key.data:
+                    got.add(key.data)
+    for i in batch:
+        sel.unregister(socks[i])
+print(len(got), sent, flush=True)
+"#;
+
+/// Raw frames on the namespace's tap: SYNs from the guest's address to
+/// the blackholed range, N of them from distinct ports, paced so the tap
+/// queue keeps up.
+const SYN_FLOOD: &str = r#"
+import socket, struct, sys, time
+n, src, net, ours = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+def csum(b):
+    if len(b) % 2:
+        b += b'\0'
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+mac = bytes.fromhex(open('/sys/class/net/eth0/address').read().strip().replace(':', ''))
+dst_mac = bytes.fromhex(ours.replace(':', ''))
+p = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+p.bind(('eth0', 0))
+sa = socket.inet_aton(src)
+for i in range(n):
+    da = socket.inet_aton('%s.%d' % (net, 1 + i % 250))
+    sport, dport = 1024 + i % 60000, 1 + i // 250
+    tcp = struct.pack('!HHIIBBHHH', sport, dport, 1000, 0, 5 << 4, 0x02, 65535, 0, 0)
+    c = csum(sa + da + struct.pack('!BBH', 0, 6, len(tcp)) + tcp)
+    tcp = tcp[:16] + struct.pack('!H', c) + tcp[18:]
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, sa, da)
+    ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
+    while True:
+        try:
+            p.send(dst_mac + mac + b'\x08\x00' + ip + tcp)
+            break
+        except OSError:
+            time.sleep(0.01)
+    if i % 250 == 249:
+        time.sleep(0.02)
+"#;
+
+fn script(dir: &TempDir, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+fn spawn(ns: &Netns, cmd: &str) -> Reaped {
+    Reaped(
+        ns.cmd("sh")
+            .arg("-c")
+            .arg(format!("exec {cmd}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Descriptors pasta holds now.
+fn fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// The table's size as pasta logged it: (capacity, TCP, UDP, ping).
+fn budgets(log: &Path) -> (usize, usize, usize, usize) {
+    let mut line = String::new();
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            line = std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .lines()
+                .find(|l| l.contains("flow table:"))
+                .unwrap_or_default()
+                .to_string();
+            !line.is_empty()
+        }),
+        "pasta logs its flow table with -d"
+    );
+    let (_, table) = line.split_once("flow table:").unwrap();
+    let n: Vec<usize> = table
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (n[0], n[1], n[2], n[3])
+}
+
+/// pasta in a fresh host, with a debug log; the host blackholes
+/// `BLACKHOLE`.0/24.
+struct Scene {
+    host: Host,
+    dir: TempDir,
+    p: AttachedPasta,
+    log: PathBuf,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        let host = Host::new();
+        host.ns.sh(&format!(
+            "nft 'add table ip bh; add chain ip bh out {{ type filter hook output priority 0 ; }} ; add rule ip bh out ip daddr {BLACKHOLE}.0/24 drop'"
+        ));
+        let dir = TempDir::new();
+        let log = dir.join("pasta.log");
+        let p = AttachedPasta::start(&host, &["-d", "-l", log.to_str().unwrap()]);
+        Scene { host, dir, p, log }
+    }
+
+    fn tcp_server(&self) -> Reaped {
+        let ready = self.dir.join("tcp.ready");
+        let s = script(&self.dir, "tcp_echo.py", TCP_ECHO);
+        let r = spawn(
+            &self.host.ns,
+            &format!(
+                "python3 {} {HOST_REMOTE4} {TCP_PORT} {}",
+                s.display(),
+                ready.display()
+            ),
+        );
+        assert!(wait_for(Duration::from_secs(5), || ready.exists()));
+        r
+    }
+
+    fn udp_server(&self) -> Reaped {
+        let ready = self.dir.join("udp.ready");
+        let s = script(&self.dir, "udp_echo.py", UDP_ECHO);
+        let r = spawn(
+            &self.host.ns,
+            &format!(
+                "python3 {} {HOST_REMOTE4} {UDP_PORT} {}",
+                s.display(),
+                ready.display()
+            ),
+        );
+        assert!(wait_for(Duration::from_secs(5), || ready.exists()));
+        r
+    }
+
+    /// From the namespace, datagrams from `n` ports (from `base` up) to
+    /// the UDP echo server: (answered, sent).
+    fn udp_round(&self, n: usize, base: u16) -> (usize, usize) {
+        let c = script(&self.dir, "udp_client.py", UDP_CLIENT);
+        let out = self.p.ns.sh(&format!(
+            "python3 {} {n} {HOST_REMOTE4} {UDP_PORT} {base}",
+            c.display()
+        ));
+        let v: Vec<usize> = out.split_whitespace().map(|w| w.parse().unwrap()).collect();
+        (v[0], v[1])
+    }
+}
+
+#[test]
+fn ten_thousand_tcp_connections_come_and_go() {
+    let s = Scene::new();
+    let (_, tcp_budget, _, _) = budgets(&s.log);
+    // 10 000, or what the TCP budget allows with some room to spare.
+    let n = 10_000.min(tcp_budget * 9 / 10);
+    let _server = s.tcp_server();
+    let before = fds(s.p.pid);
+    let client = script(&s.dir, "tcp_client.py", TCP_CLIENT);
+    // Closing thousands of sockets at once would overflow the namespace's
+    // tap queue (1000 frames) and leave the guest's TCP to recover by
+    // retransmissions: not what this test is about.
+    s.p.ns.sh("ip link set eth0 txqueuelen 100000");
+    let started = Instant::now();
+    let mut c = spawn(
+        &s.p.ns,
+        &format!(
+            "python3 {} {n} {HOST_REMOTE4} {TCP_PORT} {}",
+            client.display(),
+            s.dir.0.display()
+        ),
+    );
+    let open = s.dir.join("open");
+    assert!(
+        wait_for(Duration::from_secs(180), || open.exists()),
+        "{n} connections didn't all connect and echo"
+    );
+    let mut summary = String::new();
+    use std::io::Read;
+    let mut out = c.0.stdout.take().unwrap();
+    // The client printed its summary before creating `open`.
+    let mut buf = [0u8; 128];
+    let k = out.read(&mut buf).unwrap();
+    summary.push_str(&String::from_utf8_lossy(&buf[..k]));
+    let held = fds(s.p.pid);
+    eprintln!(
+        "{n} connections (connected, echoed, seconds: {}) in {:?}; pasta holds {held} descriptors, {before} before",
+        summary.trim(),
+        started.elapsed()
+    );
+    assert_eq!(
+        summary.split_whitespace().take(2).collect::<Vec<_>>(),
+        vec![n.to_string(), n.to_string()]
+    );
+    assert!(held >= before + n, "one socket per connection: {held}");
+    // All idle: nothing is due, so pasta sleeps (no walk over the table).
+    let cpu = cpu_time(s.p.pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = cpu_time(s.p.pid) - cpu;
+    assert!(
+        idle < Duration::from_millis(100),
+        "idle with {n} flows: {idle:?}"
+    );
+    std::fs::write(s.dir.join("close"), "").unwrap();
+    assert!(wait_timeout(&mut c.0, Duration::from_secs(60)).is_some_and(|st| st.success()));
+    // Every close completes both ways: each slot and socket is given back.
+    let released = wait_for(Duration::from_secs(60), || fds(s.p.pid) == before);
+    assert!(
+        released,
+        "pasta holds {} descriptors, {before} before",
+        fds(s.p.pid)
+    );
+    eprintln!("released in {:?} total", started.elapsed());
+}
+
+#[test]
+fn fifteen_thousand_udp_flows_within_the_budget() {
+    let s = Scene::new();
+    let (_, _, udp_budget, _) = budgets(&s.log);
+    let _server = s.udp_server();
+    let before = fds(s.p.pid);
+    let n = 15_000;
+    let started = Instant::now();
+    let (answered, sent) = s.udp_round(n, 20_000);
+    eprintln!(
+        "{n} UDP flows (budget {udp_budget}): {answered} answered, {sent} sent, in {:?}; pasta holds {} descriptors, {before} before",
+        started.elapsed(),
+        fds(s.p.pid)
+    );
+    // Every flow forwarded both ways: beyond the budget, the least
+    // recently used flows made way for new ones.
+    assert_eq!(answered, n);
+    assert_eq!(
+        fds(s.p.pid),
+        before + n.min(udp_budget),
+        "one socket per flow, within the budget"
+    );
+    // The newest flows are the ones kept: another round from the last
+    // ports needs no new socket.
+    let keep = n.min(udp_budget) / 2;
+    let (again, _) = s.udp_round(keep, 20_000 + (n - keep) as u16);
+    assert_eq!(again, keep);
+    assert_eq!(fds(s.p.pid), before + n.min(udp_budget));
+}
+
+#[test]
+fn a_flood_of_dead_handshakes_and_datagrams_keeps_no_one_out() {
+    let s = Scene::new();
+    let (capacity, tcp_budget, udp_budget, _) = budgets(&s.log);
+    let _tcp = s.tcp_server();
+    let _udp = s.udp_server();
+    let before = fds(s.p.pid);
+    // Twice TCP's budget of SYNs that will never be answered, then more
+    // UDP flows than its budget to the same black hole.
+    let syns = 2 * tcp_budget;
+    let flood = script(&s.dir, "syn_flood.py", SYN_FLOOD);
+    // The namespace's tap queue (1000 frames) would drop much of a burst
+    // before pasta reads it: let all of the flood reach pasta.
+    s.p.ns.sh("ip link set eth0 txqueuelen 100000");
+    let started = Instant::now();
+    s.p.ns.sh(&format!(
+        "python3 {} {syns} {HOST_ADDR4} {BLACKHOLE} {OUR_MAC}",
+        flood.display()
+    ));
+    let ports = udp_budget + 2000;
+    s.p.ns.sh(&format!(
+        "python3 -c 'import socket\nu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor p in range(1, {ports} + 1):\n    try: u.sendto(b\"x\", (\"{BLACKHOLE}.7\", p))\n    except OSError: pass'"
+    ));
+    // TCP and UDP both at their budget, not beyond: every SYN past TCP's
+    // budget took the place of an older dead handshake, every new UDP
+    // flow that of the least recently used (pasta may still be reading
+    // the last of the flood).
+    // Once both are full, each new flow is "close the oldest, open the
+    // new one": the count dips by one while the tail is being read.
+    let full = before + tcp_budget + udp_budget;
+    let mut most = 0;
+    let mut flooded = 0;
+    wait_for(Duration::from_secs(5), || {
+        flooded = fds(s.p.pid);
+        most = most.max(flooded);
+        flooded == full
+    });
+    eprintln!(
+        "{syns} SYNs and {ports} datagrams in {:?}: pasta holds {flooded} descriptors ({before} before, capacity {capacity}, TCP {tcp_budget}, UDP {udp_budget})",
+        started.elapsed()
+    );
+    assert_eq!(flooded, full);
+    assert!(most <= full, "{most} descriptors at some point");
+    // An ordinary connection gets through at once: the oldest dead
+    // handshake makes way for it.
+    let t = Instant::now();
+    let out = s.p.ns.sh(&format!(
+        "python3 -c 'import socket\nc = socket.create_connection((\"{HOST_REMOTE4}\", {TCP_PORT}), timeout=3)\nc.sendall(b\"still here\")\nprint(c.recv(64).decode())'"
+    ));
+    let took = t.elapsed();
+    assert_eq!(out.trim(), "still here");
+    assert!(took < Duration::from_secs(1), "connected in {took:?}");
+    // And an ordinary UDP exchange, its flow taking the least recently
+    // used one's place.
+    let (answered, _) = s.udp_round(10, 40_000);
+    assert_eq!(answered, 10);
+    eprintln!("an ordinary connection in {took:?}");
+    // Dead handshakes last 10 s from their SYN: then only UDP flows are
+    // left.
+    assert!(
+        wait_for(Duration::from_secs(20), || fds(s.p.pid)
+            <= before + udp_budget),
+        "handshakes outlived their timeout: {} descriptors",
+        fds(s.p.pid)
+    );
+    assert!(alive(s.p.pid));
+}
