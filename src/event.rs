@@ -10,7 +10,7 @@ use std::time::Duration;
 /// What a ready file descriptor is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EpollRef {
-    /// The signalfd for SIGTERM, SIGINT, SIGQUIT.
+    /// The signalfd for SIGTERM, SIGINT, SIGQUIT and SIGUSR1.
     Signal,
     /// passt's listening UNIX socket.
     Listener,

@@ -33,13 +33,23 @@ pub fn exit_sigset() -> SigSet {
     set
 }
 
-/// Stage 1: block the exit signals so they queue on a signalfd instead of
-/// killing us before we cleaned up.
+/// Prints the counters once (`crate::stats`); doesn't end the program.
+pub const STATS_SIGNAL: Signal = Signal::SIGUSR1;
+
+/// Every signal the loop's signalfd takes: `EXIT_SIGNALS` and `STATS_SIGNAL`.
+pub fn handled_sigset() -> SigSet {
+    let mut set = exit_sigset();
+    set.add(STATS_SIGNAL);
+    set
+}
+
+/// Stage 1: block the signals we handle so they queue on a signalfd
+/// instead of killing us before we cleaned up (or, for SIGUSR1, at all).
 ///
 /// # Errors
 /// `sigprocmask` failure.
 pub fn initial() -> io::Result<()> {
-    exit_sigset().thread_block()?;
+    handled_sigset().thread_block()?;
     raise_fd_limit();
     Ok(())
 }

@@ -26,6 +26,7 @@ pub mod pasta;
 pub mod pcap;
 pub mod serve;
 pub mod startup;
+pub mod stats;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod tap;

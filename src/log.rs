@@ -133,6 +133,13 @@ pub fn use_file(file: File, max_size: u64) {
     }
 }
 
+/// Writes one message to the current sink whatever the log level, with
+/// the severity of an informational one: what the user asked to see
+/// (`--stats`, SIGUSR1) even under `-q`.
+pub fn always(args: std::fmt::Arguments) {
+    state().emit(Level::Info, args);
+}
+
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata) -> bool {
         metadata.level() <= log::max_level()

@@ -16,6 +16,7 @@ use crate::flow::{self, Flows, Kind};
 use crate::isolate;
 use crate::pcap::Pcap;
 use crate::startup::{StartError, err_at};
+use crate::stats::{self, Pacer, Snapshot, Step};
 use crate::tap::stream::StreamRx;
 use crate::tap::tun::{self, TunRx};
 use crate::tap::{Batch, TxQueue};
@@ -53,7 +54,7 @@ pub enum TapSide {
 /// Why the loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// SIGTERM, SIGINT or SIGQUIT.
+    /// SIGTERM, SIGINT or SIGQUIT (SIGUSR1 prints the stats and goes on).
     Signal,
     /// The guest left and `--one-off` (or `--fd`) was given.
     GuestGone,
@@ -87,6 +88,10 @@ pub struct Server<'c> {
     linger: Option<Duration>,
     /// Serving only until this, or until no connection is left.
     draining_until: Option<Instant>,
+    /// `--stats`: when to print the counters.
+    stats: Option<Pacer>,
+    /// A change the pacer holds back: wake up then to print it.
+    stats_due: Option<Instant>,
 }
 
 impl<'c> Server<'c> {
@@ -102,7 +107,7 @@ impl<'c> Server<'c> {
     ) -> Result<Self, StartError> {
         let ev = EventLoop::new().map_err(|e| err_at("epoll", e))?;
         let signals = SignalFd::with_flags(
-            &isolate::exit_sigset(),
+            &isolate::handled_sigset(),
             SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
         )
         .map_err(|e| err_at("signalfd", e))?;
@@ -141,6 +146,11 @@ impl<'c> Server<'c> {
             isolate::fd_limit(),
             reserved >> 10,
         );
+        let tx = TxQueue::new(TX_QUEUE_BYTES, pcap);
+        let dispatch = Dispatch::new(conf, &flows);
+        let stats = conf
+            .stats
+            .map(|every| Pacer::new(every, Snapshot::take(&flows, &dispatch.drops, &tx)));
         let mut s = Server {
             ev,
             signals,
@@ -151,12 +161,14 @@ impl<'c> Server<'c> {
             stream_rx: StreamRx::default(),
             tun_rx: TunRx::default(),
             batch: Batch::default(),
-            tx: TxQueue::new(TX_QUEUE_BYTES, pcap),
-            dispatch: Dispatch::new(conf, &flows),
+            tx,
+            dispatch,
             flows,
             next_timer: None,
             linger: None,
             draining_until: None,
+            stats,
+            stats_due: None,
         };
         if s.guest_present() {
             s.guest_attached();
@@ -241,6 +253,7 @@ impl<'c> Server<'c> {
             if let Err(o) = self.flush() {
                 return o;
             }
+            self.stats_round();
             if let Some(until) = self.draining_until
                 && (self.flows.count(Kind::Tcp) == 0 || Instant::now() >= until)
             {
@@ -253,7 +266,8 @@ impl<'c> Server<'c> {
     }
 
     /// When the loop must wake up even without events: the next
-    /// advertisement, the earliest flow timer, the end of lingering.
+    /// advertisement, the earliest flow timer, the end of lingering, a
+    /// stats print held back.
     /// `None` (nothing due, ever) blocks until an event comes.
     fn wake_at(&mut self) -> Option<Instant> {
         let flows = if self.guest_present() {
@@ -261,7 +275,7 @@ impl<'c> Server<'c> {
         } else {
             None
         };
-        [self.next_timer, flows, self.draining_until]
+        [self.next_timer, flows, self.draining_until, self.stats_due]
             .into_iter()
             .flatten()
             .min()
@@ -300,18 +314,49 @@ impl<'c> Server<'c> {
         }
     }
 
-    fn on_signal(&mut self) -> Option<Outcome> {
-        match self.signals.read_signal() {
-            Ok(Some(si)) => {
-                let name = i32::try_from(si.ssi_signo)
-                    .ok()
-                    .and_then(|n| nix::sys::signal::Signal::try_from(n).ok())
-                    .map_or("signal", |s| s.as_str());
-                log::info!("{name} received, exiting");
-                Some(Outcome::Signal)
-            }
-            _ => None,
+    /// The counters now.
+    fn snapshot(&self) -> Snapshot {
+        Snapshot::take(&self.flows, &self.dispatch.drops, &self.tx)
+    }
+
+    /// With `--stats`, after each round: print what changed, or wake up
+    /// when it may be printed. Costs nothing without `--stats`.
+    fn stats_round(&mut self) {
+        if self.stats.is_none() {
+            return;
         }
+        let snap = self.snapshot();
+        let Some(pacer) = &mut self.stats else {
+            return;
+        };
+        self.stats_due = match pacer.step(Instant::now(), &snap) {
+            Step::Print => {
+                stats::print(&snap);
+                None
+            }
+            Step::WakeAt(t) => Some(t),
+            Step::Idle => None,
+        };
+    }
+
+    fn on_signal(&mut self) -> Option<Outcome> {
+        let Ok(Some(si)) = self.signals.read_signal() else {
+            return None;
+        };
+        let sig = i32::try_from(si.ssi_signo)
+            .ok()
+            .and_then(|n| nix::sys::signal::Signal::try_from(n).ok());
+        if sig == Some(isolate::STATS_SIGNAL) {
+            let snap = self.snapshot();
+            stats::print(&snap);
+            if let Some(p) = &mut self.stats {
+                p.printed(Instant::now(), &snap);
+                self.stats_due = None;
+            }
+            return None;
+        }
+        log::info!("{} received, exiting", sig.map_or("signal", |s| s.as_str()));
+        Some(Outcome::Signal)
     }
 
     fn on_quit(&mut self) -> Option<Outcome> {

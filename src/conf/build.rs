@@ -22,6 +22,7 @@
 //! 6. Services, forwarding defaults, and the settings of each mode.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
 
 use nix::unistd::{Group, Uid, User};
 
@@ -114,6 +115,7 @@ pub fn build(mode: Mode, cli: &Cli, host: &HostInfo) -> Result<Config, ConfError
         foreground: cli.foreground,
         log_file: cli.log_file.clone(),
         log_size: cli.log_size.unwrap_or(DEFAULT_LOG_SIZE),
+        stats: cli.stats.map(|s| Duration::from_secs(s.into())),
         runas,
         pcap: cli.pcap.clone(),
         pidfile: cli.pidfile.clone(),
@@ -148,7 +150,6 @@ fn check_supported(cli: &Cli) -> Result<(), ConfError> {
         (cli.conf_path.is_some(), "--conf-path"),
         (cli.migrate_exit, "--migrate-exit"),
         (cli.migrate_no_linger, "--migrate-no-linger"),
-        (cli.stats.is_some(), "--stats"),
         (cli.splice_only, "--splice-only"),
     ];
     match unsupported.iter().find(|(given, _)| *given) {
@@ -711,6 +712,7 @@ mod tests {
         assert_eq!(c.mtu, Some(DEFAULT_MTU));
         assert_eq!(c.our_mac, DEFAULT_OUR_MAC);
         assert_eq!(c.log_size, DEFAULT_LOG_SIZE);
+        assert_eq!(c.stats, None);
         assert_eq!(
             c.services,
             Services {
@@ -1173,11 +1175,14 @@ mod tests {
             "guest.example",
             "--freebind",
             "--chroot-fallback",
+            "--stats",
+            "10",
         ];
         let c = conf(Mode::Passt, &args, &dual());
         assert!(c.debug && !c.trace && c.foreground && c.freebind && c.chroot_fallback);
         assert_eq!(c.log_file, Some("/tmp/log".into()));
         assert_eq!(c.log_size, 8192);
+        assert_eq!(c.stats, Some(Duration::from_secs(10)));
         assert_eq!(
             (c.pcap, c.pidfile),
             (Some("/tmp/p.pcap".into()), Some("/tmp/pid".into()))
@@ -1333,11 +1338,6 @@ mod tests {
                 Mode::Passt,
                 &["--migrate-no-linger"],
                 "--migrate-no-linger: not supported yet",
-            ),
-            (
-                Mode::Passt,
-                &["--stats", "10"],
-                "--stats: not supported yet",
             ),
             (
                 Mode::Pasta,

@@ -13,6 +13,7 @@ use log::LevelFilter;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub use host::HostInfo;
 pub use ports::PortSpec;
@@ -237,6 +238,8 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     /// `--log-size`.
     pub log_size: u64,
+    /// `--stats`: print the counters at most this often, when they change.
+    pub stats: Option<Duration>,
     /// `--runas`, resolved to IDs; `None` means the default (nobody if root).
     pub runas: Option<RunAs>,
     /// `-p`.
@@ -303,6 +306,7 @@ impl Config {
             foreground: true,
             log_file: None,
             log_size: DEFAULT_LOG_SIZE,
+            stats: None,
             runas: None,
             pcap: None,
             pidfile: None,
