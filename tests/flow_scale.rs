@@ -449,6 +449,11 @@ fn a_flood_of_dead_handshakes_and_datagrams_keeps_no_one_out() {
     let (answered, _) = s.udp_round(10, 40_000);
     assert_eq!(answered, 10);
     eprintln!("an ordinary connection in {took:?}");
+    // Meanwhile the virtual gateway still answers ARP and DHCP.
+    s.p.ns
+        .sh(&format!("busybox arping -c 1 -w 2 -I eth0 {HOST_GW4}"));
+    s.p.ns
+        .sh("busybox udhcpc -i eth0 -n -q -f -s /bin/true -t 3 -T 1 >/dev/null 2>&1");
     // Dead handshakes last 10 s from their SYN: then only UDP flows are
     // left.
     assert!(
