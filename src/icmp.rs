@@ -26,6 +26,7 @@
 //! `net.ipv4.ping_group_range` (see the manual).
 
 use crate::conf::Config;
+use crate::dgram::{self, RECV_BURST, Rx};
 use crate::errqueue::{self, ErrQueue};
 use crate::event::{EpollRef, EventLoop};
 use crate::flow::{self, End, Flow, FlowRef, FlowSide, Flows, Kind, Side, SideRef, Sides, Waiting};
@@ -36,7 +37,7 @@ use crate::wire::{Mac, compose, icmpv4, icmpv6};
 use nix::errno::Errno;
 use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, SockaddrIn6, bind, recv,
+    AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, SockaddrIn6, bind,
     sendto, socket,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -45,8 +46,6 @@ use std::time::{Duration, Instant};
 
 /// A flow without requests for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Most replies read from one socket per event (see `udp::RECV_BURST`).
-pub const RECV_BURST: usize = 64;
 
 /// Why an echo request from the guest was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -440,64 +439,33 @@ pub fn close(flow: PingFlow, ev: &EventLoop) {
     let _ = ev.remove(&flow.sock);
 }
 
-/// How a round of receiving ended.
-#[derive(Debug, Default)]
-struct Rx {
-    /// The guest's queue had no room for another reply.
-    full: bool,
-    /// A pending socket error came up: the error queue has news.
-    error: bool,
-}
-
 /// Queue the replies `flow`'s socket holds for the guest, at most
 /// `RECV_BURST` of them.
 fn receive(flow: &PingFlow, link: compose::Link, tx: &mut TxQueue) -> Rx {
     let fd = flow.sock.as_raw_fd();
     let id = flow.id();
-    let mut rx = Rx::default();
-    for _ in 0..RECV_BURST {
-        if !tx.has_room(MAX_FRAME) {
-            rx.full = true;
-            break;
-        }
-        let mut failed = None;
+    dgram::receive(tx, |tx, failed| {
         // Each reply is received in place, the guest's identifier put
         // back (ICMP and ICMPv6 echo both have it at bytes 4-5).
-        let recv_into = |m: &mut [u8]| match recv(fd, m, MsgFlags::MSG_DONTWAIT) {
-            Ok(n) => {
-                if let Some(msg) = m.get_mut(..n)
-                    && let Ok(mut p) = icmpv4::Packet::new_checked(msg)
-                {
-                    p.set_echo_ident(id);
-                }
-                Some(n)
+        let recv = |m: &mut [u8]| {
+            let n = dgram::recv_into(fd, m, failed)?;
+            if let Some(msg) = m.get_mut(..n)
+                && let Ok(mut p) = icmpv4::Packet::new_checked(msg)
+            {
+                p.set_echo_ident(id);
             }
-            Err(e) => {
-                failed = Some(e);
-                None
+            Some(n)
+        };
+        Some(match (flow.remote(), flow.guest()) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                tx.push_with(MAX_FRAME, |out| compose::icmp4(out, link, src, dst, recv))
             }
-        };
-        let queued = match (flow.remote(), flow.guest()) {
-            (IpAddr::V4(src), IpAddr::V4(dst)) => tx.push_with(MAX_FRAME, |out| {
-                compose::icmp4(out, link, src, dst, recv_into)
-            }),
-            (IpAddr::V6(src), IpAddr::V6(dst)) => tx.push_with(MAX_FRAME, |out| {
-                compose::icmp6(out, link, src, dst, recv_into)
-            }),
-            _ => break,
-        };
-        match failed {
-            // Dry until the next event.
-            Some(Errno::EAGAIN) => break,
-            Some(Errno::EINTR) => {}
-            // A pending socket error: replies may still follow.
-            Some(_) => rx.error = true,
-            // Nothing was read (`has_room` makes this unexpected).
-            None if !queued => break,
-            None => {}
-        }
-    }
-    rx
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                tx.push_with(MAX_FRAME, |out| compose::icmp6(out, link, src, dst, recv))
+            }
+            _ => return None,
+        })
+    })
 }
 
 /// Turn the ICMP errors queued on `flow`'s socket into errors towards the

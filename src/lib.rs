@@ -10,6 +10,7 @@
 pub mod app;
 pub mod cli;
 pub mod conf;
+pub mod dgram;
 pub mod dispatch;
 pub mod errqueue;
 pub mod event;

@@ -31,6 +31,7 @@
 //! guest (`-u`), and batching datagrams with `recvmmsg`/`sendmmsg`.
 
 use crate::conf::Config;
+use crate::dgram::{self, RECV_BURST, Rx};
 use crate::errqueue::{self, ErrQueue};
 use crate::event::{EpollRef, EventLoop};
 use crate::flow::{self, End, Flow, FlowRef, FlowSide, Flows, Kind, Side, SideRef, Sides, Waiting};
@@ -41,8 +42,8 @@ use crate::wire::{Mac, compose};
 use nix::errno::Errno;
 use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockType, SockaddrIn, SockaddrIn6, bind, connect, recv,
-    send, socket,
+    AddressFamily, MsgFlags, SockFlag, SockType, SockaddrIn, SockaddrIn6, bind, connect, send,
+    socket,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -50,10 +51,6 @@ use std::time::{Duration, Instant};
 
 /// A flow without traffic for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
-/// Most datagrams read from one socket per event: a busy flow can't starve
-/// the others, and the socket is level-triggered, so the rest comes on the
-/// next round.
-pub const RECV_BURST: usize = 64;
 
 /// Why a datagram from the guest was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -396,57 +393,22 @@ pub fn close(flow: UdpFlow, ev: &EventLoop) {
     let _ = ev.remove(&flow.sock);
 }
 
-/// How a round of receiving ended.
-#[derive(Debug, Default)]
-struct Rx {
-    /// The guest's queue had no room for another datagram.
-    full: bool,
-    /// A pending socket error came up: the error queue has news.
-    error: bool,
-}
-
 /// Queue what `flow`'s socket holds for the guest, as it came, at most
 /// `RECV_BURST` datagrams.
 fn receive(flow: &UdpFlow, link: compose::Link, tx: &mut TxQueue) -> Rx {
     let fd = flow.sock.as_raw_fd();
-    let mut rx = Rx::default();
-    for _ in 0..RECV_BURST {
-        if !tx.has_room(MAX_FRAME) {
-            rx.full = true;
-            break;
-        }
-        let mut failed = None;
-        // Straight into the frame; `None` (no datagram) queues nothing,
-        // while an empty datagram is still one.
-        let recv_into = |p: &mut [u8]| match recv(fd, p, MsgFlags::MSG_DONTWAIT) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                failed = Some(e);
-                None
+    dgram::receive(tx, |tx, failed| {
+        let recv = |p: &mut [u8]| dgram::recv_into(fd, p, failed);
+        Some(match (flow.remote(), flow.guest()) {
+            (SocketAddr::V4(src), SocketAddr::V4(dst)) => {
+                tx.push_with(MAX_FRAME, |out| compose::udp4(out, link, src, dst, recv))
             }
-        };
-        let queued = match (flow.remote(), flow.guest()) {
-            (SocketAddr::V4(src), SocketAddr::V4(dst)) => tx.push_with(MAX_FRAME, |out| {
-                compose::udp4(out, link, src, dst, recv_into)
-            }),
-            (SocketAddr::V6(src), SocketAddr::V6(dst)) => tx.push_with(MAX_FRAME, |out| {
-                compose::udp6(out, link, src, dst, recv_into)
-            }),
-            _ => break,
-        };
-        match failed {
-            // Dry until the next event.
-            Some(Errno::EAGAIN) => break,
-            Some(Errno::EINTR) => {}
-            // A pending socket error (an ICMP error for something we sent
-            // earlier): datagrams may still follow.
-            Some(_) => rx.error = true,
-            // Nothing was read (`has_room` makes this unexpected).
-            None if !queued => break,
-            None => {}
-        }
-    }
-    rx
+            (SocketAddr::V6(src), SocketAddr::V6(dst)) => {
+                tx.push_with(MAX_FRAME, |out| compose::udp6(out, link, src, dst, recv))
+            }
+            _ => return None,
+        })
+    })
 }
 
 /// Turn the ICMP errors queued on `flow`'s socket into errors towards the

@@ -185,12 +185,6 @@ for i in range(n):
         time.sleep(0.02)
 "#;
 
-fn script(dir: &TempDir, name: &str, body: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, body).unwrap();
-    p
-}
-
 fn spawn(ns: &Netns, cmd: &str) -> Reaped {
     Reaped(
         ns.cmd("sh")

@@ -21,24 +21,6 @@ fn server(ns: &Netns, args: &[&str]) -> Reaped {
     Reaped(c)
 }
 
-fn random_file(dir: &TempDir, name: &str, mib: usize) -> std::path::PathBuf {
-    let p = dir.join(name);
-    sh(&format!(
-        "dd if=/dev/urandom of={} bs=1M count={mib} status=none",
-        p.display()
-    ));
-    p
-}
-
-fn same(a: &std::path::Path, b: &std::path::Path) -> bool {
-    std::process::Command::new("cmp")
-        .arg(a)
-        .arg(b)
-        .status()
-        .unwrap()
-        .success()
-}
-
 #[test]
 fn guest_bulk_transfer_both_ways() {
     let (h, dir, _d, g) = routed_guest(&[]);

@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::*;
@@ -97,24 +96,6 @@ fn each(test: impl Fn(&Setup, &Fam)) {
     }
 }
 
-fn random_file(dir: &TempDir, name: &str, mib: usize) -> PathBuf {
-    let p = dir.join(name);
-    sh(&format!(
-        "dd if=/dev/urandom of={} bs=1M count={mib} status=none",
-        p.display()
-    ));
-    p
-}
-
-fn same(a: &Path, b: &Path) -> bool {
-    std::process::Command::new("cmp")
-        .arg(a)
-        .arg(b)
-        .status()
-        .unwrap()
-        .success()
-}
-
 fn spawn(ns: &Netns, cmd: &str) -> Reaped {
     Reaped(
         ns.cmd("sh")
@@ -125,12 +106,6 @@ fn spawn(ns: &Netns, cmd: &str) -> Reaped {
             .spawn()
             .unwrap(),
     )
-}
-
-fn script(dir: &TempDir, name: &str, body: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, body).unwrap();
-    p
 }
 
 /// A host server that writes what it receives to `out`, reading `chunk`

@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,24 +37,6 @@ fn server(ns: &Netns, args: &[&str]) -> Reaped {
     Reaped(c)
 }
 
-fn random_file(dir: &TempDir, name: &str, mib: u64) -> PathBuf {
-    let p = dir.join(name);
-    sh(&format!(
-        "dd if=/dev/urandom of={} bs=1M count={mib} status=none",
-        p.display()
-    ));
-    p
-}
-
-fn same(a: &Path, b: &Path) -> bool {
-    std::process::Command::new("cmp")
-        .arg(a)
-        .arg(b)
-        .status()
-        .unwrap()
-        .success()
-}
-
 /// Swaps made since `before`.
 fn since(g: &Guest, before: Swaps) -> Swaps {
     let now = g.swaps();
@@ -83,7 +64,7 @@ fn reordering_guest(v6: bool) -> (Host, TempDir, Daemon, Guest) {
 /// address there and `connect` address in the guest, and compare.
 fn upload(v6: bool, listen: &str, connect: &str) {
     let (h, dir, _d, g) = reordering_guest(v6);
-    let src = random_file(&dir, "src", MIB);
+    let src = random_file(&dir, "src", MIB as usize);
     let up = dir.join("up");
     let _s = server(
         &h.ns,
@@ -124,7 +105,7 @@ fn upload(v6: bool, listen: &str, connect: &str) {
 /// address there and `connect` address in the guest, and compare.
 fn download(v6: bool, listen: &str, connect: &str) {
     let (h, dir, _d, g) = reordering_guest(v6);
-    let src = random_file(&dir, "src", MIB);
+    let src = random_file(&dir, "src", MIB as usize);
     let down = dir.join("down");
     let _s = server(
         &h.ns,

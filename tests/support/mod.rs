@@ -296,11 +296,7 @@ impl Daemon {
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .expect("pidfile")
-            .trim()
-            .parse()
-            .expect("pid in pidfile");
+        let pid = read_pid(&pidfile);
         Daemon { pid, socket }
     }
 
@@ -456,11 +452,7 @@ impl AttachedPasta {
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .expect("pidfile")
-            .trim()
-            .parse()
-            .expect("pid in pidfile");
+        let pid = read_pid(&pidfile);
         AttachedPasta { ns, pid, _dir: dir }
     }
 
@@ -503,4 +495,40 @@ pub fn cpu_time(pid: i32) -> Duration {
         .unwrap()
         .unwrap() as u64;
     Duration::from_millis((f[0] + f[1]) * 1000 / hz)
+}
+
+/// The PID a pidfile holds.
+pub fn read_pid(pidfile: &Path) -> i32 {
+    std::fs::read_to_string(pidfile)
+        .expect("pidfile")
+        .trim()
+        .parse()
+        .expect("pid in pidfile")
+}
+
+/// A file of `mib` MiB of random bytes in `dir`.
+pub fn random_file(dir: &TempDir, name: &str, mib: usize) -> PathBuf {
+    let p = dir.join(name);
+    sh(&format!(
+        "dd if=/dev/urandom of={} bs=1M count={mib} status=none",
+        p.display()
+    ));
+    p
+}
+
+/// Whether two files have the same content (`cmp`).
+pub fn same(a: &Path, b: &Path) -> bool {
+    Command::new("cmp")
+        .arg(a)
+        .arg(b)
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// Write a script (python3, sh) into `dir`.
+pub fn script(dir: &TempDir, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
 }
