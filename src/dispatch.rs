@@ -8,6 +8,7 @@
 use crate::conf::Config;
 use crate::event::EventLoop;
 use crate::flow::{Flow, Flows, Kind, SideRef};
+use crate::fwd::{self, listen::Listener};
 use crate::icmp::{self, IcmpDrop, Pings};
 use crate::l2::{self, dhcp, dhcpv6, ndp};
 use crate::tap::{BATCH_MAX, Batch, MAX_FRAME, TxQueue};
@@ -186,6 +187,8 @@ pub struct GuestState {
     pub mac: Option<Mac>,
     /// The IPv4 address the guest last used as ARP sender.
     pub addr4_seen: Option<Ipv4Addr>,
+    /// The addresses it sends IP from: where inbound flows go.
+    pub addrs: fwd::GuestAddrs,
 }
 
 /// Most passes over the TCP segments a batch delivered past a gap.
@@ -368,6 +371,54 @@ impl<'c> Dispatch<'c> {
         self.tcp.event(flows, r, events, link, ev, tx);
     }
 
+    /// Connections waiting on forwarded TCP port `l`.
+    pub fn tcp_accept(
+        &mut self,
+        l: &Listener,
+        flows: &mut Flows,
+        tx: &mut TxQueue,
+        ev: &EventLoop,
+    ) {
+        let link = self.link();
+        let r = self.tcp.accept(
+            self.conf,
+            &self.guest.addrs,
+            l,
+            ev,
+            flows,
+            link,
+            tx,
+            Instant::now(),
+        );
+        if let Err(e) = r {
+            log::debug!("TCP port {}: {e}", l.bound);
+            self.drops.bump(tcp_reason(e));
+        }
+    }
+
+    /// Datagrams on forwarded UDP port `l`.
+    pub fn udp_forwarded(
+        &mut self,
+        l: &Listener,
+        flows: &mut Flows,
+        tx: &mut TxQueue,
+        ev: &EventLoop,
+    ) {
+        let link = self.link();
+        let drops = &mut self.drops;
+        self.udp.forwarded(
+            self.conf,
+            &self.guest.addrs,
+            l,
+            ev,
+            flows,
+            link,
+            tx,
+            Instant::now(),
+            |e| drops.bump(udp_reason(e)),
+        );
+    }
+
     /// Link-layer addresses of frames towards the guest.
     fn link(&self) -> compose::Link {
         compose::Link {
@@ -451,6 +502,9 @@ impl<'c> Dispatch<'c> {
         if pkt.is_fragment() {
             return Err(DropReason::Fragment);
         }
+        if self.guest.addrs.v4 != Some(ip.src) {
+            self.guest.addrs.saw(IpAddr::V4(ip.src));
+        }
         match ip.protocol {
             IpProtocol::Udp => self.handle_udp(
                 src,
@@ -498,6 +552,7 @@ impl<'c> Dispatch<'c> {
     ) -> Result<(), DropReason> {
         let pkt = ipv6::Packet::new_checked(payload).map_err(|_| DropReason::MalformedIp)?;
         let ip = ipv6::Ipv6Repr::parse(&pkt).map_err(|_| DropReason::MalformedIp)?;
+        self.guest.addrs.saw(IpAddr::V6(ip.src));
         // A real fragment or a broken chain of extension headers ends here.
         let (proto, l4) = pkt.upper_layer().ok_or(DropReason::Fragment)?;
         let conf = self.conf;

@@ -26,6 +26,10 @@ pub enum EpollRef {
     Udp(SideRef),
     /// The socket of a TCP connection.
     Tcp(SideRef),
+    /// A forwarded TCP port's listening socket (`fwd::listen`), by number.
+    TcpListen(u32),
+    /// A forwarded UDP port's socket, by number.
+    UdpListen(u32),
 }
 
 impl EpollRef {
@@ -46,6 +50,18 @@ const NO_FLOW: SideRef = SideRef {
     end: End::Initiator,
 };
 
+/// A listener's number where a flow's slot goes (listeners are far
+/// fewer than 2^31).
+fn listener(i: u32) -> SideRef {
+    SideRef {
+        flow: FlowRef {
+            index: i,
+            generation: 0,
+        },
+        end: End::Initiator,
+    }
+}
+
 impl From<EpollRef> for u64 {
     fn from(r: EpollRef) -> u64 {
         let (kind, f): (u64, SideRef) = match r {
@@ -57,6 +73,8 @@ impl From<EpollRef> for u64 {
             EpollRef::Ping(f) => (6, f),
             EpollRef::Udp(f) => (7, f),
             EpollRef::Tcp(f) => (8, f),
+            EpollRef::TcpListen(i) => (9, listener(i)),
+            EpollRef::UdpListen(i) => (10, listener(i)),
         };
         let end = match f.end {
             End::Initiator => 0,
@@ -95,6 +113,8 @@ impl TryFrom<u64> for EpollRef {
             6 => Ok(EpollRef::Ping(f)),
             7 => Ok(EpollRef::Udp(f)),
             8 => Ok(EpollRef::Tcp(f)),
+            9 => Ok(EpollRef::TcpListen(f.flow.index)),
+            10 => Ok(EpollRef::UdpListen(f.flow.index)),
             _ => Err(v),
         }
     }
@@ -220,6 +240,9 @@ mod tests {
             EpollRef::Udp(i(7, 3)),
             EpollRef::Tcp(f(0, 1)),
             EpollRef::Tcp(i((1 << 31) - 1, 12345)),
+            EpollRef::TcpListen(0),
+            EpollRef::TcpListen(70000),
+            EpollRef::UdpListen(3),
         ] {
             assert_eq!(EpollRef::try_from(u64::from(r)), Ok(r));
         }

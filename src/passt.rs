@@ -8,6 +8,7 @@
 //! (or `--fd`) says to exit.
 
 use crate::conf::Config;
+use crate::fwd::listen::Listeners;
 use crate::isolate::{self, Leftovers};
 use crate::serve::{Server, TapSide};
 use crate::startup::{StartError, detach_and_drop, err_at, open_files};
@@ -86,6 +87,7 @@ pub fn run(conf: &Config) -> Result<(), StartError> {
             Source::Listener(l, path)
         }
     };
+    let listeners = Listeners::bind(conf, isolate::fd_limit())?;
     // Only now that nothing can fail any more: what we'll tell the guest,
     // and how to reach us.
     crate::startup::log_summary(conf);
@@ -107,7 +109,7 @@ pub fn run(conf: &Config) -> Result<(), StartError> {
             conn: Some(c),
         },
     };
-    let mut server = Server::new(conf, side, pcap, None)?;
+    let mut server = Server::new(conf, side, pcap, None, listeners)?;
     ready.notify();
     server.serve();
     leftovers.remove_all();

@@ -15,6 +15,7 @@
 
 use crate::conf::host::{HostAddr, HostRoute};
 use crate::conf::{Config, DEFAULT_MTU, NsTarget, PastaConfig};
+use crate::fwd::listen::Listeners;
 use crate::isolate::{self, Leftovers};
 use crate::netlink::{IpFamily, Netlink, NetlinkError};
 use crate::ns::{QuitWatch, Target};
@@ -65,6 +66,7 @@ pub fn run(conf: &Config) -> Result<ExitCode, StartError> {
         .map_err(ns_err)?
         .map_err(StartError)?;
 
+    let listeners = Listeners::bind(conf, isolate::fd_limit())?;
     // With a command we stay its parent; attached to a namespace we fork
     // only now that it is fully configured.
     let spawned = matches!(p.target, NsTarget::Spawn(_));
@@ -79,7 +81,7 @@ pub fn run(conf: &Config) -> Result<ExitCode, StartError> {
     target.release().map_err(ns_err)?;
     crate::startup::log_summary(conf);
 
-    let mut server = Server::new(conf, TapSide::Tun(File::from(tap)), pcap, quit)?;
+    let mut server = Server::new(conf, TapSide::Tun(File::from(tap)), pcap, quit, listeners)?;
     if spawned {
         server.linger_on_quit(LINGER);
     }

@@ -13,6 +13,8 @@ use crate::conf::Config;
 use crate::dispatch::Dispatch;
 use crate::event::{EpollRef, EventLoop};
 use crate::flow::{self, Flows, Kind};
+use crate::fwd::Proto;
+use crate::fwd::listen::Listeners;
 use crate::isolate;
 use crate::pcap::Pcap;
 use crate::startup::{StartError, err_at};
@@ -79,6 +81,8 @@ pub struct Server<'c> {
     tx: TxQueue,
     /// Every flow, of every protocol.
     flows: Flows,
+    /// Forwarded ports' sockets (`-t`, `-u`).
+    listeners: Listeners,
     dispatch: Dispatch<'c>,
     /// When `Dispatch::periodic` is due next for its own timers (router
     /// advertisements); flows' timers are in `flows`.
@@ -104,6 +108,7 @@ impl<'c> Server<'c> {
         side: TapSide,
         pcap: Option<Pcap>,
         quit: Option<Box<dyn QuitSource>>,
+        listeners: Listeners,
     ) -> Result<Self, StartError> {
         let ev = EventLoop::new().map_err(|e| err_at("epoll", e))?;
         let signals = SignalFd::with_flags(
@@ -135,7 +140,16 @@ impl<'c> Server<'c> {
                 false
             }
         };
-        let flows = Flows::new(flow::capacity_for(isolate::fd_limit()));
+        for (i, l) in listeners.iter() {
+            let r = match l.proto {
+                Proto::Tcp => EpollRef::TcpListen(i),
+                _ => EpollRef::UdpListen(i),
+            };
+            ev.add(&l.sock, r, false).map_err(ep)?;
+        }
+        // Listeners hold descriptors too.
+        let fds = isolate::fd_limit().saturating_sub(listeners.len() as u64);
+        let flows = Flows::new(flow::capacity_for(fds));
         let (per_flow, reserved) = flows.footprint();
         log::debug!(
             "flow table: {} flows (TCP {}, UDP {}, ping {}) for {} open files; {per_flow} bytes per flow in use, {} KiB reserved",
@@ -164,6 +178,7 @@ impl<'c> Server<'c> {
             tx,
             dispatch,
             flows,
+            listeners,
             next_timer: None,
             linger: None,
             draining_until: None,
@@ -232,6 +247,14 @@ impl<'c> Server<'c> {
                             &mut self.tx,
                             &self.ev,
                         );
+                        None
+                    }
+                    EpollRef::TcpListen(i) => {
+                        self.on_tcp_listener(i);
+                        None
+                    }
+                    EpollRef::UdpListen(i) => {
+                        self.on_udp_listener(i);
                         None
                     }
                     EpollRef::Tcp(r) => {
@@ -373,6 +396,42 @@ impl<'c> Server<'c> {
             }
             _ => Some(Outcome::Quit),
         }
+    }
+
+    /// A host peer connecting to a forwarded TCP port. Without a guest
+    /// there is nowhere to go: the peer is refused at once.
+    fn on_tcp_listener(&mut self, i: u32) {
+        let Some(l) = self.listeners.get(i) else {
+            return;
+        };
+        if !self.guest_present() {
+            while let Ok(c) = crate::sys::tcp::accept(l.sock.as_fd()) {
+                crate::tcp::close_reset(c);
+            }
+            return;
+        }
+        self.dispatch
+            .tcp_accept(l, &mut self.flows, &mut self.tx, &self.ev);
+    }
+
+    /// Datagrams on a forwarded UDP port; dropped while no guest is there.
+    fn on_udp_listener(&mut self, i: u32) {
+        let Some(l) = self.listeners.get(i) else {
+            return;
+        };
+        if !self.guest_present() {
+            let mut sink = [0u8; 1];
+            while nix::sys::socket::recv(
+                std::os::fd::AsRawFd::as_raw_fd(&l.sock),
+                &mut sink,
+                nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+            )
+            .is_ok()
+            {}
+            return;
+        }
+        self.dispatch
+            .udp_forwarded(l, &mut self.flows, &mut self.tx, &self.ev);
     }
 
     fn on_accept(&mut self) {

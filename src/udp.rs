@@ -1,4 +1,6 @@
-//! UDP translation, guest to host: one connected host socket per flow.
+//! UDP translation: one connected host socket per flow, opened by the
+//! guest, or by a host peer writing to a forwarded port (`-u`,
+//! `Udp::forwarded`).
 //!
 //! Theory of operation: a datagram from the guest finds (or opens) the
 //! flow for its source and destination. The flow's socket is bound to the
@@ -14,6 +16,15 @@
 //! relayed to the guest as errors about the datagram it sent
 //! (`errqueue`, `wire::icmp_error`).
 //!
+//! Inbound: a forwarded port's socket (`fwd::listen`, bound to the
+//! wildcard or the spec's address, with `IP_PKTINFO`) hands over the
+//! first datagram of a sender; `fwd::inbound` says where in the guest it
+//! goes, and the flow gets a socket of its own, bound to the address and
+//! port the sender wrote to (`SO_REUSEADDR`, beside the listener) and
+//! connected to the sender. The kernel prefers the connected socket, so
+//! later datagrams take the same zero-copy path as outbound replies, and
+//! the guest's answers leave from where the sender expects them.
+//!
 //! When the guest's queue has no room for another datagram, the socket
 //! stops being watched for input and its datagrams wait in the kernel;
 //! `resume` watches it again once the queue has drained. The socket is
@@ -27,23 +38,24 @@
 //! `IDLE_TIMEOUT` without traffic either way. When the budget (or the
 //! descriptors) run out, the least recently used flow (a datagram either
 //! way is a use) is closed to make room, so UDP can neither starve TCP
-//! nor stop opening new flows. Still to come: forwarding host ports to the
-//! guest (`-u`), and batching datagrams with `recvmmsg`/`sendmmsg`.
+//! nor stop opening new flows. Still to come: batching datagrams with
+//! `recvmmsg`/`sendmmsg`.
 
 use crate::conf::Config;
 use crate::dgram::{self, RECV_BURST, Rx};
 use crate::errqueue::{self, ErrQueue};
 use crate::event::{EpollRef, EventLoop};
 use crate::flow::{self, End, Flow, FlowRef, FlowSide, Flows, Kind, Side, SideRef, Sides, Waiting};
-use crate::fwd::{self, Proto, Refused};
+use crate::fwd::listen::Listener;
+use crate::fwd::{self, GuestAddrs, Proto, Refused};
 use crate::tap::{MAX_FRAME, TxQueue};
 use crate::wire::icmp_error::{self, Error4, Error6, MAX_ERROR_FRAME, Quote, Quoted};
 use crate::wire::{Mac, compose};
 use nix::errno::Errno;
 use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockType, SockaddrIn, SockaddrIn6, bind, connect, send,
-    socket,
+    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, SockaddrIn, SockaddrIn6,
+    SockaddrStorage, bind, connect, recvmsg, send, setsockopt, socket, sockopt,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -86,17 +98,17 @@ impl UdpFlow {
 
     /// The guest's address and port.
     fn guest(&self) -> SocketAddr {
-        self.sides.initiator().peer
+        self.sides.tap().peer
     }
 
-    /// The destination as the guest sees it.
+    /// The host peer as the guest sees it.
     fn remote(&self) -> SocketAddr {
-        self.sides.initiator().ours
+        self.sides.tap().ours
     }
 
-    /// The destination as the host sees it.
+    /// The host peer as the host sees it.
     fn target(&self) -> SocketAddr {
-        self.sides.target().peer
+        self.sides.host().peer
     }
 
     /// When traffic last went through the flow.
@@ -113,12 +125,9 @@ fn flow_mut(flows: &mut Flows, r: FlowRef) -> Option<&mut UdpFlow> {
     }
 }
 
-/// What epoll knows a flow's socket by: its host side.
-fn epoll_ref(r: FlowRef) -> EpollRef {
-    EpollRef::Udp(SideRef {
-        flow: r,
-        end: End::Target,
-    })
+/// What epoll knows a flow's socket by: its host side, `end`.
+fn epoll_ref(r: FlowRef, end: End) -> EpollRef {
+    EpollRef::Udp(SideRef { flow: r, end })
 }
 
 /// UDP translation state beside the flows themselves.
@@ -126,6 +135,10 @@ pub struct Udp {
     /// Flows whose socket is paused until the guest's queue drains.
     paused: Waiting,
     errq: ErrQueue,
+    /// The first datagram of an inbound flow, read before we know its
+    /// flow (and so the frame's addresses): later ones arrive on the
+    /// flow's own socket and go straight into frames.
+    first: Box<[u8]>,
 }
 
 fn bind_port(fd: RawFd, v6: bool, port: u16) -> nix::Result<()> {
@@ -163,6 +176,130 @@ fn open_socket(guest_port: u16, target: SocketAddr) -> Result<OwnedFd, Errno> {
         SocketAddr::V6(a) => connect(fd, &SockaddrIn6::from(a))?,
     }
     Ok(sock)
+}
+
+/// Receive a datagram from a forwarded port's socket into `buf`: its
+/// length, sender, and the local address it was sent to (the socket
+/// may be bound to a wildcard; `IP_PKTINFO` tells which address).
+/// `None` for a datagram without a usable sender.
+fn recv_first(fd: RawFd, buf: &mut [u8]) -> Result<Option<(usize, SocketAddr, IpAddr)>, Errno> {
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo);
+    let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_DONTWAIT)?;
+    let n = msg.bytes;
+    let Some(sender) = msg.address.as_ref().and_then(|ss| {
+        if let Some(a) = ss.as_sockaddr_in() {
+            return Some(SocketAddr::V4((*a).into()));
+        }
+        ss.as_sockaddr_in6().map(|a| SocketAddr::V6((*a).into()))
+    }) else {
+        return Ok(None);
+    };
+    let mut dst = None;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            match c {
+                ControlMessageOwned::Ipv4PacketInfo(i) => {
+                    dst = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(i.ipi_addr.s_addr))));
+                }
+                ControlMessageOwned::Ipv6PacketInfo(i) => {
+                    dst = Some(IpAddr::V6(Ipv6Addr::from(i.ipi6_addr.s6_addr)));
+                }
+                _ => {}
+            }
+        }
+    }
+    let dst = dst.unwrap_or(match sender {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    });
+    Ok(Some((n, sender, dst)))
+}
+
+/// The socket of an inbound flow: bound to the forwarded port beside its
+/// listener (`SO_REUSEADDR`, which the listener has too), on the address
+/// the sender wrote to, and connected to the sender, so the kernel hands
+/// it the sender's later datagrams (a connected socket is the better
+/// match) and the guest's replies leave from the address and port the
+/// sender expects them from.
+fn open_inbound_socket(bound: SocketAddr, sender: SocketAddr) -> Result<OwnedFd, Errno> {
+    let v6 = sender.is_ipv6();
+    let family = if v6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let sock = socket(family, SockType::Datagram, flags, None)?;
+    errqueue::enable(&sock, v6)?;
+    setsockopt(&sock, sockopt::ReuseAddr, &true)?;
+    let fd = sock.as_raw_fd();
+    match (bound, sender) {
+        (SocketAddr::V4(b), SocketAddr::V4(s)) => {
+            bind(fd, &SockaddrIn::from(b))?;
+            connect(fd, &SockaddrIn::from(s))?;
+        }
+        (SocketAddr::V6(b), SocketAddr::V6(s)) => {
+            setsockopt(&sock, sockopt::Ipv6V6Only, &true)?;
+            bind(fd, &SockaddrIn6::from(b))?;
+            connect(fd, &SockaddrIn6::from(s))?;
+        }
+        _ => return Err(Errno::EAFNOSUPPORT),
+    }
+    Ok(sock)
+}
+
+/// Open the flow a host peer starts from `ini` through forwarded port
+/// `l`: its tap side as `fwd::inbound` decides, a socket of its own, and
+/// the flow in the table.
+#[allow(clippy::too_many_arguments)]
+fn open_inbound(
+    conf: &Config,
+    guest: &GuestAddrs,
+    l: &Listener,
+    dst: IpAddr,
+    ev: &EventLoop,
+    flows: &mut Flows,
+    ini: FlowSide,
+    now: Instant,
+) -> Result<FlowRef, UdpDrop> {
+    let tgt =
+        fwd::inbound(conf, guest, &ini, l.to_addr, l.to_port).map_err(UdpDrop::Destination)?;
+    if flows.at_budget(Kind::Udp) && !make_room(flows, ev) {
+        return Err(UdpDrop::TableFull);
+    }
+    let local = SocketAddr::new(dst, l.bound.port());
+    let mut opened = open_inbound_socket(local, ini.peer);
+    if matches!(opened, Err(Errno::EMFILE | Errno::ENFILE)) && make_room(flows, ev) {
+        opened = open_inbound_socket(local, ini.peer);
+    }
+    let sock = opened.map_err(UdpDrop::Socket)?;
+    let nf = flows.begin(Kind::Udp).map_err(|_| UdpDrop::TableFull)?;
+    let r = nf.flow_ref();
+    ev.add(&sock, epoll_ref(r, End::Initiator), false)
+        .map_err(|e| UdpDrop::Socket(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+    log::debug!(
+        "UDP flow {}: {} -> {} forwarded to {} -> {}",
+        r.index,
+        ini.peer,
+        ini.ours,
+        tgt.ours,
+        tgt.peer
+    );
+    let flow = UdpFlow {
+        sides: Sides::new(ini, tgt),
+        sock,
+        last: now,
+        paused: false,
+    };
+    let r = nf.commit(Flow::Udp(flow)).map_err(|(_, f)| {
+        if let Flow::Udp(f) = f {
+            let _ = ev.remove(&f.sock);
+        }
+        UdpDrop::TableFull
+    })?;
+    flows.schedule(r, now + IDLE_TIMEOUT);
+    Ok(r)
 }
 
 /// Close the least recently used UDP flow to make room for a new one;
@@ -207,7 +344,7 @@ fn open(
     let sock = opened.map_err(UdpDrop::Socket)?;
     let nf = flows.begin(Kind::Udp).map_err(|_| UdpDrop::TableFull)?;
     let r = nf.flow_ref();
-    ev.add(&sock, epoll_ref(r), false)
+    ev.add(&sock, epoll_ref(r, End::Target), false)
         .map_err(|e| UdpDrop::Socket(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
     tgt.ours = flow::local_addr(&sock).unwrap_or(tgt.ours);
     log::debug!(
@@ -240,6 +377,7 @@ impl Udp {
         Udp {
             paused: Waiting::new(flows.budget(Kind::Udp)),
             errq: ErrQueue::default(),
+            first: vec![0u8; 1 << 16].into_boxed_slice(),
         }
     }
 
@@ -285,6 +423,74 @@ impl Udp {
         }
     }
 
+    /// Datagrams on forwarded port `l` (`-u`): each opens a flow to the
+    /// guest's port, or joins the sender's, and goes to the guest; at
+    /// most `RECV_BURST` per event. `dropped` hears of each one that
+    /// can't go.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forwarded(
+        &mut self,
+        conf: &Config,
+        guest: &GuestAddrs,
+        l: &Listener,
+        ev: &EventLoop,
+        flows: &mut Flows,
+        link: compose::Link,
+        tx: &mut TxQueue,
+        now: Instant,
+        mut dropped: impl FnMut(UdpDrop),
+    ) {
+        let fd = l.sock.as_raw_fd();
+        for _ in 0..RECV_BURST {
+            if !tx.has_room(MAX_FRAME) {
+                // Leave it in the kernel until the guest reads (the
+                // listener is level-triggered: polled again next round).
+                tx.stalled += 1;
+                return;
+            }
+            let (n, sender, dst) = match recv_first(fd, &mut self.first) {
+                Ok(Some(got)) => got,
+                Ok(None) => continue,
+                Err(Errno::EAGAIN | Errno::EINTR) => return,
+                Err(e) => {
+                    dropped(UdpDrop::Socket(e));
+                    return;
+                }
+            };
+            let ini = FlowSide::new(Side::Host, sender, l.bound);
+            let r = match flows.lookup(Proto::Udp, &ini) {
+                Some(s) => s.flow,
+                None => match open_inbound(conf, guest, l, dst, ev, flows, ini, now) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        dropped(e);
+                        continue;
+                    }
+                },
+            };
+            flows.touch(r);
+            let Some(flow) = flow_mut(flows, r) else {
+                continue;
+            };
+            flow.last = now;
+            let data = self.first.get(..n).unwrap_or(&[]);
+            let copy = |p: &mut [u8]| {
+                let k = data.len().min(p.len());
+                p[..k].copy_from_slice(&data[..k]);
+                Some(k)
+            };
+            match (flow.remote(), flow.guest()) {
+                (SocketAddr::V4(src), SocketAddr::V4(dst)) => {
+                    tx.push_with(MAX_FRAME, |out| compose::udp4(out, link, src, dst, copy))
+                }
+                (SocketAddr::V6(src), SocketAddr::V6(dst)) => {
+                    tx.push_with(MAX_FRAME, |out| compose::udp6(out, link, src, dst, copy))
+                }
+                _ => false,
+            };
+        }
+    }
+
     /// Events on the socket of flow `r`: datagrams to queue for the
     /// guest, and ICMP errors to relay.
     #[allow(clippy::too_many_arguments)]
@@ -317,7 +523,7 @@ impl Udp {
                 // Leave the datagrams in the kernel until the guest reads:
                 // polling a socket we can't empty would only spin.
                 tx.stalled += 1;
-                match ev.watch_input(&flow.sock, epoll_ref(r), false) {
+                match ev.watch_input(&flow.sock, epoll_ref(r, flow.sides.host_end()), false) {
                     Ok(()) => {
                         flow.paused = true;
                         paused = true;
@@ -351,7 +557,7 @@ impl Udp {
             let Some(flow) = flow_mut(flows, r).filter(|f| f.paused) else {
                 continue;
             };
-            match ev.watch_input(&flow.sock, epoll_ref(r), true) {
+            match ev.watch_input(&flow.sock, epoll_ref(r, flow.sides.host_end()), true) {
                 Ok(()) => flow.paused = false,
                 Err(e) => log::warn!("UDP flow {}: can't resume: {e}", r.index),
             }

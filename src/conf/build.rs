@@ -521,16 +521,20 @@ fn services(mode: Mode, cli: &Cli, ip4: Option<&Ip4Config>, ip6: Option<&Ip6Conf
     }
 }
 
-/// Forwarding in all four directions: mode defaults, or `none`. Explicit
-/// specs other than `none` are refused until forwarding is implemented.
+/// Forwarding in all four directions: mode defaults, or the specs given.
+/// Still refused until implemented: `-T`, `-U` and explicit `auto`.
 fn forwarding(mode: Mode, cli: &Cli) -> Result<Forwarding, ConfError> {
     let pasta_default = || match mode {
         Mode::Passt => PortSpec::none(),
         Mode::Pasta => PortSpec::auto(),
     };
     let one = |name: &'static str, specs: &[PortSpec], default: PortSpec, on: bool| {
+        let supported = matches!(name, "--tcp-ports" | "--udp-ports");
         let spec = match PortSpec::combine(specs).map_err(|e| ConfError::Ports(name, e))? {
-            Some(spec) if !spec.is_none() => return Err(ConfError::NotSupported(name)),
+            Some(spec) if !spec.is_none() && (!supported || spec.has_auto()) => {
+                return Err(ConfError::NotSupported(name));
+            }
+            Some(spec) if !spec.is_none() => spec,
             Some(none) => none,
             None => default,
         };
@@ -1344,13 +1348,6 @@ mod tests {
                 &["--splice-only"],
                 "--splice-only: not supported yet",
             ),
-            (Mode::Passt, &["-t", "22"], "--tcp-ports: not supported yet"),
-            (
-                Mode::Passt,
-                &["-t", "none", "-t", "22"],
-                "--tcp-ports: not supported yet",
-            ),
-            (Mode::Passt, &["-u", "53"], "--udp-ports: not supported yet"),
             (
                 Mode::Pasta,
                 &["-t", "auto"],

@@ -59,7 +59,7 @@ mod hash;
 mod timer;
 
 use crate::fwd::Proto;
-use nix::sys::socket::{SockaddrStorage, getsockname};
+use nix::sys::socket::{SockaddrStorage, getpeername, getsockname};
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
@@ -157,6 +157,33 @@ impl Sides {
     /// The side the flow was forwarded to.
     pub fn target(&self) -> &FlowSide {
         &self.0[1]
+    }
+
+    /// The side on the tap (the first one, for a flow with two).
+    pub fn tap(&self) -> &FlowSide {
+        if self.0[0].at == Side::Tap {
+            &self.0[0]
+        } else {
+            &self.0[1]
+        }
+    }
+
+    /// The side on the host (the first one, for a flow with two).
+    pub fn host(&self) -> &FlowSide {
+        if self.0[0].at == Side::Host {
+            &self.0[0]
+        } else {
+            &self.0[1]
+        }
+    }
+
+    /// Which end is on the host: where a flow's one socket is.
+    pub fn host_end(&self) -> End {
+        if self.0[0].at == Side::Host {
+            End::Initiator
+        } else {
+            End::Target
+        }
     }
 }
 
@@ -804,6 +831,15 @@ impl<F: FlowEntry> Drop for NewFlow<'_, F> {
 /// The local address `sock` is bound to: what a host side calls `ours`.
 pub fn local_addr(sock: &impl AsRawFd) -> Option<SocketAddr> {
     let ss: SockaddrStorage = getsockname(sock.as_raw_fd()).ok()?;
+    if let Some(a) = ss.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*a).into()));
+    }
+    ss.as_sockaddr_in6().map(|a| SocketAddr::V6((*a).into()))
+}
+
+/// The address `sock` is connected to, if it is an IP socket.
+pub fn peer_addr(sock: &impl AsRawFd) -> Option<SocketAddr> {
+    let ss: SockaddrStorage = getpeername(sock.as_raw_fd()).ok()?;
     if let Some(a) = ss.as_sockaddr_in() {
         return Some(SocketAddr::V4((*a).into()));
     }

@@ -105,6 +105,31 @@ pub fn discard(fd: BorrowedFd<'_>, n: usize) -> io::Result<usize> {
     Ok(usize::try_from(r).unwrap_or(0))
 }
 
+/// Accept a connection waiting on listening socket `fd`, non-blocking and
+/// close-on-exec (nix hands back a bare descriptor number).
+///
+/// # Errors
+/// What `accept4` fails with (`EAGAIN` when none is waiting).
+pub fn accept(fd: BorrowedFd<'_>) -> Result<std::os::fd::OwnedFd, nix::errno::Errno> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: null address pointers ask for no peer address, so accept4
+    // writes no memory of ours; it only returns a descriptor or -1.
+    let r = unsafe {
+        libc::accept4(
+            fd.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if r < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    // SAFETY: `r` is a descriptor accept4 just created for us: nothing
+    // else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

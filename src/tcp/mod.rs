@@ -1,5 +1,7 @@
-//! TCP translation, guest to host: one host socket per guest connection,
-//! and no copy of the data in user space.
+//! TCP translation: one host socket per connection, and no copy of the
+//! data in user space. The guest opens connections to the host's peers;
+//! host peers open them to the guest through forwarded ports (`-t`,
+//! `accept`: our SYN to the guest, whose SYN-ACK establishes it).
 //!
 //! Theory of operation: a SYN from the guest opens a connection slot and a
 //! non-blocking `connect()` to the destination as the host must see it
@@ -45,8 +47,7 @@
 //! descriptors run out, the oldest of them is reset to make room, and an
 //! established connection never is; with none in the handshake, a new SYN
 //! gets an RST.
-//! Still to come: inbound port forwarding (`-t`), SACK, timestamps,
-//! reassembly of out-of-order segments, the loopback splice path.
+//! Still to come: SACK, timestamps, the loopback splice path.
 
 mod ooo;
 mod seq;
@@ -54,7 +55,8 @@ mod seq;
 use crate::conf::Config;
 use crate::event::{EpollRef, EventLoop};
 use crate::flow::{self, End, Flow, FlowRef, FlowSide, Flows, Kind, Side, SideRef, Sides, Waiting};
-use crate::fwd::{self, Proto, Refused};
+use crate::fwd::listen::Listener;
+use crate::fwd::{self, GuestAddrs, Proto, Refused};
 use crate::sys;
 use crate::tap::{MAX_FRAME, TxQueue};
 use crate::wire::tcp::{Flags, Packet, TcpRepr};
@@ -87,6 +89,8 @@ const WSCALE: u8 = 7;
 pub const MAX_IN_FLIGHT: usize = 2 << 20;
 /// The same without `SO_PEEK_OFF`: also the scratch buffer's size.
 pub const FALLBACK_IN_FLIGHT: usize = 256 << 10;
+/// Connections accepted per listener event.
+const ACCEPT_BURST: usize = 64;
 /// Poll interval when the guest's queue was full or our window closed.
 const POLL: Duration = Duration::from_millis(5);
 /// While our window stays shut, polls back off up to `POLL` << this (160 ms).
@@ -135,6 +139,9 @@ pub enum Taken {
 enum State {
     /// `connect()` in progress; the guest waits for our SYN-ACK.
     Connecting,
+    /// A host peer's connection through a forwarded port, accepted: our
+    /// SYN went to the guest, which must answer with its SYN-ACK.
+    SynSent,
     /// SYN-ACK sent, waiting for the guest's ACK.
     SynRcvd,
     /// Data flows.
@@ -234,19 +241,66 @@ enum Peeked {
 }
 
 impl Conn {
+    /// A connection between `sides` through `sock`, our initial sequence
+    /// number `iss`, before anything is known of the guest's end.
+    fn new(sides: Sides, sock: OwnedFd, iss: u32, our_mss: u16, now: Instant) -> Conn {
+        Conn {
+            sides,
+            sock,
+            state: State::SynSent,
+            rcv_nxt: 0,
+            rcv_edge: 0,
+            guest_fin: false,
+            our_ws: 0,
+            adv_wnd: 0,
+            our_mss,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss.wrapping_add(1),
+            snd_max: iss.wrapping_add(1),
+            snd_wnd: 0,
+            wl1: 0,
+            wl2: iss,
+            peer_ws: 0,
+            mss: usize::from(our_mss),
+            fin_seq: None,
+            fin_acked: false,
+            peer_eof: false,
+            dup_acks: 0,
+            recover: None,
+            retransmit: false,
+            retries: 0,
+            rto_at: None,
+            persist_at: None,
+            persist_backoff: 0,
+            poll_at: None,
+            poll_backoff: 0,
+            tap_blocked: false,
+            listed_blocked: false,
+            last: now,
+            peek_off: false,
+        }
+    }
+
     /// The connection's sides: the guest's, and our host socket's.
     pub fn sides(&self) -> &Sides {
         &self.sides
     }
 
-    /// The guest's address and port.
-    fn guest(&self) -> SocketAddr {
-        self.sides.initiator().peer
+    /// The side on the tap: the initiator of a guest's connection, the
+    /// target of one accepted through a forwarded port.
+    fn tap(&self) -> &FlowSide {
+        self.sides.tap()
     }
 
-    /// The destination as the guest sees it.
+    /// The guest's address and port.
+    fn guest(&self) -> SocketAddr {
+        self.tap().peer
+    }
+
+    /// The host peer's address and port as the guest sees them.
     fn remote(&self) -> SocketAddr {
-        self.sides.initiator().ours
+        self.tap().ours
     }
 
     fn deadline(&self) -> Instant {
@@ -334,6 +388,19 @@ impl Conn {
         hdr.window = seq::window_field(self.adv_wnd, 0);
         hdr.mss = Some(self.our_mss);
         hdr.wscale = (self.our_ws > 0).then_some(self.our_ws);
+        self.emit(link, tx, &hdr);
+        self.rto_at = Some(now + backoff(self.retries));
+    }
+
+    /// Our SYN, for a connection accepted through a forwarded port: we
+    /// always offer window scaling, and keep it only if the guest does.
+    fn syn(&mut self, link: compose::Link, tx: &mut TxQueue, now: Instant) {
+        self.adv_wnd = self.room();
+        let mut hdr = self.header(Flags::SYN, self.iss);
+        hdr.ack = 0;
+        hdr.window = seq::window_field(self.adv_wnd, 0);
+        hdr.mss = Some(self.our_mss);
+        hdr.wscale = Some(WSCALE);
         self.emit(link, tx, &hdr);
         self.rto_at = Some(now + backoff(self.retries));
     }
@@ -722,7 +789,7 @@ fn open_socket(target: SocketAddr) -> Result<(OwnedFd, bool), Errno> {
 }
 
 /// Close with `SO_LINGER` 0: the peer gets an RST.
-fn close_hard(sock: OwnedFd) {
+pub fn close_reset(sock: OwnedFd) {
     let _ = setsockopt(
         &sock,
         sockopt::Linger,
@@ -875,7 +942,7 @@ impl Tcp {
         // the budgets were wrong; the socket then just closes.
         let nf = flows.begin(Kind::Tcp).map_err(|_| TcpDrop::TableFull)?;
         let r = nf.flow_ref();
-        ev.add_edge(&sock, epoll_ref(r))
+        ev.add_edge(&sock, epoll_ref(r, End::Target))
             .map_err(|e| TcpDrop::Socket(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
         tgt.ours = flow::local_addr(&sock).unwrap_or(tgt.ours);
         log::debug!(
@@ -886,43 +953,22 @@ impl Tcp {
         );
         let hdr = ip_tcp_header(remote);
         let iss = self.isn(guest, remote);
-        let conn = Conn {
-            sides: Sides::new(ini, tgt),
+        let mut conn = Conn::new(
+            Sides::new(ini, tgt),
             sock,
-            state: State::Connecting,
-            rcv_nxt: syn.seq.wrapping_add(1),
-            rcv_edge: syn.seq.wrapping_add(1),
-            guest_fin: false,
-            our_ws: if syn.wscale.is_some() { WSCALE } else { 0 },
-            adv_wnd: 0,
-            our_mss: seq::our_mss(mtu(conf), hdr),
             iss,
-            snd_una: iss,
-            snd_nxt: iss.wrapping_add(1),
-            snd_max: iss.wrapping_add(1),
-            // The SYN's window is never scaled (RFC 7323 2.2).
-            snd_wnd: usize::from(syn.window),
-            wl1: syn.seq,
-            wl2: iss,
-            peer_ws: syn.wscale.unwrap_or(0),
-            mss: seq::send_mss(syn.mss, mtu(conf), hdr),
-            fin_seq: None,
-            fin_acked: false,
-            peer_eof: false,
-            dup_acks: 0,
-            recover: None,
-            retransmit: false,
-            retries: 0,
-            rto_at: None,
-            persist_at: None,
-            persist_backoff: 0,
-            poll_at: None,
-            poll_backoff: 0,
-            tap_blocked: false,
-            listed_blocked: false,
-            last: now,
-            peek_off: false,
-        };
+            seq::our_mss(mtu(conf), hdr),
+            now,
+        );
+        conn.state = State::Connecting;
+        conn.rcv_nxt = syn.seq.wrapping_add(1);
+        conn.rcv_edge = conn.rcv_nxt;
+        conn.our_ws = if syn.wscale.is_some() { WSCALE } else { 0 };
+        // The SYN's window is never scaled (RFC 7323 2.2).
+        conn.snd_wnd = usize::from(syn.window);
+        conn.wl1 = syn.seq;
+        conn.peer_ws = syn.wscale.unwrap_or(0);
+        conn.mss = seq::send_mss(syn.mss, mtu(conf), hdr);
         let r = match nf.commit(Flow::Tcp(conn)) {
             Ok(r) => r,
             Err((_, f)) => {
@@ -940,6 +986,116 @@ impl Tcp {
             Next::Keep
         };
         self.finish(flows, r, next, link, ev, tx, now);
+        Ok(())
+    }
+
+    /// Connections waiting on the listening socket of a forwarded port
+    /// (`l`): each accepted one becomes our SYN to the guest's port, at
+    /// most `ACCEPT_BURST` per event (the listener is level-triggered,
+    /// the rest comes next round).
+    #[allow(clippy::too_many_arguments)]
+    pub fn accept(
+        &mut self,
+        conf: &Config,
+        guest: &GuestAddrs,
+        l: &Listener,
+        ev: &EventLoop,
+        flows: &mut Flows,
+        link: compose::Link,
+        tx: &mut TxQueue,
+        now: Instant,
+    ) -> Result<(), TcpDrop> {
+        for _ in 0..ACCEPT_BURST {
+            let sock = match sys::tcp::accept(l.sock.as_fd()) {
+                Ok(fd) => fd,
+                Err(Errno::EAGAIN | Errno::EINTR) => return Ok(()),
+                Err(e @ (Errno::EMFILE | Errno::ENFILE)) => {
+                    // Out of descriptors: a handshake makes way, else the
+                    // peer waits in the backlog.
+                    if !self.make_room(flows, link, ev, tx) {
+                        return Err(TcpDrop::Socket(e));
+                    }
+                    continue;
+                }
+                Err(e) => return Err(TcpDrop::Socket(e)),
+            };
+            self.accepted(conf, guest, l, sock, ev, flows, link, tx, now)?;
+        }
+        Ok(())
+    }
+
+    /// One connection accepted on `l`.
+    #[allow(clippy::too_many_arguments)]
+    fn accepted(
+        &mut self,
+        conf: &Config,
+        guest: &GuestAddrs,
+        l: &Listener,
+        sock: OwnedFd,
+        ev: &EventLoop,
+        flows: &mut Flows,
+        link: compose::Link,
+        tx: &mut TxQueue,
+        now: Instant,
+    ) -> Result<(), TcpDrop> {
+        let (Some(peer), Some(ours)) = (flow::peer_addr(&sock), flow::local_addr(&sock)) else {
+            close_reset(sock);
+            return Ok(());
+        };
+        let ini = FlowSide::new(Side::Host, peer, ours);
+        let tgt = match fwd::inbound(conf, guest, &ini, l.to_addr, l.to_port) {
+            Ok(t) => t,
+            Err(why) => {
+                log::debug!("TCP {peer} -> {ours}: not forwarded: {why}");
+                close_reset(sock);
+                return Err(TcpDrop::Destination(why));
+            }
+        };
+        if flows.at_budget(Kind::Tcp) && !self.make_room(flows, link, ev, tx) {
+            close_reset(sock);
+            return Err(TcpDrop::TableFull);
+        }
+        let Ok(nf) = flows.begin(Kind::Tcp) else {
+            close_reset(sock);
+            return Err(TcpDrop::TableFull);
+        };
+        let r = nf.flow_ref();
+        if let Err(e) = ev.add_edge(&sock, epoll_ref(r, End::Initiator)) {
+            close_reset(sock);
+            return Err(TcpDrop::Socket(Errno::from_raw(
+                e.raw_os_error().unwrap_or(0),
+            )));
+        }
+        log::debug!(
+            "TCP {}: {peer} -> {ours} forwarded to {} -> {}",
+            r.index,
+            tgt.ours,
+            tgt.peer
+        );
+        let hdr = ip_tcp_header(tgt.peer);
+        let iss = self.isn(tgt.peer, tgt.ours);
+        let conn = Conn::new(
+            Sides::new(ini, tgt),
+            sock,
+            iss,
+            seq::our_mss(mtu(conf), hdr),
+            now,
+        );
+        let r = match nf.commit(Flow::Tcp(conn)) {
+            Ok(r) => r,
+            Err((_, f)) => {
+                // The guest already has a connection with those ports.
+                if let Flow::Tcp(c) = f {
+                    let _ = ev.remove(&c.sock);
+                    close_reset(c.sock);
+                }
+                return Err(TcpDrop::TableFull);
+            }
+        };
+        if let Some(c) = conn_mut(flows, r) {
+            c.syn(link, tx, now);
+        }
+        self.finish(flows, r, Next::Keep, link, ev, tx, now);
         Ok(())
     }
 
@@ -994,6 +1150,42 @@ impl Tcp {
         // SYN to an address that never answers doesn't hold on to a socket.
         if c.state == State::Established {
             c.last = now;
+        }
+        if c.state == State::SynSent {
+            // RFC 9293 3.10.7.3: only a segment acknowledging our SYN
+            // counts; an RST with it is the guest refusing the connection,
+            // which the host peer then sees as a reset.
+            if !seg.flags.has(Flags::ACK) || seg.ack != c.iss.wrapping_add(1) {
+                return Next::Keep;
+            }
+            if seg.flags.has(Flags::RST) {
+                return Next::Reset;
+            }
+            if !seg.flags.has(Flags::SYN) {
+                return Next::Keep;
+            }
+            c.rcv_nxt = seg.seq.wrapping_add(1);
+            c.rcv_edge = c.rcv_nxt;
+            if seg.wscale.is_none() {
+                c.our_ws = 0;
+            } else {
+                c.our_ws = WSCALE;
+                c.peer_ws = seg.wscale.unwrap_or(0);
+            }
+            c.snd_wnd = usize::from(seg.window);
+            c.wl1 = seg.seq;
+            c.wl2 = seg.ack;
+            c.mss = usize::from(seg.mss.unwrap_or(536))
+                .min(usize::from(c.our_mss))
+                .max(1);
+            c.snd_una = seg.ack;
+            c.state = State::Established;
+            c.last = now;
+            c.rto_at = None;
+            c.retries = 0;
+            c.peek_off = !self.no_peek_off && sys::tcp::set_peek_off(c.sock.as_fd(), 0).is_ok();
+            c.ack(link, tx, now);
+            return c.push(link, tx, &mut self.scratch, now);
         }
         if seg.flags.has(Flags::RST) {
             // RFC 5961 3.2: only an RST at exactly the next expected byte
@@ -1233,6 +1425,8 @@ impl Tcp {
                 next = Next::Abort;
             } else if c.state == State::SynRcvd {
                 c.syn_ack(link, tx, now);
+            } else if c.state == State::SynSent {
+                c.syn(link, tx, now);
             } else {
                 c.rewind();
                 next = c.push(link, tx, &mut self.scratch, now);
@@ -1318,9 +1512,9 @@ fn end(r: FlowRef, c: Conn, next: Next, link: compose::Link, ev: &EventLoop, tx:
             let mut hdr = c.header(Flags::RST | Flags::ACK, seq);
             hdr.window = 0;
             c.emit(link, tx, &hdr);
-            close_hard(c.sock);
+            close_reset(c.sock);
         }
-        Next::Reset => close_hard(c.sock),
+        Next::Reset => close_reset(c.sock),
         Next::Close | Next::Keep => {}
     }
 }
@@ -1331,19 +1525,16 @@ fn ooo_key(r: FlowRef) -> u64 {
     u64::from(r.generation) << 32 | u64::from(r.index)
 }
 
-/// What epoll knows a connection's socket by: its host side.
-fn epoll_ref(r: FlowRef) -> EpollRef {
-    EpollRef::Tcp(SideRef {
-        flow: r,
-        end: End::Target,
-    })
+/// What epoll knows a connection's socket by: its host side, `end`.
+fn epoll_ref(r: FlowRef, end: End) -> EpollRef {
+    EpollRef::Tcp(SideRef { flow: r, end })
 }
 
 /// Close a connection taken out of the table (the guest went away): the
 /// host peer gets an RST.
 pub fn close(c: Conn, ev: &EventLoop) {
     let _ = ev.remove(&c.sock);
-    close_hard(c.sock);
+    close_reset(c.sock);
 }
 
 /// Write the guest's in-order payload to the socket, and take its FIN

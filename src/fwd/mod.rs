@@ -3,10 +3,10 @@
 //!
 //! A flow starts with the side that opened it (`flow::FlowSide`), and the
 //! functions here give its target side. `outbound` takes a side on the
-//! tap (the guest opening a flow) and answers with one on the host; host
-//! listeners accepting flows for the guest will take a host side and
-//! answer with one on the tap, in a function of the same shape, so both
-//! directions are decided here and nowhere else.
+//! tap (the guest opening a flow) and answers with one on the host;
+//! `inbound` takes a side on the host (a connection or datagram accepted
+//! by one of the forwarded ports' listeners, `listen.rs`) and answers with
+//! one on the tap. Both directions are decided here and nowhere else.
 //!
 //! Theory of operation: the guest is hostile, and a host socket connected
 //! on its behalf can reach whatever the host can, including services that
@@ -30,6 +30,8 @@
 //!    4291 2.5.5), and a socket would turn them into IPv4, around every
 //!    IPv4 rule here and even with IPv4 disabled.
 //! 3. Port 0 is refused for TCP and UDP, as source or destination.
+
+pub mod listen;
 
 use crate::conf::Config;
 use crate::flow::{FlowSide, Side};
@@ -73,6 +75,125 @@ pub enum Refused {
     /// TCP or UDP port 0.
     #[error("port 0")]
     PortZero,
+    /// A host peer on loopback (or with the guest's own address) with
+    /// no mapping to show it to the guest as.
+    #[error("no address to show a local peer as")]
+    Unmapped,
+}
+
+/// The addresses the guest was last seen using, which inbound flows go
+/// to: they may differ from the configured ones (a VM that picked its
+/// own, a namespace with several).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GuestAddrs {
+    /// Last IPv4 source address.
+    pub v4: Option<Ipv4Addr>,
+    /// Last global IPv6 source address.
+    pub v6: Option<Ipv6Addr>,
+    /// Last link-local IPv6 source address.
+    pub v6_ll: Option<Ipv6Addr>,
+}
+
+impl GuestAddrs {
+    /// Note the source address of a frame from the guest.
+    pub fn saw(&mut self, src: IpAddr) {
+        match src {
+            IpAddr::V4(a) if !a.is_unspecified() && !a.is_broadcast() => self.v4 = Some(a),
+            IpAddr::V6(a) if a.is_unicast_link_local() => self.v6_ll = Some(a),
+            IpAddr::V6(a) if !a.is_unspecified() && !a.is_multicast() => self.v6 = Some(a),
+            _ => {}
+        }
+    }
+}
+
+/// The tap side of a flow a host peer opens through a forwarded port
+/// (`ini`: the peer and the local address it reached, a side on the
+/// host), going to the guest's port `to_port`, at `to_addr` if the port
+/// spec names one, else at the guest's address (as last seen, or as
+/// configured). What the guest sees as the peer's address is the peer's
+/// own, except for the host itself, which the guest could neither tell
+/// from itself nor answer: its loopback appears as the
+/// `--map-host-loopback` address, or the gateway even with `--no-map-gw`
+/// (which only stops the guest reaching the host through the gateway),
+/// and the host's address the guest shares as the `--map-guest-addr`
+/// address, else the same as loopback. This is what upstream does.
+///
+/// # Errors
+/// `Refused` with the reason.
+pub fn inbound(
+    conf: &Config,
+    guest: &GuestAddrs,
+    ini: &FlowSide,
+    to_addr: Option<IpAddr>,
+    to_port: u16,
+) -> Result<FlowSide, Refused> {
+    let client = ini.peer;
+    if client.port() == 0 || to_port == 0 {
+        return Err(Refused::PortZero);
+    }
+    let (from, to): (IpAddr, IpAddr) = match client.ip() {
+        IpAddr::V4(a) => {
+            let c = conf.ip4.as_ref().ok_or(Refused::FamilyDisabled)?;
+            let host = c.map_host_loopback.unwrap_or(c.gateway);
+            let shown = if a.is_loopback() {
+                host
+            } else if a.octets()[0] == 0 || a.is_broadcast() || a.is_multicast() {
+                return Err(Refused::Unspecified);
+            } else if a == c.addr || Some(a) == guest.v4 {
+                c.map_guest_addr.unwrap_or(host)
+            } else {
+                a
+            };
+            if shown.is_unspecified() {
+                return Err(Refused::Unmapped);
+            }
+            let to = match to_addr {
+                Some(IpAddr::V4(t)) => t,
+                Some(IpAddr::V6(_)) => return Err(Refused::FamilyDisabled),
+                None => guest.v4.unwrap_or(c.addr),
+            };
+            (IpAddr::V4(shown), IpAddr::V4(to))
+        }
+        IpAddr::V6(a) => {
+            let c = conf.ip6.as_ref().ok_or(Refused::FamilyDisabled)?;
+            if let Some(v4) = a.to_ipv4_mapped() {
+                // A dual-stack socket's IPv4 peer: one family per flow.
+                let side = FlowSide::new(
+                    ini.at,
+                    SocketAddr::new(IpAddr::V4(v4), client.port()),
+                    ini.ours,
+                );
+                return inbound(conf, guest, &side, to_addr, to_port);
+            }
+            let host = c.map_host_loopback.unwrap_or(c.gateway);
+            let shown = if a.is_loopback() {
+                host
+            } else if a.is_unspecified() || a.is_multicast() {
+                return Err(Refused::Unspecified);
+            } else if a == c.addr || Some(a) == guest.v6 {
+                c.map_guest_addr.unwrap_or(host)
+            } else {
+                a
+            };
+            if shown.is_unspecified() {
+                return Err(Refused::Unmapped);
+            }
+            let to = match to_addr {
+                Some(IpAddr::V6(t)) => t,
+                Some(IpAddr::V4(_)) => return Err(Refused::FamilyDisabled),
+                // A link-local peer (the gateway standing for the host)
+                // can only reach the guest's link-local address.
+                None if shown.is_unicast_link_local() => guest.v6_ll.ok_or(Refused::LinkLocal)?,
+                None => guest.v6.unwrap_or(c.addr),
+            };
+            (IpAddr::V6(shown), IpAddr::V6(to))
+        }
+    };
+    Ok(FlowSide::new(
+        Side::Tap,
+        SocketAddr::new(to, to_port),
+        SocketAddr::new(from, client.port()),
+    ))
 }
 
 /// The host side of a flow of `proto` the guest opens from `ini` (a side
@@ -264,5 +385,96 @@ mod tests {
             to(&c, Proto::Tcp, "192.0.2.1:5000"),
             Err(Refused::FamilyDisabled)
         );
+    }
+
+    /// Where a host peer at `client` reaching port 8080 goes in the
+    /// guest (forwarded to port 80): (the peer as the guest sees it, the
+    /// guest's address and port).
+    fn from(c: &Config, g: &GuestAddrs, client: &str) -> Result<(SocketAddr, SocketAddr), Refused> {
+        let client = sa(client);
+        let ours = if client.is_ipv4() {
+            sa("0.0.0.0:8080")
+        } else {
+            sa("[::]:8080")
+        };
+        let tap = inbound(c, g, &FlowSide::new(Side::Host, client, ours), None, 80)?;
+        assert_eq!(tap.at, Side::Tap);
+        Ok((tap.ours, tap.peer))
+    }
+
+    #[test]
+    fn inbound_peers_appear_as_themselves_or_as_the_host() {
+        let mut c = config();
+        let mut g = GuestAddrs::default();
+        let ok = |c: &Config, g: &GuestAddrs, client| from(c, g, client);
+        // A remote peer as itself, to the configured address until the
+        // guest used another.
+        assert_eq!(
+            ok(&c, &g, "198.51.100.7:4000"),
+            Ok((sa("198.51.100.7:4000"), sa("10.0.0.2:80")))
+        );
+        g.saw("10.0.0.9".parse().unwrap());
+        assert_eq!(
+            ok(&c, &g, "198.51.100.7:4000"),
+            Ok((sa("198.51.100.7:4000"), sa("10.0.0.9:80")))
+        );
+        // The host's loopback as the loopback mapping, the host's own
+        // address (which the guest shares) as --map-guest-addr.
+        assert_eq!(
+            ok(&c, &g, "127.0.0.1:4000").map(|t| t.0),
+            Ok(sa("192.0.2.1:4000"))
+        );
+        assert_eq!(
+            ok(&c, &g, "10.0.0.2:4000").map(|t| t.0),
+            Ok(sa("169.254.1.2:4000"))
+        );
+        // A dual-stack socket's IPv4 peer is an IPv4 flow.
+        assert_eq!(
+            ok(&c, &g, "[::ffff:127.0.0.1]:4000").map(|t| t.0),
+            Ok(sa("192.0.2.1:4000"))
+        );
+        // IPv6 loopback as the link-local mapping: only the guest's
+        // link-local address can answer it, once known.
+        assert_eq!(ok(&c, &g, "[::1]:4000"), Err(Refused::LinkLocal));
+        g.saw("fe80::99".parse().unwrap());
+        assert_eq!(
+            ok(&c, &g, "[::1]:4000"),
+            Ok((sa("[fe80::1]:4000"), sa("[fe80::99]:80")))
+        );
+        assert_eq!(
+            ok(&c, &g, "[2001:db8:5::5]:4000"),
+            Ok((sa("[2001:db8:5::5]:4000"), sa("[2001:db8::2]:80")))
+        );
+        // --no-map-gw leaves the gateway standing for the host (as
+        // upstream does), and without --map-guest-addr the host's own
+        // address appears as that too.
+        if let Some(ip4) = c.ip4.as_mut() {
+            ip4.map_host_loopback = None;
+            ip4.map_guest_addr = None;
+        }
+        assert_eq!(
+            ok(&c, &g, "127.0.0.1:4000").map(|t| t.0),
+            Ok(sa("192.0.2.1:4000"))
+        );
+        assert_eq!(
+            ok(&c, &g, "10.0.0.9:4000").map(|t| t.0),
+            Ok(sa("192.0.2.1:4000"))
+        );
+        assert_eq!(ok(&c, &g, "0.0.0.0:4000"), Err(Refused::Unspecified));
+        assert_eq!(ok(&c, &g, "198.51.100.7:0"), Err(Refused::PortZero));
+        c.ip6 = None;
+        assert_eq!(
+            ok(&c, &g, "[2001:db8:5::5]:4000"),
+            Err(Refused::FamilyDisabled)
+        );
+        // A target address in the spec wins over the guest's own.
+        let t = inbound(
+            &c,
+            &g,
+            &FlowSide::new(Side::Host, sa("198.51.100.7:1"), sa("0.0.0.0:5000")),
+            Some("192.0.2.5".parse().unwrap()),
+            6000,
+        );
+        assert_eq!(t.map(|t| t.peer), Ok(sa("192.0.2.5:6000")));
     }
 }

@@ -1,0 +1,536 @@
+//! Port forwarding into the guest (`-t`, `-u`) through the tap, for passt
+//! (a guest namespace behind the test relay) and pasta: what the guest
+//! sees as the client's address, every form of the spec grammar, UDP
+//! both ways, bulk data compared byte for byte, refusals, and the
+//! command lines podman and libvirt run.
+//!
+//! A "client" namespace hangs off the host (`eth1` there, 198.18.0.1 and
+//! 2001:db8:c::1; the client is .2 and ::2): its connections reach the
+//! host's own address from outside, as a remote peer's would.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+use support::*;
+
+const CLIENT4: &str = "198.18.0.2";
+const CLIENT6: &str = "2001:db8:c::2";
+
+/// A TCP server on every port given (both families): each connection
+/// gets "peer ADDR PORT" (IPv4-mapped shown as IPv4), then its own
+/// bytes back until EOF. Writes `ready` once listening.
+const PEER_ECHO: &str = r#"
+import socket, sys, threading
+ready, ports = sys.argv[1], [int(p) for p in sys.argv[2:]]
+def serve(l):
+    while True:
+        c, a = l.accept()
+        threading.Thread(target=talk, args=(c, a), daemon=True).start()
+def talk(c, a):
+    ip = a[0][7:] if a[0].startswith('::ffff:') else a[0]
+    c.sendall(('peer %s %d\n' % (ip, a[1])).encode())
+    while True:
+        b = c.recv(65536)
+        if not b:
+            break
+        c.sendall(b)
+    c.close()
+for p in ports:
+    l = socket.socket(socket.AF_INET6)
+    l.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind(('::', p))
+    l.listen(64)
+    threading.Thread(target=serve, args=(l,), daemon=True).start()
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+u.bind(('::', 53))
+open(ready, 'w').close()
+while True:
+    b, a = u.recvfrom(65536)
+    ip = a[0][7:] if a[0].startswith('::ffff:') else a[0]
+    u.sendto(('peer %s %d ' % (ip, a[1])).encode() + b, a)
+"#;
+
+/// Connect to ADDR PORT, send a line, print what came back ("peer ..."
+/// and the echo), or "refused"/"reset".
+const CLIENT: &str = r#"
+import socket, sys
+addr, port = sys.argv[1], int(sys.argv[2])
+try:
+    c = socket.create_connection((addr, port), timeout=5)
+    c.sendall(b'hello\n')
+    c.shutdown(socket.SHUT_WR)
+    out = b''
+    while True:
+        b = c.recv(65536)
+        if not b:
+            break
+        out += b
+    print(out.decode().replace('\n', ' ').strip())
+except ConnectionRefusedError:
+    print('refused')
+except ConnectionResetError:
+    print('reset')
+except socket.timeout:
+    print('timeout')
+"#;
+
+/// One UDP exchange: send "ping" to ADDR PORT from a connected socket
+/// (so only a reply from that very address and port counts), print it.
+const UDP_CLIENT: &str = r#"
+import socket, sys
+addr, port = sys.argv[1], int(sys.argv[2])
+u = socket.socket(socket.AF_INET6 if ':' in addr else socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(3)
+u.connect((addr, port))
+for _ in range(3):
+    u.send(b'ping')
+    try:
+        print(u.recv(65536).decode())
+        break
+    except socket.timeout:
+        pass
+    except ConnectionRefusedError:
+        print('refused')
+        break
+else:
+    print('timeout')
+"#;
+
+/// Where the guest is.
+enum Guest {
+    Passt(relay::Guest, Daemon),
+    Pasta(AttachedPasta),
+}
+
+/// A host, a client namespace beside it, and a guest behind passt or
+/// pasta started with `args`.
+struct Scene {
+    host: Host,
+    client: Netns,
+    dir: TempDir,
+    guest: Guest,
+    _servers: Vec<Reaped>,
+}
+
+impl Scene {
+    fn new(pasta: bool, args: &[&str]) -> Self {
+        let host = Host::new();
+        let client = Netns::new("prs-c");
+        let (h, c) = (&host.ns.name, &client.name);
+        sh(&format!(
+            "ip -n {h} link add eth1 type veth peer name eth0 netns {c} && \
+             ip -n {h} addr add 198.18.0.1/24 dev eth1 && ip -n {h} addr add 2001:db8:c::1/64 dev eth1 nodad && \
+             ip -n {h} link set eth1 up && \
+             ip -n {c} addr add {CLIENT4}/24 dev eth0 && ip -n {c} addr add {CLIENT6}/64 dev eth0 nodad && \
+             ip -n {c} link set eth0 up && ip -n {c} route add default via 198.18.0.1 && \
+             ip -n {c} -6 route add default via 2001:db8:c::1"
+        ));
+        let dir = TempDir::new();
+        let guest = if pasta {
+            Guest::Pasta(AttachedPasta::start(&host, args))
+        } else {
+            let d = Daemon::start(&host, &dir, args);
+            let g = relay::Guest::connect(&d.socket);
+            g.ns.sh(&format!(
+                "ip addr add {HOST_ADDR4}/24 dev eth0 && ip route add default via {HOST_GW4} && \
+                 ip addr add {HOST_ADDR6}/64 dev eth0 nodad"
+            ));
+            Guest::Passt(g, d)
+        };
+        Scene {
+            host,
+            client,
+            dir,
+            guest,
+            _servers: Vec::new(),
+        }
+    }
+
+    fn guest_ns(&self) -> &Netns {
+        match &self.guest {
+            Guest::Passt(g, _) => &g.ns,
+            Guest::Pasta(p) => &p.ns,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        match &self.guest {
+            Guest::Passt(_, d) => d.pid,
+            Guest::Pasta(p) => p.pid,
+        }
+    }
+
+    /// Start `PEER_ECHO` in the guest on `ports` (and UDP 53).
+    fn serve(&mut self, ports: &[u16]) {
+        let s = script(&self.dir, "peer_echo.py", PEER_ECHO);
+        let ready = self.dir.join("ready");
+        let _ = std::fs::remove_file(&ready);
+        let child = self
+            .guest_ns()
+            .cmd("python3")
+            .arg(&s)
+            .arg(&ready)
+            .args(ports.iter().map(u16::to_string))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        self._servers.push(Reaped(child));
+        assert!(wait_for(Duration::from_secs(5), || ready.exists()));
+        // The guest's stack has spoken (passt learns where it is).
+        let ns = self.guest_ns();
+        let _ = ns.run(&format!(
+            "ping -c1 -W1 {HOST_GW4}; ping -6 -c1 -W1 {HOST_GW6}"
+        ));
+    }
+
+    /// `CLIENT` from namespace `ns` to addr:port.
+    fn tcp(&self, ns: &Netns, addr: &str, port: u16) -> String {
+        let s = script(&self.dir, "client.py", CLIENT);
+        ns.sh(&format!("python3 {} {addr} {port}", s.display()))
+            .trim()
+            .to_string()
+    }
+
+    fn udp(&self, ns: &Netns, addr: &str, port: u16) -> String {
+        let s = script(&self.dir, "udp_client.py", UDP_CLIENT);
+        ns.sh(&format!("python3 {} {addr} {port}", s.display()))
+            .trim()
+            .to_string()
+    }
+}
+
+/// "peer ADDR PORT hello": the address the guest saw.
+fn peer(reply: &str) -> &str {
+    reply.split_whitespace().nth(1).unwrap_or(reply)
+}
+
+const GRAMMAR: &[&str] = &[
+    "-t",
+    "8080:80",
+    "-t",
+    "8081-8083:81-83",
+    "-t",
+    "8090-8095,~8092",
+    "-t",
+    "127.0.0.1/9090:90",
+    "-t",
+    "%lo/7000:70",
+    "-t",
+    "[::1]/9091:90",
+    "-t",
+    "8099:99",
+    "-u",
+    "5353:53",
+];
+
+fn grammar_end_to_end(pasta: bool) {
+    let mut s = Scene::new(pasta, GRAMMAR);
+    s.serve(&[80, 81, 82, 83, 8090, 8091, 8092, 8093, 90, 70]);
+    let (h, c) = (&s.host.ns, &s.client);
+    // The true client's address, both families, from outside.
+    let r = s.tcp(c, HOST_ADDR4, 8080);
+    assert!(r.ends_with("hello"), "{r}");
+    assert_eq!(peer(&r), CLIENT4);
+    assert_eq!(peer(&s.tcp(c, HOST_ADDR6, 8080)), CLIENT6);
+    // The host itself: its loopback as the gateway, its own address
+    // (which the guest shares) as the gateway too.
+    assert_eq!(peer(&s.tcp(h, "127.0.0.1", 8080)), HOST_GW4);
+    assert_eq!(peer(&s.tcp(h, "::1", 8080)), HOST_GW6);
+    assert_eq!(peer(&s.tcp(h, HOST_ADDR4, 8080)), HOST_GW4);
+    // A range remapped: 8082 is the guest's 82.
+    let r = s.tcp(c, HOST_ADDR4, 8082);
+    assert!(r.starts_with("peer") && r.ends_with("hello"), "{r}");
+    // Ranges without a target keep their numbers; the excluded port
+    // isn't bound on the host at all.
+    assert!(s.tcp(c, HOST_ADDR4, 8091).ends_with("hello"));
+    assert_eq!(s.tcp(c, HOST_ADDR4, 8092), "refused");
+    // Bound to an address: only there.
+    assert!(s.tcp(h, "127.0.0.1", 9090).ends_with("hello"));
+    assert_eq!(s.tcp(h, HOST_ADDR4, 9090), "refused");
+    assert!(s.tcp(h, "::1", 9091).ends_with("hello"));
+    // Bound to an interface: traffic arriving elsewhere isn't taken.
+    assert!(s.tcp(h, "127.0.0.1", 7000).ends_with("hello"));
+    assert_ne!(s.tcp(c, HOST_ADDR4, 7000).len(), 0);
+    assert!(!s.tcp(c, HOST_ADDR4, 7000).ends_with("hello"));
+    // Nothing listening in the guest: the client is reset at once.
+    assert_eq!(s.tcp(c, HOST_ADDR4, 8099), "reset");
+    // UDP both ways, the reply from the very port the client wrote to.
+    let r = s.udp(c, HOST_ADDR4, 5353);
+    assert!(
+        r.starts_with(&format!("peer {CLIENT4} ")) && r.ends_with("ping"),
+        "{r}"
+    );
+    let r = s.udp(c, HOST_ADDR6, 5353);
+    assert!(r.starts_with(&format!("peer {CLIENT6} ")), "{r}");
+    let r = s.udp(h, "127.0.0.1", 5353);
+    assert!(r.starts_with(&format!("peer {HOST_GW4} ")), "{r}");
+    // Later datagrams of the flow take its own socket: still answered.
+    let r = s.udp(c, HOST_ADDR4, 5353);
+    assert!(r.ends_with("ping"), "{r}");
+    assert!(alive(s.pid()));
+}
+
+#[test]
+fn passt_forwards_every_form_of_the_grammar() {
+    grammar_end_to_end(false);
+}
+
+#[test]
+fn pasta_forwards_every_form_of_the_grammar() {
+    grammar_end_to_end(true);
+}
+
+/// 64 MiB each way through a forwarded port, compared byte for byte.
+fn bulk(pasta: bool) {
+    let s = Scene::new(pasta, &["-t", "8080:80", "-t", "8081:81"]);
+    let src = random_file(&s.dir, "src", 64);
+    let (up, down) = (s.dir.join("up"), s.dir.join("down"));
+    let g = s.guest_ns();
+    // Into the guest: its server writes what it receives.
+    let _sink = Reaped(
+        g.cmd("socat")
+            .args(["-u", "TCP-LISTEN:80,reuseaddr"])
+            .arg(format!("CREATE:{}", up.display()))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Out of it: its server sends the file.
+    let _source = Reaped(
+        g.cmd("socat")
+            .arg("-u")
+            .arg(format!("OPEN:{}", src.display()))
+            .arg("TCP-LISTEN:81,reuseaddr")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    s.client.sh(&format!(
+        "timeout 20 socat -u OPEN:{} TCP:{HOST_ADDR4}:8080",
+        src.display()
+    ));
+    assert!(wait_for(Duration::from_secs(10), || {
+        std::fs::metadata(&up).is_ok_and(|m| m.len() == 64 << 20)
+    }));
+    assert!(same(&src, &up), "into the guest: content differs");
+    eprintln!("64 MiB host -> guest in {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    s.client.sh(&format!(
+        "timeout 20 socat -u TCP:{HOST_ADDR4}:8081 CREATE:{}",
+        down.display()
+    ));
+    eprintln!("64 MiB guest -> host in {:?}", t.elapsed());
+    assert!(same(&src, &down), "out of the guest: content differs");
+}
+
+#[test]
+fn passt_moves_64_mib_each_way_through_a_forwarded_port() {
+    bulk(false);
+}
+
+#[test]
+fn pasta_moves_64_mib_each_way_through_a_forwarded_port() {
+    bulk(true);
+}
+
+#[test]
+fn an_explicit_port_that_cant_be_bound_fails_start_up() {
+    let host = Host::new();
+    let _busy = Reaped(
+        host.ns
+            .cmd("socat")
+            .args(["TCP-LISTEN:8080,reuseaddr", "-"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = TempDir::new();
+    for pasta in [false, true] {
+        let out = if pasta {
+            host.pasta(false)
+                .args(["--config-net", "-t", "8080", "--", "true"])
+                .output()
+                .unwrap()
+        } else {
+            host.passt()
+                .arg("-s")
+                .arg(dir.join("s"))
+                .args(["-t", "8080"])
+                .output()
+                .unwrap()
+        };
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.trim_end()
+                .ends_with("--tcp-ports: port 8080: Address already in use"),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    assert!(!dir.join("s").exists(), "passt left its socket behind");
+}
+
+#[test]
+fn pasta_as_nobody_forwards_a_port() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let s = script(&dir, "peer_echo.py", PEER_ECHO);
+    let ready = dir.join("ready");
+    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let _p = Reaped(
+        host.pasta(true)
+            .args(["--config-net", "-t", "8080:80", "-u", "5353:53", "--"])
+            .arg("python3")
+            .arg(&s)
+            .arg(&ready)
+            .arg("80")
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_for(Duration::from_secs(5), || ready.exists()));
+    let c = script(&dir, "client.py", CLIENT);
+    let r = host
+        .ns
+        .sh(&format!("python3 {} 127.0.0.1 8080", c.display()));
+    assert!(r.trim().ends_with("hello"), "{r}");
+    assert_eq!(peer(r.trim()), HOST_GW4);
+}
+
+/// podman's command line, verbatim but for the namespace (with and without
+/// `--no-splice`): `-t none`-style options only for kinds not given.
+fn podman(no_splice: bool) {
+    let mut args = vec!["--config-net"];
+    if no_splice {
+        args.push("--no-splice");
+    }
+    args.extend([
+        "-t",
+        "8080-8080:80-80",
+        "-t",
+        "127.0.0.1/9090-9090:90-90",
+        "-u",
+        "5353-5353:53-53",
+        "--dns-forward",
+        "169.254.1.1",
+        "-T",
+        "none",
+        "-U",
+        "none",
+        "--no-map-gw",
+        "--quiet",
+        "--map-guest-addr",
+        "169.254.1.2",
+    ]);
+    let mut s = Scene::new(true, &args);
+    s.serve(&[80, 90]);
+    let h = &s.host.ns;
+    assert!(s.tcp(h, "127.0.0.1", 8080).ends_with("hello"));
+    assert!(s.tcp(h, "::1", 8080).ends_with("hello"));
+    // The host's own address, which the container shares: shown as the
+    // --map-guest-addr address.
+    assert_eq!(peer(&s.tcp(h, HOST_ADDR4, 8080)), "169.254.1.2");
+    assert!(s.tcp(h, HOST_ADDR6, 8080).ends_with("hello"));
+    assert_eq!(peer(&s.tcp(&s.client, HOST_ADDR4, 8080)), CLIENT4);
+    assert!(s.tcp(h, "127.0.0.1", 9090).ends_with("hello"));
+    assert_eq!(s.tcp(&s.client, HOST_ADDR4, 9090), "refused");
+    assert!(s.udp(h, "127.0.0.1", 5353).ends_with("ping"));
+    assert!(s.udp(&s.client, HOST_ADDR6, 5353).ends_with("ping"));
+}
+
+#[test]
+fn podmans_command_line() {
+    podman(false);
+}
+
+#[test]
+fn podmans_command_line_without_splice() {
+    podman(true);
+}
+
+#[test]
+fn libvirts_port_forwards() {
+    let mut s = Scene::new(
+        false,
+        &[
+            "--one-off",
+            "--tcp-ports",
+            "0.0.0.0/2222:22",
+            "--udp-ports",
+            "%eth1/5000-5010:53-63",
+        ],
+    );
+    s.serve(&[22]);
+    let c = &s.client;
+    assert_eq!(peer(&s.tcp(c, HOST_ADDR4, 2222)), CLIENT4);
+    // IPv4 only: nothing on IPv6.
+    assert_eq!(s.tcp(c, HOST_ADDR6, 2222), "refused");
+    // The UDP range only takes what arrives on eth1.
+    assert!(s.udp(c, HOST_ADDR4, 5000).ends_with("ping"));
+    assert_eq!(s.udp(&s.host.ns, "127.0.0.1", 5000), "refused");
+}
+
+#[test]
+fn all_forwards_every_port_it_may_hold() {
+    // A small open files limit: `all` binds what its share allows (from
+    // port 1 up, both families) and says the rest isn't forwarded.
+    let host = Host::new();
+    let dir = TempDir::new();
+    let (pidfile, socket) = (dir.join("passt.pid"), dir.join("passt.socket"));
+    let out = host
+        .ns
+        .cmd("prlimit")
+        .args(["--nofile=1024:1024", PASST, "-P"])
+        .arg(&pidfile)
+        .arg("-s")
+        .arg(&socket)
+        .args(["-t", "all", "-q"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("ports not forwarded"), "{err}");
+    let d = Daemon {
+        pid: read_pid(&pidfile),
+        socket,
+    };
+    let g = relay::Guest::connect(&d.socket);
+    g.ns.sh(&format!(
+        "ip addr add {HOST_ADDR4}/24 dev eth0 && ip route add default via {HOST_GW4}"
+    ));
+    let s = script(&dir, "peer_echo.py", PEER_ECHO);
+    let ready = dir.join("ready");
+    let _server = Reaped(
+        g.ns.cmd("python3")
+            .arg(&s)
+            .arg(&ready)
+            .arg("100")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_for(Duration::from_secs(5), || ready.exists()));
+    let c = script(&dir, "client.py", CLIENT);
+    let r = host
+        .ns
+        .sh(&format!("python3 {} 127.0.0.1 100", c.display()));
+    assert!(r.trim().ends_with("hello"), "{r}");
+    // Past the share: not bound, so refused by the host itself.
+    let r = host
+        .ns
+        .sh(&format!("python3 {} 127.0.0.1 20000", c.display()));
+    assert_eq!(r.trim(), "refused");
+    assert!(
+        std::fs::read_dir(format!("/proc/{}/fd", d.pid))
+            .unwrap()
+            .count()
+            < 1024
+    );
+}
