@@ -46,10 +46,13 @@
 //! established connection never is; with none in the handshake, a new SYN
 //! gets an RST.
 //! Still to come: inbound port forwarding (`-t`), SACK, timestamps,
-//! reassembly of out-of-order segments, the loopback splice path.
+//! reassembly of out-of-order segments, and wiring the loopback splice
+//! path into the flow table and the loop (its engine, which joins two
+//! sockets with `splice(2)`, is [`splice`]).
 
 mod ooo;
 mod seq;
+pub mod splice;
 
 use crate::conf::Config;
 use crate::event::{EpollRef, EventLoop};
