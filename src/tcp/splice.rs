@@ -543,3 +543,5 @@ impl SpliceConn {
     }
 }
 
+#[cfg(test)]
+mod tests;
