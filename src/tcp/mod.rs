@@ -47,10 +47,13 @@
 //! descriptors run out, the oldest of them is reset to make room, and an
 //! established connection never is; with none in the handshake, a new SYN
 //! gets an RST.
-//! Still to come: SACK, timestamps, the loopback splice path.
+//! Still to come: SACK, timestamps, and wiring the loopback splice path
+//! into the flow table and the loop (its engine, which joins two sockets
+//! with `splice(2)`, is [`splice`]).
 
 mod ooo;
 mod seq;
+pub mod splice;
 
 use crate::conf::Config;
 use crate::event::{EpollRef, EventLoop};
