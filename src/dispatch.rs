@@ -335,6 +335,7 @@ impl<'c> Dispatch<'c> {
                 Some(Kind::Tcp) => self.tcp.timer(flows, r, now, link, ev, tx),
                 Some(Kind::Udp) => self.udp.expire(flows, ev, r, now),
                 Some(Kind::Ping) => self.pings.expire(flows, ev, r, now),
+                Some(Kind::Splice) => tcp::spliced::timer(flows, ev, r, now),
                 None => {}
             }
         }
@@ -352,6 +353,7 @@ impl<'c> Dispatch<'c> {
             Flow::Tcp(c) => tcp::close(c, ev),
             Flow::Udp(u) => udp::close(u, ev),
             Flow::Ping(p) => icmp::close(p, ev),
+            Flow::Splice(s) => tcp::spliced::close(s),
         });
         self.tcp.clear();
         self.udp.clear();
@@ -375,6 +377,7 @@ impl<'c> Dispatch<'c> {
     pub fn tcp_accept(
         &mut self,
         l: &Listener,
+        splicer: Option<&tcp::spliced::Splicer>,
         flows: &mut Flows,
         tx: &mut TxQueue,
         ev: &EventLoop,
@@ -384,6 +387,7 @@ impl<'c> Dispatch<'c> {
             self.conf,
             &self.guest.addrs,
             l,
+            splicer,
             ev,
             flows,
             link,

@@ -30,6 +30,8 @@ pub enum EpollRef {
     TcpListen(u32),
     /// A forwarded UDP port's socket, by number.
     UdpListen(u32),
+    /// One of the two sockets of a spliced TCP connection.
+    Splice(SideRef),
 }
 
 impl EpollRef {
@@ -75,6 +77,7 @@ impl From<EpollRef> for u64 {
             EpollRef::Tcp(f) => (8, f),
             EpollRef::TcpListen(i) => (9, listener(i)),
             EpollRef::UdpListen(i) => (10, listener(i)),
+            EpollRef::Splice(f) => (11, f),
         };
         let end = match f.end {
             End::Initiator => 0,
@@ -115,6 +118,7 @@ impl TryFrom<u64> for EpollRef {
             8 => Ok(EpollRef::Tcp(f)),
             9 => Ok(EpollRef::TcpListen(f.flow.index)),
             10 => Ok(EpollRef::UdpListen(f.flow.index)),
+            11 => Ok(EpollRef::Splice(f)),
             _ => Err(v),
         }
     }
@@ -243,6 +247,7 @@ mod tests {
             EpollRef::TcpListen(0),
             EpollRef::TcpListen(70000),
             EpollRef::UdpListen(3),
+            EpollRef::Splice(i(9, 4)),
         ] {
             assert_eq!(EpollRef::try_from(u64::from(r)), Ok(r));
         }

@@ -97,7 +97,7 @@ pub fn run(conf: &Config) -> Result<(), StartError> {
             print_qemu_hint(path);
         }
     }
-    let (ready, pcap) = detach_and_drop(conf, files, &mut leftovers, false, false)?;
+    let (ready, pcap) = detach_and_drop(conf, files, &mut leftovers, false, false, || Ok(()))?;
 
     let side = match source {
         Source::Listener(l, _) => TapSide::Stream {

@@ -21,6 +21,7 @@ use crate::netlink::{IpFamily, Netlink, NetlinkError};
 use crate::ns::{QuitWatch, Target};
 use crate::serve::{Outcome, QuitSource, Server, TapSide};
 use crate::startup::{StartError, detach_and_drop, err_at, open_files};
+use crate::tcp::spliced::Splicer;
 use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::OwnedFd;
@@ -66,14 +67,42 @@ pub fn run(conf: &Config) -> Result<ExitCode, StartError> {
         .map_err(ns_err)?
         .map_err(StartError)?;
 
-    let listeners = Listeners::bind(conf, isolate::fd_limit())?;
+    let mut listeners = Listeners::bind(conf, isolate::fd_limit())?;
+    if !conf.fwd.tcp_out.is_none() {
+        let l = &mut listeners;
+        target
+            .run_in(|| l.bind_ns(conf, isolate::fd_limit()))
+            .map_err(ns_err)??;
+    }
     // With a command we stay its parent; attached to a namespace we fork
     // only now that it is fully configured.
     let spawned = matches!(p.target, NsTarget::Spawn(_));
     // Only our own IDs exist in a user namespace we joined: there is no
     // one else to become.
-    let (ready, pcap) =
-        detach_and_drop(conf, files, &mut leftovers, spawned, target.joined_userns())?;
+    // Clients of -T ports and host loopback clients of -t ports are
+    // spliced: a thread inside the namespace opens sockets there.
+    let splice = !conf.fwd.tcp_out.is_none() || (!p.no_splice && !conf.fwd.tcp_in.is_none());
+    let mut splicer = None;
+    let (ready, pcap) = detach_and_drop(
+        conf,
+        files,
+        &mut leftovers,
+        spawned,
+        target.joined_userns(),
+        || {
+            if splice {
+                splicer = Some(Splicer {
+                    worker: target.worker().map_err(ns_err)?,
+                    ns4: conf.ip4.as_ref().map(|c| c.addr),
+                    ns6: conf.ip6.as_ref().map(|c| c.addr),
+                    lo_to_lo: p.host_lo_to_ns_lo,
+                    no_splice: p.no_splice,
+                });
+            }
+            Ok(())
+        },
+    )?;
+    listeners.splicer = splicer;
     let quit = target
         .quit_watch()
         .map_err(ns_err)?

@@ -257,6 +257,10 @@ impl<'c> Server<'c> {
                         self.on_udp_listener(i);
                         None
                     }
+                    EpollRef::Splice(r) => {
+                        crate::tcp::spliced::event(&mut self.flows, &self.ev, r, ev.events());
+                        None
+                    }
                     EpollRef::Tcp(r) => {
                         self.dispatch.tcp_event(
                             &mut self.flows,
@@ -410,8 +414,13 @@ impl<'c> Server<'c> {
             }
             return;
         }
-        self.dispatch
-            .tcp_accept(l, &mut self.flows, &mut self.tx, &self.ev);
+        self.dispatch.tcp_accept(
+            l,
+            self.listeners.splicer.as_ref(),
+            &mut self.flows,
+            &mut self.tx,
+            &self.ev,
+        );
     }
 
     /// Datagrams on a forwarded UDP port; dropped while no guest is there.

@@ -103,6 +103,7 @@ pub fn detach_and_drop(
     leftovers: &mut Leftovers,
     stay: bool,
     keep_ids: bool,
+    before_drop: impl FnOnce() -> Result<(), StartError>,
 ) -> Result<(Ready, Option<Pcap>), StartError> {
     let ready = if conf.foreground || stay {
         Ready::foreground()
@@ -119,6 +120,9 @@ pub fn detach_and_drop(
     if let Some(f) = files.log {
         crate::log::use_file(f, conf.log_size);
     }
+    // In the process that serves (after the fork), with privileges:
+    // threads that must enter namespaces start here.
+    before_drop()?;
     if !keep_ids {
         let ids = isolate::target_ids(conf.runas);
         isolate::drop_privileges(ids, leftovers.paths()).map_err(|e| err_at("--runas", e))?;

@@ -41,8 +41,12 @@ pub struct Snapshot {
 }
 
 /// The kinds, in the order of the per-kind arrays and of the output.
-const KINDS: [(Kind, &str); Kind::COUNT] =
-    [(Kind::Tcp, "TCP"), (Kind::Udp, "UDP"), (Kind::Ping, "ping")];
+const KINDS: [(Kind, &str); Kind::COUNT] = [
+    (Kind::Tcp, "TCP"),
+    (Kind::Udp, "UDP"),
+    (Kind::Ping, "ping"),
+    (Kind::Splice, "TCP splice"),
+];
 
 impl Snapshot {
     /// The counters of a running loop.
@@ -156,7 +160,7 @@ mod tests {
 
     fn snap(udp: usize) -> Snapshot {
         Snapshot {
-            flows: [(0, 100), (udp, 40), (0, 20)],
+            flows: [(0, 100), (udp, 40), (0, 20), (0, 3)],
             in_use: udp,
             capacity: 160,
             ..Snapshot::default()
@@ -168,9 +172,9 @@ mod tests {
         assert_eq!(
             snap(1).lines(),
             [
-                "stats: flows: TCP 0/100, UDP 1/40, ping 0/20; table 1/160",
+                "stats: flows: TCP 0/100, UDP 1/40, ping 0/20, TCP splice 0/3; table 1/160",
                 "stats: guest frames dropped: none",
-                "stats: to guest: frames dropped 0, sockets paused 0; evicted: TCP 0, UDP 0, ping 0",
+                "stats: to guest: frames dropped 0, sockets paused 0; evicted: TCP 0, UDP 0, ping 0, TCP splice 0",
             ]
         );
     }
@@ -183,7 +187,7 @@ mod tests {
         s.drops.bump(DropReason::Destination);
         s.tx_dropped = 7;
         s.tx_stalled = 2;
-        s.evicted = [1, 2, 3];
+        s.evicted = [1, 2, 3, 0];
         let [_, drops, back] = s.lines();
         assert_eq!(
             drops,
@@ -191,7 +195,7 @@ mod tests {
         );
         assert_eq!(
             back,
-            "stats: to guest: frames dropped 7, sockets paused 2; evicted: TCP 1, UDP 2, ping 3"
+            "stats: to guest: frames dropped 7, sockets paused 2; evicted: TCP 1, UDP 2, ping 3, TCP splice 0"
         );
     }
 

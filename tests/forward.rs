@@ -202,6 +202,17 @@ impl Scene {
     }
 }
 
+/// Wait until something in `ns` listens on TCP `port`.
+fn listening(ns: &Netns, port: u16) {
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let o = ns.run(&format!("ss -Hltn sport = :{port}"));
+            !String::from_utf8_lossy(&o.stdout).trim().is_empty()
+        }),
+        "nothing listens on {port}"
+    );
+}
+
 /// "peer ADDR PORT hello": the address the guest saw.
 fn peer(reply: &str) -> &str {
     reply.split_whitespace().nth(1).unwrap_or(reply)
@@ -235,10 +246,16 @@ fn grammar_end_to_end(pasta: bool) {
     assert!(r.ends_with("hello"), "{r}");
     assert_eq!(peer(&r), CLIENT4);
     assert_eq!(peer(&s.tcp(c, HOST_ADDR6, 8080)), CLIENT6);
-    // The host itself: its loopback as the gateway, its own address
-    // (which the guest shares) as the gateway too.
-    assert_eq!(peer(&s.tcp(h, "127.0.0.1", 8080)), HOST_GW4);
-    assert_eq!(peer(&s.tcp(h, "::1", 8080)), HOST_GW6);
+    // The host itself: its loopback as the gateway through the tap, or,
+    // spliced (pasta), from the namespace's own address; its own address
+    // (which the guest shares) as the gateway.
+    let (lo4, lo6) = if pasta {
+        (HOST_ADDR4, HOST_ADDR6)
+    } else {
+        (HOST_GW4, HOST_GW6)
+    };
+    assert_eq!(peer(&s.tcp(h, "127.0.0.1", 8080)), lo4);
+    assert_eq!(peer(&s.tcp(h, "::1", 8080)), lo6);
     assert_eq!(peer(&s.tcp(h, HOST_ADDR4, 8080)), HOST_GW4);
     // A range remapped: 8082 is the guest's 82.
     let r = s.tcp(c, HOST_ADDR4, 8082);
@@ -308,7 +325,8 @@ fn bulk(pasta: bool) {
             .spawn()
             .unwrap(),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    listening(g, 80);
+    listening(g, 81);
     let t = std::time::Instant::now();
     s.client.sh(&format!(
         "timeout 20 socat -u OPEN:{} TCP:{HOST_ADDR4}:8080",
@@ -349,7 +367,7 @@ fn an_explicit_port_that_cant_be_bound_fails_start_up() {
             .spawn()
             .unwrap(),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    listening(&host.ns, 8080);
     let dir = TempDir::new();
     for pasta in [false, true] {
         let out = if pasta {
@@ -400,7 +418,8 @@ fn pasta_as_nobody_forwards_a_port() {
         .ns
         .sh(&format!("python3 {} 127.0.0.1 8080", c.display()));
     assert!(r.trim().ends_with("hello"), "{r}");
-    assert_eq!(peer(r.trim()), HOST_GW4);
+    // Spliced: from the namespace's own address.
+    assert_eq!(peer(r.trim()), HOST_ADDR4);
 }
 
 /// podman's command line, verbatim but for the namespace (with and without
@@ -533,4 +552,137 @@ fn all_forwards_every_port_it_may_hold() {
             .count()
             < 1024
     );
+}
+
+/// Bytes the namespace's tap device has received and sent.
+fn tap_bytes(ns: &Netns) -> u64 {
+    let r = ns
+        .sh("cat /sys/class/net/eth0/statistics/rx_bytes /sys/class/net/eth0/statistics/tx_bytes");
+    r.split_whitespace()
+        .map(|v| v.parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn pasta_splices_loopback_clients_without_the_tap() {
+    let mut s = Scene::new(true, &["-t", "8080:80", "-t", "8081:81"]);
+    s.serve(&[80]);
+    let h = &s.host.ns;
+    // From the namespace's own address, not through the tap.
+    assert_eq!(peer(&s.tcp(h, "127.0.0.1", 8080)), HOST_ADDR4);
+    assert_eq!(peer(&s.tcp(h, "::1", 8080)), HOST_ADDR6);
+    let src = random_file(&s.dir, "src", 64);
+    let (up, down) = (s.dir.join("up"), s.dir.join("down"));
+    let g = s.guest_ns();
+    let _sink = Reaped(
+        g.cmd("socat")
+            .args(["-u", "TCP-LISTEN:81,reuseaddr"])
+            .arg(format!("CREATE:{}", up.display()))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    listening(g, 81);
+    let before = tap_bytes(g);
+    let t = std::time::Instant::now();
+    h.sh(&format!(
+        "timeout 20 socat -u OPEN:{} TCP:127.0.0.1:8081",
+        src.display()
+    ));
+    assert!(wait_for(Duration::from_secs(10), || {
+        std::fs::metadata(&up).is_ok_and(|m| m.len() == 64 << 20)
+    }));
+    eprintln!("64 MiB host -> namespace spliced in {:?}", t.elapsed());
+    assert!(same(&src, &up), "into the namespace: content differs");
+    let _source = Reaped(
+        g.cmd("socat")
+            .arg("-u")
+            .arg(format!("OPEN:{}", src.display()))
+            .arg("TCP-LISTEN:81,reuseaddr")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    listening(g, 81);
+    let t = std::time::Instant::now();
+    h.sh(&format!(
+        "timeout 20 socat -u TCP:127.0.0.1:8081 CREATE:{}",
+        down.display()
+    ));
+    eprintln!("64 MiB namespace -> host spliced in {:?}", t.elapsed());
+    assert!(same(&src, &down), "out of the namespace: content differs");
+    // The tap saw at most some router advertisements and neighbour
+    // traffic, not 128 MiB.
+    let crossed = tap_bytes(g) - before;
+    assert!(crossed < 1 << 20, "{crossed} bytes crossed the tap");
+    assert!(alive(s.pid()));
+}
+
+#[test]
+fn pasta_host_lo_to_ns_lo_keeps_loopback() {
+    let mut s = Scene::new(true, &["-t", "8080:80", "--host-lo-to-ns-lo"]);
+    s.serve(&[80]);
+    assert_eq!(peer(&s.tcp(&s.host.ns, "127.0.0.1", 8080)), "127.0.0.1");
+    assert_eq!(peer(&s.tcp(&s.host.ns, "::1", 8080)), "::1");
+}
+
+#[test]
+fn pasta_no_splice_takes_the_tap() {
+    let mut s = Scene::new(true, &["-t", "8080:80", "--no-splice"]);
+    s.serve(&[80]);
+    assert_eq!(peer(&s.tcp(&s.host.ns, "127.0.0.1", 8080)), HOST_GW4);
+}
+
+#[test]
+fn pasta_tcp_ns_reaches_the_hosts_loopback() {
+    let s = Scene::new(true, &["-T", "7777", "-T", "7780:7778"]);
+    let h = &s.host.ns;
+    let dir = &s.dir;
+    let sc = script(dir, "peer_echo.py", PEER_ECHO);
+    let ready = dir.join("ready");
+    // Host services on its loopback only: the namespace reaches them
+    // through -T, spliced.
+    let _server = Reaped(
+        h.cmd("python3")
+            .arg(&sc)
+            .arg(&ready)
+            .args(["7777", "7778"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_for(Duration::from_secs(5), || ready.exists()));
+    let g = s.guest_ns();
+    let r = s.tcp(g, "127.0.0.1", 7777);
+    assert_eq!(
+        r,
+        "peer 127.0.0.1 ".to_string() + r.split_whitespace().nth(2).unwrap() + " hello"
+    );
+    assert!(s.tcp(g, "::1", 7777).ends_with("hello"));
+    assert!(s.tcp(g, "127.0.0.1", 7780).ends_with("hello"));
+    // Not forwarded: nothing there.
+    assert_eq!(s.tcp(g, "127.0.0.1", 7778), "refused");
+    // Bulk both ways, compared.
+    let src = random_file(dir, "src", 64);
+    let up = dir.join("up");
+    let _sink = Reaped(
+        h.cmd("socat")
+            .args(["-u", "TCP-LISTEN:7777,bind=127.0.0.1,reuseaddr"])
+            .arg(format!("CREATE:{}", up.display()))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    drop(_server);
+    listening(h, 7777);
+    g.sh(&format!(
+        "timeout 20 socat -u OPEN:{} TCP:127.0.0.1:7777",
+        src.display()
+    ));
+    assert!(wait_for(Duration::from_secs(10), || {
+        std::fs::metadata(&up).is_ok_and(|m| m.len() == 64 << 20)
+    }));
+    assert!(same(&src, &up), "namespace to host: content differs");
+    // The host service going away resets the namespace's client.
+    assert_eq!(s.tcp(g, "127.0.0.1", 7780), "reset");
 }

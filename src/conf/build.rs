@@ -522,14 +522,14 @@ fn services(mode: Mode, cli: &Cli, ip4: Option<&Ip4Config>, ip6: Option<&Ip6Conf
 }
 
 /// Forwarding in all four directions: mode defaults, or the specs given.
-/// Still refused until implemented: `-T`, `-U` and explicit `auto`.
+/// Still refused until implemented: `-U` and explicit `auto`.
 fn forwarding(mode: Mode, cli: &Cli) -> Result<Forwarding, ConfError> {
     let pasta_default = || match mode {
         Mode::Passt => PortSpec::none(),
         Mode::Pasta => PortSpec::auto(),
     };
     let one = |name: &'static str, specs: &[PortSpec], default: PortSpec, on: bool| {
-        let supported = matches!(name, "--tcp-ports" | "--udp-ports");
+        let supported = matches!(name, "--tcp-ports" | "--udp-ports" | "--tcp-ns");
         let spec = match PortSpec::combine(specs).map_err(|e| ConfError::Ports(name, e))? {
             Some(spec) if !spec.is_none() && (!supported || spec.has_auto()) => {
                 return Err(ConfError::NotSupported(name));
@@ -1353,7 +1353,6 @@ mod tests {
                 &["-t", "auto"],
                 "--tcp-ports: not supported yet",
             ),
-            (Mode::Pasta, &["-T", "80"], "--tcp-ns: not supported yet"),
             (Mode::Pasta, &["-U", "53"], "--udp-ns: not supported yet"),
         ];
         for (mode, args, want) in cases {

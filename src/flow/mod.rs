@@ -83,6 +83,9 @@ pub enum Side {
     Tap,
     /// The host: a socket of ours and its peer.
     Host,
+    /// pasta's namespace, through a socket of ours opened inside it (the
+    /// loopback splice path), not through the tap.
+    Ns,
 }
 
 /// Which of a flow's two sides.
@@ -196,24 +199,28 @@ pub enum Kind {
     Udp,
     /// ICMP or ICMPv6 echo, one ping socket.
     Ping,
+    /// A TCP connection between the host and pasta's namespace joined by
+    /// `splice(2)`: two sockets and two pipes.
+    Splice,
 }
 
 impl Kind {
     /// Number of kinds, for per-kind arrays.
-    pub const COUNT: usize = 3;
+    pub const COUNT: usize = 4;
 
     fn index(self) -> usize {
         match self {
             Kind::Tcp => 0,
             Kind::Udp => 1,
             Kind::Ping => 2,
+            Kind::Splice => 3,
         }
     }
 
     /// The transport protocol, part of every hash key.
     pub fn proto(self) -> Proto {
         match self {
-            Kind::Tcp => Proto::Tcp,
+            Kind::Tcp | Kind::Splice => Proto::Tcp,
             Kind::Udp => Proto::Udp,
             Kind::Ping => Proto::Icmp,
         }
@@ -226,6 +233,7 @@ impl std::fmt::Display for Kind {
             Kind::Tcp => "TCP",
             Kind::Udp => "UDP",
             Kind::Ping => "ping",
+            Kind::Splice => "TCP splice",
         })
     }
 }
@@ -238,6 +246,8 @@ pub enum Flow {
     Udp(crate::udp::UdpFlow),
     /// An echo flow.
     Ping(crate::icmp::PingFlow),
+    /// A spliced TCP connection.
+    Splice(crate::tcp::spliced::SpliceFlow),
 }
 
 /// What the table needs to know of the flows it stores.
@@ -255,6 +265,7 @@ impl Flow {
             Flow::Tcp(_) => Kind::Tcp,
             Flow::Udp(_) => Kind::Udp,
             Flow::Ping(_) => Kind::Ping,
+            Flow::Splice(_) => Kind::Splice,
         }
     }
 
@@ -264,6 +275,7 @@ impl Flow {
             Flow::Tcp(c) => c.sides(),
             Flow::Udp(u) => u.sides(),
             Flow::Ping(p) => p.sides(),
+            Flow::Splice(s) => s.sides(),
         }
     }
 }
@@ -351,13 +363,16 @@ pub fn capacity_for(nofile: u64) -> usize {
 }
 
 /// How many flows of each kind a table of `capacity` holds: TCP five
-/// eighths, UDP a quarter, ping the rest (an eighth). TCP gets the most
-/// because a connection lives long and can't be evicted once established;
-/// UDP and ping flows are cheap to open again.
+/// eighths less a sixteenth's worth of descriptors for spliced
+/// connections (six each: two sockets, two pipes), UDP a quarter, ping
+/// the rest. TCP gets the most because a connection lives long and can't
+/// be evicted once established; UDP and ping flows are cheap to open
+/// again.
 pub fn budgets(capacity: usize) -> [usize; Kind::COUNT] {
-    let tcp = capacity * 5 / 8;
+    let splice_fds = capacity / 16;
+    let tcp = capacity * 5 / 8 - splice_fds;
     let udp = capacity / 4;
-    [tcp, udp, capacity - tcp - udp]
+    [tcp, udp, capacity - tcp - udp - splice_fds, splice_fds / 6]
 }
 
 /// The ends of a kind's ordered list.
@@ -940,7 +955,7 @@ mod tests {
 
     #[test]
     fn insert_lookup_remove() {
-        let mut t: Table<T> = Table::with_budgets([2, 1, 1]);
+        let mut t: Table<T> = Table::with_budgets([2, 1, 1, 0]);
         let a = open(&mut t, Kind::Tcp, 1).unwrap();
         let b = open(&mut t, Kind::Tcp, 2).unwrap();
         assert_eq!(open(&mut t, Kind::Tcp, 3), Err(Full), "TCP budget");
@@ -966,7 +981,7 @@ mod tests {
 
     #[test]
     fn budgets_are_per_kind() {
-        let mut t: Table<T> = Table::with_budgets([1, 2, 1]);
+        let mut t: Table<T> = Table::with_budgets([1, 2, 1, 0]);
         assert_eq!(t.capacity(), 4);
         open(&mut t, Kind::Udp, 1).unwrap();
         open(&mut t, Kind::Udp, 2).unwrap();
@@ -977,12 +992,15 @@ mod tests {
         open(&mut t, Kind::Ping, 5).unwrap();
         assert_eq!(t.len(), 4);
         let shares = budgets(131072);
-        assert_eq!(shares, [81920, 32768, 16384]);
+        assert_eq!(shares, [73728, 32768, 16384, 1365]);
         assert_eq!(
             budgets(7).iter().sum::<usize>(),
             7,
             "no slot lost to rounding"
         );
+        // Spliced connections hold six descriptors each.
+        let [t, u, p, s] = budgets(20000);
+        assert!(t + u + p + 6 * s <= 20000);
     }
 
     #[test]
@@ -1009,7 +1027,7 @@ mod tests {
 
     #[test]
     fn stale_references_miss_a_reused_slot() {
-        let mut t: Table<T> = Table::with_budgets([1, 0, 0]);
+        let mut t: Table<T> = Table::with_budgets([1, 0, 0, 0]);
         let a = open(&mut t, Kind::Tcp, 1).unwrap();
         assert!(t.get(a).is_some());
         t.remove(a);
@@ -1030,7 +1048,7 @@ mod tests {
 
     #[test]
     fn free_slots_are_reused_before_new_ones() {
-        let mut t: Table<T> = Table::with_budgets([8, 0, 0]);
+        let mut t: Table<T> = Table::with_budgets([8, 0, 0, 0]);
         let refs: Vec<_> = (1..=4)
             .map(|p| open(&mut t, Kind::Tcp, p).unwrap())
             .collect();
@@ -1047,7 +1065,7 @@ mod tests {
 
     #[test]
     fn an_unfinished_flow_gives_its_slot_back() {
-        let mut t: Table<T> = Table::with_budgets([1, 0, 0]);
+        let mut t: Table<T> = Table::with_budgets([1, 0, 0, 0]);
         let r = {
             let nf = t.begin(Kind::Tcp).unwrap();
             assert_eq!(nf.side_ref(End::Target).flow, nf.flow_ref());
@@ -1066,7 +1084,7 @@ mod tests {
 
     #[test]
     fn a_clashing_side_is_refused() {
-        let mut t: Table<T> = Table::with_budgets([2, 1, 0]);
+        let mut t: Table<T> = Table::with_budgets([2, 1, 0, 0]);
         open(&mut t, Kind::Tcp, 1).unwrap();
         // Another flow with the same guest side.
         let mut s = sides(2);
@@ -1083,7 +1101,7 @@ mod tests {
 
     #[test]
     fn every_flow_stays_reachable_through_churn() {
-        let mut t: Table<T> = Table::with_budgets([4096, 0, 0]);
+        let mut t: Table<T> = Table::with_budgets([4096, 0, 0, 0]);
         let mut live = std::collections::HashMap::new();
         let mut seed = 7u32;
         for round in 0..20_000u32 {
@@ -1112,7 +1130,7 @@ mod tests {
 
     #[test]
     fn timers_come_in_deadline_order() {
-        let mut t: Table<T> = Table::with_budgets([8, 0, 0]);
+        let mut t: Table<T> = Table::with_budgets([8, 0, 0, 0]);
         let r: Vec<_> = (1..=4)
             .map(|p| open(&mut t, Kind::Tcp, p).unwrap())
             .collect();
@@ -1147,7 +1165,7 @@ mod tests {
 
     #[test]
     fn stale_timers_never_outgrow_the_heap() {
-        let mut t: Table<T> = Table::with_budgets([2, 0, 0]);
+        let mut t: Table<T> = Table::with_budgets([2, 0, 0, 0]);
         let a = open(&mut t, Kind::Tcp, 1).unwrap();
         let t0 = Instant::now();
         let reserved = t.timers.len() + 2 * 2 + 16;
@@ -1168,7 +1186,7 @@ mod tests {
 
     #[test]
     fn eviction_takes_the_least_recently_used() {
-        let mut t: Table<T> = Table::with_budgets([0, 4, 0]);
+        let mut t: Table<T> = Table::with_budgets([0, 4, 0, 0]);
         let r: Vec<_> = (1..=4)
             .map(|p| open(&mut t, Kind::Udp, p).unwrap())
             .collect();
@@ -1194,7 +1212,7 @@ mod tests {
     fn only_listed_flows_can_be_evicted() {
         // TCP lists connections in the handshake, oldest first, and
         // unlists them once established.
-        let mut t: Table<T> = Table::with_budgets([4, 0, 0]);
+        let mut t: Table<T> = Table::with_budgets([4, 0, 0, 0]);
         let r: Vec<_> = (1..=4)
             .map(|p| open(&mut t, Kind::Tcp, p).unwrap())
             .collect();

@@ -48,14 +48,19 @@ pub struct Listener {
     pub bound: SocketAddr,
     /// Where in the guest: its address if the spec names one.
     pub to_addr: Option<IpAddr>,
-    /// The guest's port.
+    /// The guest's port (for `-T`, the host's).
     pub to_port: u16,
+    /// Bound inside pasta's namespace (`-T`): its clients are spliced to
+    /// the host.
+    pub ns: bool,
 }
 
 /// Every listener, indexed by the number their epoll reference carries.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Listeners {
     list: Vec<Listener>,
+    /// pasta's splice path, when it has one.
+    pub splicer: Option<crate::tcp::spliced::Splicer>,
 }
 
 impl Listeners {
@@ -98,11 +103,33 @@ impl Listeners {
             (Proto::Udp, &conf.fwd.udp_in, "--udp-ports"),
         ];
         for (proto, spec, opt) in specs {
-            out.bind_spec(conf, proto, spec, opt, &ephemeral, &mut left)?;
+            out.bind_spec(conf, proto, spec, opt, &ephemeral, &mut left, false)?;
         }
         Ok(out)
     }
 
+    /// Bind the namespace side of `-T` for `conf`, inside the namespace
+    /// (call this on a thread that is in it), within what `bind` left.
+    ///
+    /// # Errors
+    /// As `bind`, for `--tcp-ns`.
+    pub fn bind_ns(&mut self, conf: &Config, fd_budget: u64) -> Result<(), StartError> {
+        let mut left = usize::try_from(fd_budget / MAX_SHARE)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(self.list.len());
+        let ephemeral = ephemeral_ports();
+        self.bind_spec(
+            conf,
+            Proto::Tcp,
+            &conf.fwd.tcp_out,
+            "--tcp-ns",
+            &ephemeral,
+            &mut left,
+            true,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn bind_spec(
         &mut self,
         conf: &Config,
@@ -111,6 +138,7 @@ impl Listeners {
         opt: &str,
         ephemeral: &RangeInclusive<u16>,
         left: &mut usize,
+        ns: bool,
     ) -> Result<(), StartError> {
         for rule in &spec.rules {
             // `auto` ports follow what is bound on the other side, later.
@@ -142,6 +170,7 @@ impl Listeners {
                                 bound: at,
                                 to_addr,
                                 to_port,
+                                ns,
                             });
                         }
                         Err(Errno::EAFNOSUPPORT | Errno::EADDRNOTAVAIL)

@@ -54,6 +54,7 @@
 mod ooo;
 mod seq;
 pub mod splice;
+pub mod spliced;
 
 use crate::conf::Config;
 use crate::event::{EpollRef, EventLoop};
@@ -772,6 +773,8 @@ fn rst_for(seg: &TcpRepr, payload_len: usize) -> TcpRepr {
     r
 }
 
+/// A non-blocking socket connecting to `target`, and whether it already
+/// is connected.
 fn open_socket(target: SocketAddr) -> Result<(OwnedFd, bool), Errno> {
     let family = if target.is_ipv6() {
         AddressFamily::Inet6
@@ -1002,6 +1005,7 @@ impl Tcp {
         conf: &Config,
         guest: &GuestAddrs,
         l: &Listener,
+        splicer: Option<&spliced::Splicer>,
         ev: &EventLoop,
         flows: &mut Flows,
         link: compose::Link,
@@ -1022,6 +1026,18 @@ impl Tcp {
                 }
                 Err(e) => return Err(TcpDrop::Socket(e)),
             };
+            if let Some(sp) = splicer
+                && let (Some(peer), Some(ours)) = (flow::peer_addr(&sock), flow::local_addr(&sock))
+                && sp.wants(l, peer)
+            {
+                sp.join(flows, ev, l, sock, peer, ours, now)?;
+                continue;
+            }
+            if l.ns {
+                // A namespace port without splicing: nowhere to go.
+                close_reset(sock);
+                continue;
+            }
             self.accepted(conf, guest, l, sock, ev, flows, link, tx, now)?;
         }
         Ok(())

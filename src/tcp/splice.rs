@@ -337,6 +337,13 @@ impl SpliceConn {
         })
     }
 
+    /// Give up on the connection: both sockets close with an RST.
+    pub fn reset_both(self) {
+        for s in &self.socks {
+            set_reset_on_close(s);
+        }
+    }
+
     /// The socket at `end`, to register with epoll.
     #[must_use]
     pub fn socket(&self, end: End) -> BorrowedFd<'_> {

@@ -561,7 +561,7 @@ impl Crowd {
         if let Some(ip4) = conf.ip4.as_mut() {
             ip4.map_host_loopback = Some(std::net::Ipv4Addr::new(10, 0, 0, 1));
         }
-        let flows = Flows::with_budgets([2, 1, 1]);
+        let flows = Flows::with_budgets([2, 1, 1, 0]);
         Crowd {
             conf,
             ev: EventLoop::new().unwrap(),

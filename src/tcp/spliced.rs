@@ -1,0 +1,285 @@
+//! Spliced connections in the loop: pasta's loopback path between the
+//! host and its namespace, as flows of the shared table.
+//!
+//! A connection accepted on a forwarded port gets a second socket on the
+//! other side (in the namespace through its worker thread, or on the
+//! host), connecting to the same port there, and the two are joined by
+//! the engine in `splice.rs`; nothing crosses the tap. Which connections
+//! take this path is decided by the listener's caller (`serve.rs`): a
+//! host loopback client of a `-t` port (unless `--no-splice`), and every
+//! client of a `-T` port.
+//!
+//! Both sockets are registered edge-triggered as `EpollRef::Splice`, one
+//! per end; the engine says when it stopped at its per-pump budget
+//! (`again`), and the flow's timer then comes up within `MIN_REARM` to
+//! go on. A connection without traffic for `tcp::IDLE_TIMEOUT` is reset.
+
+use crate::event::{EpollRef, EventLoop};
+use crate::flow::{
+    self, End, Flow, FlowRef, FlowSide, Flows, Kind, MIN_REARM, Side, SideRef, Sides,
+};
+use crate::tcp::splice::{Outcome, PIPE_SIZE, Ready, SpliceConn};
+use crate::tcp::{IDLE_TIMEOUT, TcpDrop};
+use nix::errno::Errno;
+use nix::sys::epoll::EpollFlags;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::time::Instant;
+
+/// A spliced connection: its sides and the engine holding both sockets.
+pub struct SpliceFlow {
+    sides: Sides,
+    conn: SpliceConn,
+    last: Instant,
+    /// The engine has work left that no event will announce.
+    again: bool,
+}
+
+impl SpliceFlow {
+    /// The connection's sides: the accepted socket's, then ours.
+    pub fn sides(&self) -> &Sides {
+        &self.sides
+    }
+
+    /// Bytes moved from the initiator and from the target.
+    pub fn moved(&self) -> (u64, u64) {
+        (
+            self.conn.moved(End::Initiator),
+            self.conn.moved(End::Target),
+        )
+    }
+}
+
+fn flow_mut(flows: &mut Flows, r: FlowRef) -> Option<&mut SpliceFlow> {
+    match flows.get_mut(r)? {
+        Flow::Splice(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// Join `accepted` (a client of a forwarded port: `ini`) with `target`,
+/// a socket on side `at` connecting (or connected) to `to`.
+///
+/// # Errors
+/// `TableFull` when the splice budget is used up, `Socket` when the pipes
+/// or epoll refuse: both sockets are closed, the client's with an RST.
+#[allow(clippy::too_many_arguments)]
+pub fn open(
+    flows: &mut Flows,
+    ev: &EventLoop,
+    ini: FlowSide,
+    at: Side,
+    to: SocketAddr,
+    accepted: OwnedFd,
+    target: OwnedFd,
+    now: Instant,
+) -> Result<FlowRef, TcpDrop> {
+    let reset = |a: OwnedFd| super::close_reset(a);
+    if flows.at_budget(Kind::Splice) {
+        reset(accepted);
+        return Err(TcpDrop::TableFull);
+    }
+    let ours = flow::local_addr(&target).unwrap_or(to);
+    let conn = match SpliceConn::new(accepted, target, PIPE_SIZE) {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(TcpDrop::Socket(Errno::from_raw(
+                e.raw_os_error().unwrap_or(0),
+            )));
+        }
+    };
+    let nf = flows.begin(Kind::Splice).map_err(|_| TcpDrop::TableFull)?;
+    let r = nf.flow_ref();
+    for end in [End::Initiator, End::Target] {
+        let sref = EpollRef::Splice(SideRef { flow: r, end });
+        if let Err(e) = ev.add_edge(conn.socket(end), sref) {
+            let _ = ev.remove(conn.socket(End::Initiator));
+            return Err(TcpDrop::Socket(Errno::from_raw(
+                e.raw_os_error().unwrap_or(0),
+            )));
+        }
+    }
+    log::debug!(
+        "TCP splice {}: {} -> {} joined with {ours} -> {to}",
+        r.index,
+        ini.peer,
+        ini.ours
+    );
+    let flow = SpliceFlow {
+        sides: Sides::new(ini, FlowSide::new(at, to, ours)),
+        conn,
+        last: now,
+        again: false,
+    };
+    let r = match nf.commit(Flow::Splice(flow)) {
+        Ok(r) => r,
+        Err((_, f)) => {
+            if let Flow::Splice(f) = f {
+                unregister(&f, ev);
+            }
+            return Err(TcpDrop::TableFull);
+        }
+    };
+    flows.schedule(r, now + IDLE_TIMEOUT);
+    Ok(r)
+}
+
+fn unregister(f: &SpliceFlow, ev: &EventLoop) {
+    for end in [End::Initiator, End::Target] {
+        let _ = ev.remove(f.conn.socket(end));
+    }
+}
+
+/// Events on one of the sockets of spliced connection `r`.
+pub fn event(flows: &mut Flows, ev: &EventLoop, r: SideRef, events: EpollFlags) {
+    let now = Instant::now();
+    let Some(f) = flow_mut(flows, r.flow) else {
+        return;
+    };
+    f.last = now;
+    let out = f.conn.on_event(r.end, Ready::from(events));
+    settle(flows, ev, r.flow, out, now);
+}
+
+/// The timer of connection `r`: more to move, or idle for too long.
+pub fn timer(flows: &mut Flows, ev: &EventLoop, r: FlowRef, now: Instant) {
+    let Some(f) = flow_mut(flows, r) else {
+        return;
+    };
+    if f.again {
+        let out = f.conn.pump();
+        settle(flows, ev, r, out, now);
+    } else if f.last + IDLE_TIMEOUT <= now {
+        log::debug!("TCP splice {}: idle, reset", r.index);
+        if let Some(Flow::Splice(f)) = flows.remove(r) {
+            unregister(&f, ev);
+            close(f);
+        }
+    } else {
+        let due = f.last + IDLE_TIMEOUT;
+        flows.rearm(r, due, now);
+    }
+}
+
+/// Act on what the engine said.
+fn settle(flows: &mut Flows, ev: &EventLoop, r: FlowRef, out: Outcome, now: Instant) {
+    match out {
+        Outcome::Open { again, .. } => {
+            let Some(f) = flow_mut(flows, r) else {
+                return;
+            };
+            f.again = again;
+            let due = if again {
+                now + MIN_REARM
+            } else {
+                f.last + IDLE_TIMEOUT
+            };
+            flows.rearm(r, due, now);
+        }
+        Outcome::Closed | Outcome::Reset { .. } | Outcome::ConnectFailed(_) => {
+            if let Some(Flow::Splice(f)) = flows.remove(r) {
+                let (a, b) = f.moved();
+                log::debug!("TCP splice {}: {out:?} after {a}/{b} bytes", r.index);
+                unregister(&f, ev);
+            }
+        }
+    }
+}
+
+/// Close a spliced connection taken out of the table: both peers get an
+/// RST (the guest went away, or it idled out).
+pub fn close(f: SpliceFlow) {
+    let SpliceFlow { conn, .. } = f;
+    conn.reset_both();
+}
+
+/// What joins forwarded connections by splicing (pasta only): a thread
+/// inside the namespace to open sockets there, and where they go.
+pub struct Splicer {
+    /// Opens sockets inside the namespace.
+    pub worker: crate::ns::NsWorker,
+    /// The namespace's addresses, where host loopback clients go unless
+    /// `lo_to_lo`.
+    pub ns4: Option<std::net::Ipv4Addr>,
+    /// The same for IPv6.
+    pub ns6: Option<std::net::Ipv6Addr>,
+    /// `--host-lo-to-ns-lo`: to the namespace's loopback instead.
+    pub lo_to_lo: bool,
+    /// `--no-splice`: host loopback clients of `-t` go through the tap.
+    pub no_splice: bool,
+}
+
+impl Splicer {
+    /// Whether a client at `peer` of listener `l` is spliced: every
+    /// client of a `-T` port, and host loopback clients of `-t` ports.
+    pub fn wants(&self, l: &crate::fwd::listen::Listener, peer: SocketAddr) -> bool {
+        l.ns || (!self.no_splice && peer.ip().is_loopback())
+    }
+
+    /// Join client `sock` of listener `l` with a new socket on the other
+    /// side.
+    ///
+    /// # Errors
+    /// As [`open`]; a connect refused at once resets the client.
+    #[allow(clippy::too_many_arguments)]
+    pub fn join(
+        &self,
+        flows: &mut Flows,
+        ev: &EventLoop,
+        l: &crate::fwd::listen::Listener,
+        sock: OwnedFd,
+        peer: SocketAddr,
+        ours: SocketAddr,
+        now: Instant,
+    ) -> Result<(), TcpDrop> {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+        let loopback = match peer {
+            SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        };
+        let (at, to_ip) = if l.ns {
+            // From the namespace to the host's loopback (or the spec's
+            // target address).
+            (Side::Host, l.to_addr.unwrap_or(loopback))
+        } else {
+            let own = match peer {
+                SocketAddr::V4(_) => self.ns4.map(IpAddr::V4),
+                SocketAddr::V6(_) => self.ns6.map(IpAddr::V6),
+            };
+            let ip = match l.to_addr {
+                Some(a) => a,
+                None if self.lo_to_lo => loopback,
+                None => own.unwrap_or(loopback),
+            };
+            (Side::Ns, ip)
+        };
+        let to = SocketAddr::new(to_ip, l.to_port);
+        let opened = if at == Side::Host {
+            super::open_socket(to)
+        } else {
+            self.worker
+                .run(move || super::open_socket(to))
+                .unwrap_or(Err(Errno::EIO))
+        };
+        let target = match opened {
+            Ok((s, _)) => s,
+            Err(e) => {
+                log::debug!("TCP splice {peer} -> {ours}: connect {to}: {e}");
+                super::close_reset(sock);
+                return Err(TcpDrop::Socket(e));
+            }
+        };
+        let side = if l.ns { Side::Ns } else { Side::Host };
+        open(
+            flows,
+            ev,
+            FlowSide::new(side, peer, ours),
+            at,
+            to,
+            sock,
+            target,
+            now,
+        )
+        .map(|_| ())
+    }
+}
