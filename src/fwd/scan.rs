@@ -12,6 +12,9 @@
 //!   through files opened once, in the namespace to be watched, into a
 //!   buffer allocated once, and collects the local port of every TCP
 //!   socket in LISTEN and every bound, unconnected UDP socket;
+//! - [`wanted`] and [`diff`]: the policy, from a rule, the ports found
+//!   bound and the ports we hold ourselves in the other direction, to the
+//!   ports our listeners should be on, and what to open and close.
 //!
 //! Why `/proc/net`: a file there shows the network namespace of the task
 //! that opened it for as long as it stays open, so one descriptor per file
@@ -33,7 +36,7 @@
 //! TCP state in hex (UDP reuses them: 07 CLOSE is bound and unconnected,
 //! 01 ESTABLISHED is connected).
 
-use crate::conf::ports::PortRange;
+use crate::conf::ports::{PortRange, PortRule, Ports};
 use crate::fwd::Proto;
 use std::fmt;
 use std::fs::File;
@@ -492,9 +495,78 @@ fn no_ports() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, "ICMP has no ports to scan")
 }
 
+/// The ports an `auto` rule's listeners should be on now, into `out`
+/// (emptied first), in the rule's listening port numbers.
+///
+/// A candidate port is every port for `auto` alone (or with only `~`
+/// excludes, or `all`: unlike a static `all`, ephemeral ports count
+/// too, since only ports actually bound are forwarded), else the ports
+/// of the rule's ranges (`8000-8010,auto`). A candidate is wanted if its
+/// target port (itself, or its place in a mapped range such as
+/// `8000:9000`) is in `bound`, found on the other side, and not in
+/// `ours_opposite`, the ports our own listeners for the opposite
+/// direction hold on that side: pasta's `-t` listeners in the namespace
+/// must not look like namespace services to `-T auto` (nor its `-T`
+/// listeners on the host like host services to `-t auto`), or each
+/// direction would forward the other's ports back, in a loop. A `~`
+/// exclude always wins. A rule without `auto` wants nothing from a
+/// scan: its ports are bound once at start-up (`listen.rs`).
+pub fn wanted(rule: &PortRule, bound: &PortSet, ours_opposite: &PortSet, out: &mut PortSet) {
+    out.clear();
+    if !rule.auto {
+        return;
+    }
+    match &rule.ports {
+        Ports::All { .. } => {
+            for (o, (b, ours)) in out
+                .words
+                .iter_mut()
+                .zip(bound.words.iter().zip(ours_opposite.words.iter()))
+            {
+                *o = b & !ours;
+            }
+        }
+        Ports::Ranges(maps) => {
+            for m in maps {
+                // Inclusive on both sides: `to` may end at 65535.
+                let targets = m.to.first()..=m.to.last();
+                for (from, to) in (m.from.first()..=m.from.last()).zip(targets) {
+                    if bound.contains(to) && !ours_opposite.contains(to) {
+                        out.insert(from);
+                    }
+                }
+            }
+        }
+    }
+    // Port 0 is never forwarded, whatever the sets say.
+    out.remove(0);
+    for &ex in &rule.exclude {
+        out.remove_range(ex);
+    }
+}
+
+/// What to change to go from the listeners we have (`current`) to the
+/// ones [`wanted`]: ports to open and ports to close, each ascending.
+#[derive(Debug, Clone)]
+pub struct Changes<'a> {
+    /// Wanted and not held: bind these.
+    pub open: PortIter<'a>,
+    /// Held and no longer wanted: close these.
+    pub close: PortIter<'a>,
+}
+
+/// The changes from `current` to `wanted`, computed as they are iterated.
+pub fn diff<'a>(current: &'a PortSet, wanted: &'a PortSet) -> Changes<'a> {
+    Changes {
+        open: wanted.difference(current),
+        close: current.difference(wanted),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conf::ports::parse;
     use std::net::{TcpListener, TcpStream, UdpSocket};
     use std::time::Instant;
 
@@ -880,5 +952,101 @@ mod tests {
             assert!(found.contains(l.local_addr().expect("addr").port()));
         }
         assert!(each.as_millis() < 250, "scan took {each:?}");
+    }
+
+    fn rule(spec: &str) -> PortRule {
+        parse(spec).expect("spec").rules.remove(0)
+    }
+
+    fn want(spec: &str, bound: &[u16], ours: &[u16]) -> Vec<u16> {
+        let mut out = set(&[7]);
+        wanted(&rule(spec), &set(bound), &set(ours), &mut out);
+        out.iter().collect()
+    }
+
+    #[test]
+    fn auto_alone_forwards_whatever_is_bound() {
+        assert_eq!(
+            want("auto", &[22, 80, 50000, 65535], &[]),
+            vec![22, 80, 50000, 65535]
+        );
+        assert_eq!(want("auto", &[], &[]), Vec::<u16>::new());
+        // Port 0 never, even if a set says so.
+        assert_eq!(want("auto", &[0, 1], &[]), vec![1]);
+        assert_eq!(want("all,auto", &[443], &[]), vec![443]);
+    }
+
+    #[test]
+    fn ranges_with_auto_limit_the_candidates() {
+        let bound = [22, 7999, 8000, 8005, 8010, 8011];
+        assert_eq!(want("8000-8010,auto", &bound, &[]), vec![8000, 8005, 8010]);
+        assert_eq!(
+            want("22,8000-8010,auto", &bound, &[]),
+            vec![22, 8000, 8005, 8010]
+        );
+        // A mapped range: bound target ports, listening port numbers.
+        assert_eq!(want("80-82:8080-8082,auto", &[8081, 80], &[]), vec![81]);
+        assert_eq!(want("80:8080,auto", &[8080], &[8080]), Vec::<u16>::new());
+    }
+
+    #[test]
+    fn excludes_always_win() {
+        let bound = [22, 80, 3000, 3005, 3010, 3011];
+        assert_eq!(want("auto,~3000-3010", &bound, &[]), vec![22, 80, 3011]);
+        assert_eq!(
+            want("~22,auto", &bound, &[]),
+            vec![80, 3000, 3005, 3010, 3011]
+        );
+        assert_eq!(want("2000-5000,~3000-3010,auto", &bound, &[]), vec![3011]);
+        // In listening port numbers, like static rules.
+        assert_eq!(
+            want("80-81:8080-8081,~81,auto", &[8080, 8081], &[]),
+            vec![80]
+        );
+    }
+
+    #[test]
+    fn our_own_opposite_listeners_are_not_services() {
+        // -t auto sees pasta's -T listeners (here 5000, 6000) in the
+        // namespace; forwarding them back would loop.
+        let bound = [22, 5000, 6000];
+        assert_eq!(want("auto", &bound, &[5000, 6000, 7000]), vec![22]);
+        assert_eq!(want("5000-6000,auto", &bound, &[5000]), vec![6000]);
+    }
+
+    #[test]
+    fn static_rules_want_nothing_from_a_scan() {
+        assert_eq!(want("22", &[22], &[]), Vec::<u16>::new());
+        assert_eq!(want("all", &[22], &[]), Vec::<u16>::new());
+    }
+
+    #[test]
+    fn diff_names_what_to_open_and_close() {
+        let current = set(&[22, 80, 8000]);
+        let wanted = set(&[22, 443, 8000, 9000]);
+        let c = diff(&current, &wanted);
+        assert_eq!(c.open.collect::<Vec<_>>(), vec![443, 9000]);
+        assert_eq!(c.close.collect::<Vec<_>>(), vec![80]);
+        let c = diff(&wanted, &wanted);
+        assert_eq!(c.open.chain(c.close).next(), None);
+    }
+
+    #[test]
+    fn a_scan_round_trip_converges() {
+        // What the integrator does each second, on fixture tables.
+        let mut scanner = fixture_scanner(Proto::Tcp, &[TCP, TCP6]);
+        let (mut bound, mut want_now, mut current) =
+            (PortSet::new(), PortSet::new(), PortSet::new());
+        let ours = set(&[5000]);
+        let r = rule("auto,~631");
+        scanner.scan(&mut bound).expect("scan");
+        wanted(&r, &bound, &ours, &mut want_now);
+        let c = diff(&current, &want_now);
+        assert_eq!(c.open.collect::<Vec<_>>(), vec![22, 80, 8080]);
+        current.copy_from(&want_now);
+        scanner.scan(&mut bound).expect("scan");
+        wanted(&r, &bound, &ours, &mut want_now);
+        let c = diff(&current, &want_now);
+        assert_eq!(c.open.chain(c.close).next(), None);
     }
 }
