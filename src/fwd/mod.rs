@@ -32,6 +32,7 @@
 //! 3. Port 0 is refused for TCP and UDP, as source or destination.
 
 pub mod listen;
+pub mod scan;
 
 use crate::conf::Config;
 use crate::flow::{FlowSide, Side};
