@@ -19,9 +19,10 @@
 //! address:identifier), the host side (our socket's address:its own
 //! identifier, the pinged address as the host sees it:0).
 //!
-//! Limits: at most the table's ping budget of flows, each closed after
-//! `IDLE_TIMEOUT` without requests; when the budget (or the descriptors)
-//! run out, the least recently used flow is closed to make room. For ping
+//! Limits: ping's reserve of the flow table and what it can get of the
+//! shared pool, each flow closed after `IDLE_TIMEOUT` without requests;
+//! when ping has no room (or the descriptors run out), its least recently
+//! used flow is closed to make room. For ping
 //! sockets to work at all, our group must be in
 //! `net.ipv4.ping_group_range` (see the manual).
 
@@ -62,7 +63,8 @@ pub enum IcmpDrop {
     /// Nothing a host socket may send to for the guest (`fwd::outbound`).
     #[error("destination refused: {0}")]
     Destination(Refused),
-    /// No room for a new flow, and none to evict (a zero budget).
+    /// No room for a new flow, and none to evict (no reserve, the pool
+    /// taken by other kinds).
     #[error("echo flow table full")]
     TableFull,
     /// The host refused the socket or the send.
@@ -207,9 +209,9 @@ fn open(
     now: Instant,
 ) -> Result<FlowRef, IcmpDrop> {
     let mut tgt = fwd::outbound(conf, Proto::Icmp, &ini).map_err(IcmpDrop::Destination)?;
-    // The least recently used flow makes way when the budget or the
+    // The least recently used flow makes way when ping has no room or the
     // descriptors run out: it is the one least likely to be missed.
-    if flows.at_budget(Kind::Ping) && !make_room(flows, ev) {
+    if !flows.room_for(Kind::Ping) && !make_room(flows, ev) {
         return Err(IcmpDrop::TableFull);
     }
     let mut opened = open_socket(ini.peer.is_ipv6(), ini.peer.port());
@@ -249,7 +251,7 @@ impl Pings {
     /// State for the echo flows of `flows`.
     pub fn new(flows: &Flows) -> Self {
         Pings {
-            paused: Waiting::new(flows.budget(Kind::Ping)),
+            paused: Waiting::new(flows.max_flows(Kind::Ping)),
             errq: ErrQueue::default(),
         }
     }

@@ -138,11 +138,12 @@ impl<'c> Server<'c> {
         let flows = Flows::new(flow::capacity_for(isolate::fd_limit()));
         let (per_flow, reserved) = flows.footprint();
         log::debug!(
-            "flow table: {} flows (TCP {}, UDP {}, ping {}) for {} open files; {per_flow} bytes per flow in use, {} KiB reserved",
+            "flow table: {} flows (reserved TCP {}, UDP {}, ping {}; {} shared) for {} open files; {per_flow} bytes per flow in use, {} KiB reserved",
             flows.capacity(),
-            flows.budget(Kind::Tcp),
-            flows.budget(Kind::Udp),
-            flows.budget(Kind::Ping),
+            flows.reserve(Kind::Tcp),
+            flows.reserve(Kind::Udp),
+            flows.reserve(Kind::Ping),
+            flows.shared(),
             isolate::fd_limit(),
             reserved >> 10,
         );

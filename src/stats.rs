@@ -24,12 +24,14 @@ use std::time::{Duration, Instant};
 /// The counters one stats print shows.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Snapshot {
-    /// Open flows and budget, per kind (TCP, UDP, ping).
+    /// Open flows and the most there could be, per kind (TCP, UDP, ping).
     pub flows: [(usize, usize); Kind::COUNT],
     /// Flows in the table, of every kind.
     pub in_use: usize,
     /// The table's capacity.
     pub capacity: usize,
+    /// The shared pool: in use (flows beyond their kind's reserve), size.
+    pub shared: (usize, usize),
     /// Guest frames dropped, by reason.
     pub drops: DropCounters,
     /// Frames to the guest dropped: its queue was full.
@@ -48,9 +50,10 @@ impl Snapshot {
     /// The counters of a running loop.
     pub fn take(flows: &Flows, drops: &DropCounters, tx: &TxQueue) -> Self {
         Snapshot {
-            flows: KINDS.map(|(k, _)| (flows.count(k), flows.budget(k))),
+            flows: KINDS.map(|(k, _)| (flows.count(k), flows.max_flows(k))),
             in_use: flows.len(),
             capacity: flows.capacity(),
+            shared: (flows.shared_used(), flows.shared()),
             drops: drops.clone(),
             tx_dropped: tx.dropped,
             tx_stalled: tx.stalled,
@@ -77,8 +80,8 @@ impl Snapshot {
         };
         [
             format!(
-                "stats: flows: {flows}; table {}/{}",
-                self.in_use, self.capacity
+                "stats: flows: {flows}; table {}/{}, shared {}/{}",
+                self.in_use, self.capacity, self.shared.0, self.shared.1
             ),
             format!("stats: guest frames dropped: {drops}"),
             format!(
@@ -156,9 +159,10 @@ mod tests {
 
     fn snap(udp: usize) -> Snapshot {
         Snapshot {
-            flows: [(0, 100), (udp, 40), (0, 20)],
+            flows: [(0, 140), (udp, 130), (0, 122)],
             in_use: udp,
             capacity: 160,
+            shared: (udp.saturating_sub(10), 120),
             ..Snapshot::default()
         }
     }
@@ -168,7 +172,7 @@ mod tests {
         assert_eq!(
             snap(1).lines(),
             [
-                "stats: flows: TCP 0/100, UDP 1/40, ping 0/20; table 1/160",
+                "stats: flows: TCP 0/140, UDP 1/130, ping 0/122; table 1/160, shared 0/120",
                 "stats: guest frames dropped: none",
                 "stats: to guest: frames dropped 0, sockets paused 0; evicted: TCP 0, UDP 0, ping 0",
             ]

@@ -23,11 +23,12 @@
 //! (guest address:port, destination as the guest sees it), the host side
 //! (our socket's address:port, the destination as the host sees it).
 //!
-//! Limits: at most the table's UDP budget of flows, each closed after
-//! `IDLE_TIMEOUT` without traffic either way. When the budget (or the
-//! descriptors) run out, the least recently used flow (a datagram either
-//! way is a use) is closed to make room, so UDP can neither starve TCP
-//! nor stop opening new flows. Still to come: forwarding host ports to the
+//! Limits: UDP's reserve of the flow table and what it can get of the
+//! shared pool, each flow closed after `IDLE_TIMEOUT` without traffic
+//! either way. When UDP has no room (or the descriptors run out), its
+//! least recently used flow (a datagram either way is a use) is closed to
+//! make room, so UDP can neither take another kind's reserve nor stop
+//! opening new flows. Still to come: forwarding host ports to the
 //! guest (`-u`), and batching datagrams with `recvmmsg`/`sendmmsg`.
 
 use crate::conf::Config;
@@ -61,7 +62,8 @@ pub enum UdpDrop {
     /// Nothing a host socket may send to for the guest (`fwd::outbound`).
     #[error("destination refused: {0}")]
     Destination(Refused),
-    /// No room for a new flow, and none to evict (a zero budget).
+    /// No room for a new flow, and none to evict (no reserve, the pool
+    /// taken by other kinds).
     #[error("UDP flow table full")]
     TableFull,
     /// The host refused the socket or the send.
@@ -195,9 +197,9 @@ fn open(
     now: Instant,
 ) -> Result<FlowRef, UdpDrop> {
     let mut tgt = fwd::outbound(conf, Proto::Udp, &ini).map_err(UdpDrop::Destination)?;
-    // The least recently used flow makes way when the budget or the
+    // The least recently used flow makes way when UDP has no room or the
     // descriptors run out: it is the one least likely to be missed.
-    if flows.at_budget(Kind::Udp) && !make_room(flows, ev) {
+    if !flows.room_for(Kind::Udp) && !make_room(flows, ev) {
         return Err(UdpDrop::TableFull);
     }
     let mut opened = open_socket(ini.peer.port(), tgt.peer);
@@ -238,7 +240,7 @@ impl Udp {
     /// State for the UDP flows of `flows`.
     pub fn new(flows: &Flows) -> Self {
         Udp {
-            paused: Waiting::new(flows.budget(Kind::Udp)),
+            paused: Waiting::new(flows.max_flows(Kind::Udp)),
             errq: ErrQueue::default(),
         }
     }

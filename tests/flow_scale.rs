@@ -4,8 +4,9 @@
 //! that never complete and datagrams to thousands of ports, which must
 //! not keep an ordinary connection out.
 //!
-//! Sizes follow the table's budgets, which pasta logs with `-d` (they
-//! come from the open files limit: this machine's may be low).
+//! Sizes follow the table's reserves and shared pool, which pasta logs
+//! with `-d` (they come from the open files limit: this machine's may be
+//! low).
 
 mod support;
 
@@ -204,8 +205,31 @@ fn fds(pid: i32) -> usize {
         .count()
 }
 
-/// The table's size as pasta logged it: (capacity, TCP, UDP, ping).
-fn budgets(log: &Path) -> (usize, usize, usize, usize) {
+/// The flow table as pasta logged it with `-d`.
+#[derive(Debug, Clone, Copy)]
+struct Table {
+    capacity: usize,
+    /// Reserved per kind: TCP, UDP, ping.
+    reserve: [usize; 3],
+    /// What the reserves leave, for any kind.
+    shared: usize,
+}
+
+const TCP: usize = 0;
+const UDP: usize = 1;
+const PING: usize = 2;
+
+impl Table {
+    /// Most flows of kind `k`: its reserve and the whole pool.
+    fn max(&self, k: usize) -> usize {
+        self.reserve[k] + self.shared
+    }
+}
+
+/// The table's size as pasta logged it, e.g. `flow table: 19872 flows
+/// (reserved TCP 2484, UDP 1242, ping 310; 15836 shared) for 20000 open
+/// files`.
+fn table(log: &Path) -> Table {
     let mut line = String::new();
     assert!(
         wait_for(Duration::from_secs(5), || {
@@ -219,12 +243,22 @@ fn budgets(log: &Path) -> (usize, usize, usize, usize) {
         }),
         "pasta logs its flow table with -d"
     );
-    let (_, table) = line.split_once("flow table:").unwrap();
-    let n: Vec<usize> = table
+    let (_, rest) = line.split_once("flow table:").unwrap();
+    let n: Vec<usize> = rest
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|w| w.parse().ok())
         .collect();
-    (n[0], n[1], n[2], n[3])
+    let t = Table {
+        capacity: n[0],
+        reserve: [n[1], n[2], n[3]],
+        shared: n[4],
+    };
+    assert_eq!(
+        t.reserve.iter().sum::<usize>() + t.shared,
+        t.capacity,
+        "{line}"
+    );
+    t
 }
 
 /// pasta in a fresh host, with a debug log; the host blackholes
@@ -294,9 +328,9 @@ impl Scene {
 #[test]
 fn ten_thousand_tcp_connections_come_and_go() {
     let s = Scene::new();
-    let (_, tcp_budget, _, _) = budgets(&s.log);
-    // 10 000, or what the TCP budget allows with some room to spare.
-    let n = 10_000.min(tcp_budget * 9 / 10);
+    let t = table(&s.log);
+    // 10 000, or what TCP can hold with some room to spare.
+    let n = 10_000.min(t.max(TCP) * 9 / 10);
     let _server = s.tcp_server();
     let before = fds(s.p.pid);
     let client = script(&s.dir, "tcp_client.py", TCP_CLIENT);
@@ -357,45 +391,76 @@ fn ten_thousand_tcp_connections_come_and_go() {
 }
 
 #[test]
-fn fifteen_thousand_udp_flows_within_the_budget() {
+fn fifteen_thousand_udp_flows_held_at_once() {
     let s = Scene::new();
-    let (_, _, udp_budget, _) = budgets(&s.log);
+    let t = table(&s.log);
     let _server = s.udp_server();
     let before = fds(s.p.pid);
-    let n = 15_000;
+    // 15 000, or what UDP can hold on this machine.
+    let n = 15_000.min(t.max(UDP));
     let started = Instant::now();
     let (answered, sent) = s.udp_round(n, 20_000);
+    let held = fds(s.p.pid);
     eprintln!(
-        "{n} UDP flows (budget {udp_budget}): {answered} answered, {sent} sent, in {:?}; pasta holds {} descriptors, {before} before",
+        "{n} UDP flows (most {}): {answered} answered, {sent} sent, in {:?}; pasta holds {held} descriptors, {before} before",
+        t.max(UDP),
         started.elapsed(),
-        fds(s.p.pid)
     );
-    // Every flow forwarded both ways: beyond the budget, the least
-    // recently used flows made way for new ones.
+    // Every flow forwarded both ways, all open at once: UDP's reserve and
+    // the shared pool hold them, nothing was evicted.
     assert_eq!(answered, n);
-    assert_eq!(
-        fds(s.p.pid),
-        before + n.min(udp_budget),
-        "one socket per flow, within the budget"
-    );
-    // The newest flows are the ones kept: another round from the last
-    // ports needs no new socket.
-    let keep = n.min(udp_budget) / 2;
-    let (again, _) = s.udp_round(keep, 20_000 + (n - keep) as u16);
-    assert_eq!(again, keep);
-    assert_eq!(fds(s.p.pid), before + n.min(udp_budget));
+    assert_eq!(held, before + n, "one socket per flow, all at once");
+    // Another round from the same ports needs no new socket.
+    let (again, _) = s.udp_round(n / 2, 20_000);
+    assert_eq!(again, n / 2);
+    assert_eq!(fds(s.p.pid), before + n);
+}
+
+/// Datagrams from the namespace to `ports` ports of `dst`, one each.
+fn udp_flood(ns: &Netns, dst: &str, ports: usize) {
+    ns.sh(&format!(
+        "python3 -c 'import socket\nu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor p in range(1, {ports} + 1):\n    try: u.sendto(b\"x\", (\"{dst}\", p))\n    except OSError: pass'"
+    ));
+}
+
+/// Descriptors of `pid` once they settle at `want` (pasta may still be
+/// reading the tail of a flood), or what they were after 5 s. While a
+/// kind is full, each new flow is "close the oldest, open the new one",
+/// so the count never goes past `want`: the highest seen is returned too.
+fn settle(pid: i32, want: usize) -> (usize, usize) {
+    let mut most = 0;
+    let mut now = 0;
+    wait_for(Duration::from_secs(5), || {
+        now = fds(pid);
+        most = most.max(now);
+        now == want
+    });
+    (now, most)
+}
+
+/// From the namespace: one connection to the TCP echo server, which
+/// must echo. Returns how long connecting and the echo took (timed in
+/// the client, so the interpreter's start-up doesn't count).
+fn ordinary_connection(ns: &Netns, addr: &str) -> Duration {
+    let out = ns.sh(&format!(
+        "python3 -c 'import socket, time\nt = time.time()\nc = socket.create_connection((\"{addr}\", {TCP_PORT}), timeout=3)\nc.sendall(b\"still here\")\nprint(c.recv(64).decode(), time.time() - t)'"
+    ));
+    let (echo, secs) = out.trim().rsplit_once(' ').unwrap();
+    assert_eq!(echo, "still here");
+    Duration::from_secs_f64(secs.parse().unwrap())
 }
 
 #[test]
 fn a_flood_of_dead_handshakes_and_datagrams_keeps_no_one_out() {
     let s = Scene::new();
-    let (capacity, tcp_budget, udp_budget, _) = budgets(&s.log);
+    let t = table(&s.log);
     let _tcp = s.tcp_server();
     let _udp = s.udp_server();
     let before = fds(s.p.pid);
-    // Twice TCP's budget of SYNs that will never be answered, then more
-    // UDP flows than its budget to the same black hole.
-    let syns = 2 * tcp_budget;
+    // Twice what TCP can hold of SYNs that will never be answered: the
+    // dead handshakes take TCP's reserve and the whole pool. Then more
+    // datagrams to the same black hole than UDP's reserve.
+    let syns = 2 * t.max(TCP);
     let flood = script(&s.dir, "syn_flood.py", SYN_FLOOD);
     // The namespace's tap queue (1000 frames) would drop much of a burst
     // before pasta reads it: let all of the flood reach pasta.
@@ -405,38 +470,23 @@ fn a_flood_of_dead_handshakes_and_datagrams_keeps_no_one_out() {
         "python3 {} {syns} {HOST_ADDR4} {BLACKHOLE} {OUR_MAC}",
         flood.display()
     ));
-    let ports = udp_budget + 2000;
-    s.p.ns.sh(&format!(
-        "python3 -c 'import socket\nu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor p in range(1, {ports} + 1):\n    try: u.sendto(b\"x\", (\"{BLACKHOLE}.7\", p))\n    except OSError: pass'"
-    ));
-    // TCP and UDP both at their budget, not beyond: every SYN past TCP's
-    // budget took the place of an older dead handshake, every new UDP
-    // flow that of the least recently used (pasta may still be reading
-    // the last of the flood).
-    // Once both are full, each new flow is "close the oldest, open the
-    // new one": the count dips by one while the tail is being read.
-    let full = before + tcp_budget + udp_budget;
-    let mut most = 0;
-    let mut flooded = 0;
-    wait_for(Duration::from_secs(5), || {
-        flooded = fds(s.p.pid);
-        most = most.max(flooded);
-        flooded == full
-    });
+    let ports = t.reserve[UDP] + 2000;
+    udp_flood(&s.p.ns, &format!("{BLACKHOLE}.7"), ports);
+    // TCP at its most, not beyond: every SYN past it took the place of an
+    // older dead handshake. UDP, with the pool taken, still has its
+    // reserve: every new flow past it took the place of the least
+    // recently used.
+    let full = before + t.max(TCP) + t.reserve[UDP];
+    let (flooded, most) = settle(s.p.pid, full);
     eprintln!(
-        "{syns} SYNs and {ports} datagrams in {:?}: pasta holds {flooded} descriptors ({before} before, capacity {capacity}, TCP {tcp_budget}, UDP {udp_budget})",
+        "{syns} SYNs and {ports} datagrams in {:?}: pasta holds {flooded} descriptors ({before} before, {t:?})",
         started.elapsed()
     );
     assert_eq!(flooded, full);
     assert!(most <= full, "{most} descriptors at some point");
     // An ordinary connection gets through at once: the oldest dead
     // handshake makes way for it.
-    let t = Instant::now();
-    let out = s.p.ns.sh(&format!(
-        "python3 -c 'import socket\nc = socket.create_connection((\"{HOST_REMOTE4}\", {TCP_PORT}), timeout=3)\nc.sendall(b\"still here\")\nprint(c.recv(64).decode())'"
-    ));
-    let took = t.elapsed();
-    assert_eq!(out.trim(), "still here");
+    let took = ordinary_connection(&s.p.ns, HOST_REMOTE4);
     assert!(took < Duration::from_secs(1), "connected in {took:?}");
     // And an ordinary UDP exchange, its flow taking the least recently
     // used one's place.
@@ -449,12 +499,53 @@ fn a_flood_of_dead_handshakes_and_datagrams_keeps_no_one_out() {
     s.p.ns
         .sh("busybox udhcpc -i eth0 -n -q -f -s /bin/true -t 3 -T 1 >/dev/null 2>&1");
     // Dead handshakes last 10 s from their SYN: then only UDP flows are
-    // left.
+    // left, UDP's reserve and perhaps one more: once the ordinary
+    // connection closed, its place in the pool was free for the ordinary
+    // UDP exchange.
     assert!(
         wait_for(Duration::from_secs(20), || fds(s.p.pid)
-            <= before + udp_budget),
+            <= before + t.reserve[UDP] + 1),
         "handshakes outlived their timeout: {} descriptors",
         fds(s.p.pid)
     );
+    assert!(alive(s.p.pid));
+}
+
+#[test]
+fn datagrams_holding_the_pool_leave_tcp_and_ping_their_reserves() {
+    let s = Scene::new();
+    let t = table(&s.log);
+    let _tcp = s.tcp_server();
+    let before = fds(s.p.pid);
+    s.p.ns.sh("ip link set eth0 txqueuelen 100000");
+    // UDP first this time: more flows than it can hold, to the black
+    // hole. They take UDP's reserve and the whole pool.
+    let ports = t.max(UDP) + 2000;
+    udp_flood(&s.p.ns, &format!("{BLACKHOLE}.8"), ports);
+    let (flooded, most) = settle(s.p.pid, before + t.max(UDP));
+    assert_eq!(flooded, before + t.max(UDP), "{t:?}");
+    assert!(most <= flooded, "{most} descriptors at some point");
+    // Then twice TCP's reserve of dead handshakes: TCP gets its reserve,
+    // no more, and takes nothing from UDP.
+    let syns = 2 * t.reserve[TCP];
+    let flood = script(&s.dir, "syn_flood.py", SYN_FLOOD);
+    s.p.ns.sh(&format!(
+        "python3 {} {syns} {HOST_ADDR4} {BLACKHOLE} {OUR_MAC}",
+        flood.display()
+    ));
+    let full = before + t.max(UDP) + t.reserve[TCP];
+    let (flooded, most) = settle(s.p.pid, full);
+    eprintln!(
+        "{ports} datagrams, then {syns} SYNs: pasta holds {flooded} descriptors ({before} before, {t:?})"
+    );
+    assert_eq!(flooded, full);
+    assert!(most <= full, "{most} descriptors at some point");
+    // TCP, within its reserve, still connects at once, and ping has its
+    // own reserve.
+    let took = ordinary_connection(&s.p.ns, HOST_REMOTE4);
+    assert!(took < Duration::from_secs(1), "connected in {took:?}");
+    assert!(t.reserve[PING] > 0);
+    s.p.ns.sh(&format!("ping -c 1 -W 2 {HOST_REMOTE4}"));
+    assert!(fds(s.p.pid) <= before + t.capacity);
     assert!(alive(s.p.pid));
 }
