@@ -24,7 +24,8 @@
 //! (our socket's address:port, the destination as the host sees it).
 //!
 //! Limits: UDP's reserve of the flow table and what it can get of the
-//! shared pool, each flow closed after `IDLE_TIMEOUT` without traffic
+//! shared pool, each flow closed after `IDLE_TIMEOUT` (for tests:
+//! `IDLE_SECS_ENV`) without traffic
 //! either way. When UDP has no room (or the descriptors run out), its
 //! least recently used flow (a datagram either way is a use) is closed to
 //! make room, so UDP can neither take another kind's reserve nor stop
@@ -52,6 +53,26 @@ use std::time::{Duration, Instant};
 
 /// A flow without traffic for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Set to a number of seconds in the environment, it replaces
+/// `IDLE_TIMEOUT`: a testing aid, so tests can watch thousands of flows
+/// expire without waiting three minutes. Read once, at start-up.
+pub const IDLE_SECS_ENV: &str = "PASST_RS_UDP_IDLE_SECS";
+
+/// The idle timeout `IDLE_SECS_ENV` asks for, if it holds a whole number
+/// of seconds above zero; anything else is ignored, with a warning.
+fn idle_timeout_from(value: Option<std::ffi::OsString>) -> Duration {
+    let Some(v) = value else {
+        return IDLE_TIMEOUT;
+    };
+    match v.to_str().and_then(|s| s.trim().parse::<u64>().ok()) {
+        Some(secs) if secs > 0 => Duration::from_secs(secs),
+        _ => {
+            log::warn!("{IDLE_SECS_ENV}={v:?}: not a number of seconds, using {IDLE_TIMEOUT:?}");
+            IDLE_TIMEOUT
+        }
+    }
+}
 
 /// Why a datagram from the guest was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -128,6 +149,9 @@ pub struct Udp {
     /// Flows whose socket is paused until the guest's queue drains.
     paused: Waiting,
     errq: ErrQueue,
+    /// How long a flow lives without traffic: `IDLE_TIMEOUT`, unless
+    /// `IDLE_SECS_ENV` says otherwise.
+    idle: Duration,
 }
 
 fn bind_port(fd: RawFd, v6: bool, port: u16) -> nix::Result<()> {
@@ -195,6 +219,7 @@ fn open(
     flows: &mut Flows,
     ini: FlowSide,
     now: Instant,
+    idle: Duration,
 ) -> Result<FlowRef, UdpDrop> {
     let mut tgt = fwd::outbound(conf, Proto::Udp, &ini).map_err(UdpDrop::Destination)?;
     // The least recently used flow makes way when UDP has no room or the
@@ -232,7 +257,7 @@ fn open(
         }
         UdpDrop::TableFull
     })?;
-    flows.schedule(r, now + IDLE_TIMEOUT);
+    flows.schedule(r, now + idle);
     Ok(r)
 }
 
@@ -242,6 +267,7 @@ impl Udp {
         Udp {
             paused: Waiting::new(flows.max_flows(Kind::Udp)),
             errq: ErrQueue::default(),
+            idle: idle_timeout_from(std::env::var_os(IDLE_SECS_ENV)),
         }
     }
 
@@ -266,7 +292,7 @@ impl Udp {
         let ini = FlowSide::new(Side::Tap, guest, remote);
         let r = match flows.lookup(Proto::Udp, &ini) {
             Some(s) => s.flow,
-            None => open(conf, ev, flows, ini, now)?,
+            None => open(conf, ev, flows, ini, now, self.idle)?,
         };
         flows.touch(r);
         let Some(flow) = flow_mut(flows, r) else {
@@ -361,10 +387,10 @@ impl Udp {
         self.paused.give_back(waiting);
     }
 
-    /// Close flow `r` if it has been idle for `IDLE_TIMEOUT`; otherwise
+    /// Close flow `r` if it has been idle for the idle timeout; otherwise
     /// schedule it for when it will have been.
     pub fn expire(&mut self, flows: &mut Flows, ev: &EventLoop, r: FlowRef, now: Instant) {
-        let Some(due) = flow_mut(flows, r).map(|f| f.last + IDLE_TIMEOUT) else {
+        let Some(due) = flow_mut(flows, r).map(|f| f.last + self.idle) else {
             return;
         };
         if due > now {
@@ -535,5 +561,16 @@ mod tests {
             assert!(matches!(r, Err(UdpDrop::Destination(_))), "{dst}");
         }
         assert!(flows.is_empty());
+    }
+
+    #[test]
+    fn the_idle_timeout_can_be_shortened_for_tests() {
+        let secs = |v: &str| idle_timeout_from(Some(v.into()));
+        assert_eq!(idle_timeout_from(None), IDLE_TIMEOUT);
+        assert_eq!(secs("3"), Duration::from_secs(3));
+        assert_eq!(secs(" 7\n"), Duration::from_secs(7));
+        for bad in ["", "0", "-1", "1.5", "soon"] {
+            assert_eq!(secs(bad), IDLE_TIMEOUT, "{bad:?}");
+        }
     }
 }

@@ -272,13 +272,18 @@ struct Scene {
 
 impl Scene {
     fn new() -> Scene {
+        Self::with(PastaOpts::default())
+    }
+
+    /// The same, pasta started as `opts` says.
+    fn with(opts: PastaOpts) -> Scene {
         let host = Host::new();
         host.ns.sh(&format!(
             "nft 'add table ip bh; add chain ip bh out {{ type filter hook output priority 0 ; }} ; add rule ip bh out ip daddr {BLACKHOLE}.0/24 drop'"
         ));
         let dir = TempDir::new();
         let log = dir.join("pasta.log");
-        let p = AttachedPasta::start(&host, &["-d", "-l", log.to_str().unwrap()]);
+        let p = AttachedPasta::start_with(&host, &["-d", "-l", log.to_str().unwrap()], opts);
         Scene { host, dir, p, log }
     }
 
@@ -390,9 +395,18 @@ fn ten_thousand_tcp_connections_come_and_go() {
     eprintln!("released in {:?} total", started.elapsed());
 }
 
+/// The UDP idle timeout pasta gets in `fifteen_thousand_udp_flows_...`:
+/// short, so the test sees every flow expire, yet ten times what the
+/// flows take to open here, so none expires before all are open.
+const UDP_IDLE_SECS: u64 = 15;
+
 #[test]
-fn fifteen_thousand_udp_flows_held_at_once() {
-    let s = Scene::new();
+fn fifteen_thousand_udp_flows_held_at_once_then_released() {
+    let idle = UDP_IDLE_SECS.to_string();
+    let s = Scene::with(PastaOpts {
+        env: &[("PASST_RS_UDP_IDLE_SECS", &idle)],
+        ..PastaOpts::default()
+    });
     let t = table(&s.log);
     let _server = s.udp_server();
     let before = fds(s.p.pid);
@@ -410,10 +424,26 @@ fn fifteen_thousand_udp_flows_held_at_once() {
     // the shared pool hold them, nothing was evicted.
     assert_eq!(answered, n);
     assert_eq!(held, before + n, "one socket per flow, all at once");
+    assert!(
+        started.elapsed() < Duration::from_secs(UDP_IDLE_SECS),
+        "opening the flows took longer than their idle timeout"
+    );
     // Another round from the same ports needs no new socket.
     let (again, _) = s.udp_round(n / 2, 20_000);
     assert_eq!(again, n / 2);
     assert_eq!(fds(s.p.pid), before + n);
+    // Idle for the timeout, every flow is closed: all descriptors back.
+    let idle_since = Instant::now();
+    let released = wait_for(Duration::from_secs(3 * UDP_IDLE_SECS), || {
+        fds(s.p.pid) == before
+    });
+    eprintln!(
+        "released {:?} after the last datagram: pasta holds {} descriptors",
+        idle_since.elapsed(),
+        fds(s.p.pid)
+    );
+    assert!(released, "pasta holds {} descriptors", fds(s.p.pid));
+    assert!(alive(s.p.pid));
 }
 
 /// Datagrams from the namespace to `ports` ports of `dst`, one each.
