@@ -215,6 +215,14 @@ impl<'c> Server<'c> {
                     EpollRef::TapStream => self.on_stream(ev.events()),
                     EpollRef::TapTun => self.on_tun(ev.events()),
                     EpollRef::Quit => self.on_quit(),
+                    EpollRef::Ping(r) | EpollRef::Udp(r) | EpollRef::Tcp(r)
+                        if self.flows.get(r.flow).is_none() =>
+                    {
+                        // Queued before its flow closed earlier in this
+                        // round: whatever now has the slot isn't it.
+                        self.flows.stale_event();
+                        None
+                    }
                     EpollRef::Ping(r) => {
                         self.dispatch.ping_event(
                             &mut self.flows,

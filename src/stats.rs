@@ -40,6 +40,8 @@ pub struct Snapshot {
     pub tx_stalled: u64,
     /// Flows evicted to make room, per kind.
     pub evicted: [u64; Kind::COUNT],
+    /// Socket events for flows closed earlier in the same round, dropped.
+    pub stale_events: u64,
 }
 
 /// The kinds, in the order of the per-kind arrays and of the output.
@@ -58,6 +60,7 @@ impl Snapshot {
             tx_dropped: tx.dropped,
             tx_stalled: tx.stalled,
             evicted: KINDS.map(|(k, _)| flows.evicted(k)),
+            stale_events: flows.stale_events(),
         }
     }
 
@@ -85,8 +88,8 @@ impl Snapshot {
             ),
             format!("stats: guest frames dropped: {drops}"),
             format!(
-                "stats: to guest: frames dropped {}, sockets paused {}; evicted: {evicted}",
-                self.tx_dropped, self.tx_stalled
+                "stats: to guest: frames dropped {}, sockets paused {}; evicted: {evicted}; stale events {}",
+                self.tx_dropped, self.tx_stalled, self.stale_events
             ),
         ]
     }
@@ -174,7 +177,7 @@ mod tests {
             [
                 "stats: flows: TCP 0/140, UDP 1/130, ping 0/122; table 1/160, shared 0/120",
                 "stats: guest frames dropped: none",
-                "stats: to guest: frames dropped 0, sockets paused 0; evicted: TCP 0, UDP 0, ping 0",
+                "stats: to guest: frames dropped 0, sockets paused 0; evicted: TCP 0, UDP 0, ping 0; stale events 0",
             ]
         );
     }
@@ -188,6 +191,7 @@ mod tests {
         s.tx_dropped = 7;
         s.tx_stalled = 2;
         s.evicted = [1, 2, 3];
+        s.stale_events = 4;
         let [_, drops, back] = s.lines();
         assert_eq!(
             drops,
@@ -195,7 +199,7 @@ mod tests {
         );
         assert_eq!(
             back,
-            "stats: to guest: frames dropped 7, sockets paused 2; evicted: TCP 1, UDP 2, ping 3"
+            "stats: to guest: frames dropped 7, sockets paused 2; evicted: TCP 1, UDP 2, ping 3; stale events 4"
         );
     }
 

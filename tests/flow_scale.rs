@@ -579,3 +579,200 @@ fn datagrams_holding_the_pool_leave_tcp_and_ping_their_reserves() {
     assert!(fds(s.p.pid) <= before + t.capacity);
     assert!(alive(s.p.pid));
 }
+
+/// A UDP echo server that answers each datagram after a random delay
+/// between `lo` and `hi` seconds, so replies are still on their way
+/// while the flows they belong to are evicted.
+const UDP_LATE_ECHO: &str = r#"
+import asyncio, random, socket, sys
+addr, port, ready = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+lo, hi = float(sys.argv[4]), float(sys.argv[5])
+class Late(asyncio.DatagramProtocol):
+    def connection_made(self, t):
+        self.t = t
+    def datagram_received(self, data, a):
+        asyncio.get_running_loop().call_later(random.uniform(lo, hi), self.t.sendto, data, a)
+    def error_received(self, e):
+        pass
+async def main():
+    loop = asyncio.get_running_loop()
+    t, _ = await loop.create_datagram_endpoint(Late, local_addr=(addr, port))
+    t.get_extra_info('socket').setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    open(ready, 'w').close()
+    await asyncio.Event().wait()
+asyncio.run(main())
+"#;
+
+/// For `secs` seconds: datagrams from `n` ports (from `base` up), each
+/// tagged with its port, over and over in random order, every reply
+/// checked for its port's tag; meanwhile, in a thread, TCP connections
+/// eight at a time, each sending its own tagged payload and checking
+/// the echo. Prints "sent answered misdelivered tcp_ok tcp_wrong
+/// tcp_failed".
+const MIXED_CHURN: &str = r#"
+import random, resource, selectors, socket, sys, threading, time
+n, addr, uport, tport, secs, base = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+burst, pause = int(sys.argv[7]), float(sys.argv[8])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+until = time.time() + secs
+tcp = {'ok': 0, 'wrong': 0, 'failed': 0}
+def churn():
+    i = 0
+    while time.time() < until:
+        conns = []
+        for _ in range(8):
+            i += 1
+            tag = (b'<tcp %d>' % i) * random.randint(1, 100)
+            try:
+                c = socket.create_connection((addr, tport), timeout=5)
+                c.sendall(tag)
+                conns.append((c, tag))
+            except OSError:
+                tcp['failed'] += 1
+        for c, tag in conns:
+            got = b''
+            try:
+                while len(got) < len(tag):
+                    b = c.recv(65536)
+                    if not b:
+                        break
+                    got += b
+            except OSError:
+                pass
+            tcp['ok' if got == tag else 'wrong'] += 1
+            c.close()
+t = threading.Thread(target=churn)
+t.start()
+sel = selectors.DefaultSelector()
+socks = {}
+for p in range(base, base + n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(('0.0.0.0', p))
+    s.setblocking(False)
+    socks[p] = s
+    sel.register(s, selectors.EVENT_READ, p)
+count = {'sent': 0, 'answered': 0, 'wrong': 0}
+def drain(timeout):
+    for key, _ in sel.select(timeout):
+        while True:
+            try:
+                b = key.fileobj.recv(256)
+            except BlockingIOError:
+                break
+            count['answered'] += 1
+            if not b.startswith(b'%d:' % key.data):
+                count['wrong'] += 1
+rnd = 0
+ports = list(socks)
+while time.time() < until:
+    rnd += 1
+    random.shuffle(ports)
+    for j, p in enumerate(ports):
+        try:
+            socks[p].sendto(b'%d:%d' % (p, rnd), (addr, uport))
+            count['sent'] += 1
+        except OSError:
+            pass
+        if j % burst == burst - 1:
+            # Paced, so pasta keeps up and its tap queue stays short:
+            # TCP's segments wait behind no more than a burst.
+            drain(pause)
+    drain(0)
+end = time.time() + 1
+while time.time() < end:
+    drain(0.05)
+t.join()
+print(count['sent'], count['answered'], count['wrong'], tcp['ok'], tcp['wrong'], tcp['failed'], flush=True)
+"#;
+
+/// The last stats pasta printed to `log` (on SIGUSR1): its "to guest"
+/// line's evictions per kind and stale events.
+fn stats_after_sigusr1(pid: i32, log: &Path) -> ([u64; 3], u64) {
+    let printed = |l: &str| l.contains("stats: to guest:");
+    let before = std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| printed(l))
+        .count();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    let mut line = String::new();
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().filter(|l| printed(l)).collect();
+            line = lines.last().map(|l| l.to_string()).unwrap_or_default();
+            lines.len() > before
+        }),
+        "no stats after SIGUSR1"
+    );
+    let (_, evicted) = line.split_once("evicted:").unwrap();
+    let n: Vec<u64> = evicted
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(line.contains("; stale events "), "{line}");
+    ([n[0], n[1], n[2]], n[3])
+}
+
+#[test]
+fn stale_events_under_load_never_misdeliver() {
+    // A table of a few hundred flows (400 open files), and UDP flows that
+    // expire after 2 s, so the end of the test sees every one go.
+    let s = Scene::with(PastaOpts {
+        env: &[("PASST_RS_UDP_IDLE_SECS", "2")],
+        nofile: Some(400),
+    });
+    let t = table(&s.log);
+    assert!(t.capacity < 300, "{t:?}");
+    let _tcp = s.tcp_server();
+    let ready = s.dir.join("late.ready");
+    let late = script(&s.dir, "udp_late_echo.py", UDP_LATE_ECHO);
+    let _udp = spawn(
+        &s.host.ns,
+        &format!(
+            "python3 {} {HOST_REMOTE4} {UDP_PORT} {} 0 0.02",
+            late.display(),
+            ready.display()
+        ),
+    );
+    assert!(wait_for(Duration::from_secs(5), || ready.exists()));
+    s.p.ns.sh("ip link set eth0 txqueuelen 100000");
+    let before = fds(s.p.pid);
+    // Ten times more source ports than UDP can hold, while TCP opens and
+    // closes connections, for a few seconds: 50 datagrams every 10 ms
+    // from ports in random order, so each round of pasta's loop opens
+    // dozens of flows, evicting as many, some of whose replies are ready
+    // in the same round. Their events, later in the round, are stale.
+    let ports = 10 * t.max(UDP);
+    let churn = script(&s.dir, "mixed_churn.py", MIXED_CHURN);
+    let out = s.p.ns.sh(&format!(
+        "python3 {} {ports} {HOST_REMOTE4} {UDP_PORT} {TCP_PORT} 6 20000 50 0.01",
+        churn.display()
+    ));
+    let v: Vec<u64> = out.split_whitespace().map(|w| w.parse().unwrap()).collect();
+    let [sent, answered, misdelivered, tcp_ok, tcp_wrong, tcp_failed] = v[..] else {
+        panic!("client printed {out:?}");
+    };
+    let (evicted, stale) = stats_after_sigusr1(s.p.pid, &s.log);
+    eprintln!(
+        "{ports} ports: {sent} datagrams sent, {answered} answered, {misdelivered} misdelivered; TCP {tcp_ok} echoed, {tcp_wrong} wrong, {tcp_failed} failed; evicted {evicted:?}, stale events {stale} ({t:?})"
+    );
+    assert!(alive(s.p.pid));
+    assert_eq!(misdelivered, 0, "a reply reached another port's flow");
+    assert!(answered > 0);
+    assert_eq!((tcp_wrong, tcp_failed), (0, 0));
+    assert!(tcp_ok > 0);
+    assert!(evicted[UDP] > 0);
+    assert!(stale > 0, "no stale event: the load didn't make any");
+    // Every flow goes: UDP's once idle, TCP's once closed.
+    assert!(
+        wait_for(Duration::from_secs(20), || fds(s.p.pid) == before),
+        "pasta holds {} descriptors, {before} before",
+        fds(s.p.pid)
+    );
+}

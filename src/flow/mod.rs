@@ -379,6 +379,8 @@ pub struct Table<F> {
     /// `evict`).
     lists: [List; Kind::COUNT],
     evicted: [u64; Kind::COUNT],
+    /// Events that named a flow no longer there (see `stale_event`).
+    stale_events: u64,
 }
 
 /// The hash of side index `sidx` of the flows in `slots`.
@@ -421,6 +423,7 @@ impl<F: FlowEntry> Table<F> {
             timers: timer::Heap::new(capacity),
             lists: [EMPTY; Kind::COUNT],
             evicted: [0; Kind::COUNT],
+            stale_events: 0,
         }
     }
 
@@ -756,6 +759,20 @@ impl<F: FlowEntry> Table<F> {
     /// Flows of `kind` evicted so far.
     pub fn evicted(&self, kind: Kind) -> u64 {
         self.evicted[kind.index()]
+    }
+
+    /// Count an epoll event for a flow `get` no longer finds: closed
+    /// (evicted, expired, reset) earlier in the same round of events, its
+    /// slot free or already another flow's. The event is then dropped; the
+    /// count shows how often that happens (thousands under eviction
+    /// pressure).
+    pub fn stale_event(&mut self) {
+        self.stale_events += 1;
+    }
+
+    /// Stale events so far (`stale_event`).
+    pub fn stale_events(&self) -> u64 {
+        self.stale_events
     }
 
     /// Remove every flow, handing each to `gone`.
