@@ -776,3 +776,228 @@ fn stale_events_under_load_never_misdeliver() {
         fds(s.p.pid)
     );
 }
+
+/// Raw frames on the namespace's `eth0` as if its stack had sent them:
+/// `n` in all, taken in turn from each spec `KIND/SRC/DST/DPORT`. KIND is
+/// `syn` (a TCP SYN) or `udp` (a one-byte datagram); SRC an IPv4 or IPv6
+/// address; DST an address, or a prefix ending in `.` or `:` to which 1
+/// to 250 is appended; DPORT a port, or 0 for 1, 2, ... per 250 frames.
+/// Each frame of a spec has its own source port or destination: one new
+/// flow each. Paced so the tap queue keeps up.
+const FRAME_FLOOD: &str = r#"
+import ipaddress, socket, struct, sys, time
+n, ours = int(sys.argv[1]), sys.argv[2]
+specs = [a.split('/') for a in sys.argv[3:]]
+def csum(b):
+    if len(b) % 2:
+        b += b'\0'
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+mac = bytes.fromhex(open('/sys/class/net/eth0/address').read().strip().replace(':', ''))
+dst_mac = bytes.fromhex(ours.replace(':', ''))
+p = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+p.bind(('eth0', 0))
+def frame(kind, src, dst, sport, dport):
+    s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    proto = 6 if kind == 'syn' else 17
+    if kind == 'syn':
+        l4 = struct.pack('!HHIIBBHHH', sport, dport, 1000, 0, 5 << 4, 0x02, 65535, 0, 0)
+        at = 16
+    else:
+        l4 = struct.pack('!HHHH', sport, dport, 9, 0) + b'x'
+        at = 6
+    if s.version == 4:
+        pseudo = s.packed + d.packed + struct.pack('!BBH', 0, proto, len(l4))
+    else:
+        pseudo = s.packed + d.packed + struct.pack('!I3xB', len(l4), proto)
+    c = csum(pseudo + l4) or 0xffff
+    l4 = l4[:at] + struct.pack('!H', c) + l4[at + 2:]
+    if s.version == 4:
+        ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(l4), 0, 0x4000, 64, proto, 0, s.packed, d.packed)
+        ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
+        return dst_mac + mac + b'\x08\x00' + ip + l4
+    ip = struct.pack('!IHBB16s16s', 0x60000000, len(l4), proto, 64, s.packed, d.packed)
+    return dst_mac + mac + b'\x86\xdd' + ip + l4
+for i in range(n):
+    kind, src, dst, dport = specs[i % len(specs)]
+    k = i // len(specs)
+    if dst[-1] in '.:':
+        dst = dst + ('%d' if dst[-1] == '.' else '%x') % (1 + k % 250)
+    dport = int(dport) or 1 + k // 250
+    f = frame(kind, src, dst, 1024 + k % 60000, dport)
+    while True:
+        try:
+            p.send(f)
+            break
+        except OSError:
+            time.sleep(0.01)
+    if i % 250 == 249:
+        time.sleep(0.02)
+"#;
+
+/// Blackholed on the host for IPv6, as `BLACKHOLE` is for IPv4.
+const BLACKHOLE6: &str = "2001:db8:bad::";
+/// A TCP port on the host that accepts, but whose SYN-ACKs the guest
+/// drops: handshakes that never complete on the guest's side.
+const HALF_OPEN_PORT: u16 = 7302;
+
+/// From a passt guest: one TCP connection to the echo server at `addr`
+/// and one UDP exchange with `udp` (if any), each timed in the client.
+fn ordinary_exchange(ns: &Netns, tcp: &str, udp: Option<&str>) -> (Duration, Duration) {
+    let took_tcp = ordinary_connection(ns, tcp);
+    let Some(udp) = udp else {
+        return (took_tcp, Duration::ZERO);
+    };
+    let out = ns.sh(&format!(
+        "python3 -c 'import socket, time\nt = time.time()\nu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nu.settimeout(3)\nu.sendto(b\"ping\", (\"{udp}\", {UDP_PORT}))\nprint(u.recv(64).decode(), time.time() - t)'"
+    ));
+    let (echo, secs) = out.trim().rsplit_once(' ').unwrap();
+    assert_eq!(echo, "ping");
+    (took_tcp, Duration::from_secs_f64(secs.parse().unwrap()))
+}
+
+/// ARP and DHCP from a passt guest answered, each within its tool's
+/// timeout (2 s and 3 tries of 1 s).
+fn gateway_answers(ns: &Netns) -> Duration {
+    let t = Instant::now();
+    ns.sh(&format!("busybox arping -c 1 -w 2 -I eth0 {HOST_GW4}"));
+    ns.sh("busybox udhcpc -i eth0 -n -q -f -s /bin/true -t 3 -T 1 >/dev/null 2>&1");
+    t.elapsed()
+}
+
+/// A passt guest with its IPv4 address and route, and its IPv6 route
+/// learnt from our advertisements; its tap queue takes a whole flood.
+fn passt_guest(socket: &Path) -> relay::Guest {
+    let g = relay::Guest::connect(socket);
+    g.ns.sh(&format!(
+        "ip addr add {HOST_ADDR4}/24 dev eth0 && ip route add default via {HOST_GW4} && ip link set eth0 txqueuelen 100000"
+    ));
+    assert!(
+        wait_for(Duration::from_secs(5), || g
+            .ns
+            .run("ip -6 route show default")
+            .stdout
+            .starts_with(b"default")),
+        "no IPv6 route from our advertisements"
+    );
+    g
+}
+
+#[test]
+fn through_passt_a_flood_keeps_no_one_out_and_a_new_guest_starts_clean() {
+    let host = Host::new();
+    host.ns.sh(&format!(
+        "nft 'add table inet bh; add chain inet bh out {{ type filter hook output priority 0 ; }} ; add rule inet bh out ip daddr {BLACKHOLE}.0/24 drop; add rule inet bh out ip6 daddr {BLACKHOLE6}/64 drop'"
+    ));
+    let dir = TempDir::new();
+    let log = dir.join("passt.log");
+    let d = Daemon::start(&host, &dir, &["-d", "-l", log.to_str().unwrap()]);
+    let t = table(&log);
+    let tcp_echo = script(&dir, "tcp_echo.py", TCP_ECHO);
+    let udp_echo = script(&dir, "udp_echo.py", UDP_ECHO);
+    let mut servers = Vec::new();
+    for (i, (prog, addr, port)) in [
+        (&tcp_echo, HOST_REMOTE4, TCP_PORT),
+        (&tcp_echo, HOST_REMOTE6, TCP_PORT),
+        (&tcp_echo, HOST_REMOTE4, HALF_OPEN_PORT),
+        (&udp_echo, HOST_REMOTE4, UDP_PORT),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ready = dir.join(&format!("ready{i}"));
+        servers.push(spawn(
+            &host.ns,
+            &format!(
+                "python3 {} {addr} {port} {}",
+                prog.display(),
+                ready.display()
+            ),
+        ));
+        assert!(wait_for(Duration::from_secs(5), || ready.exists()));
+    }
+    // passt with no guest, then with one.
+    let alone = fds(d.pid);
+    let g = passt_guest(&d.socket);
+    // The guest's stack drops our SYN-ACKs from the half-open port, and
+    // so never acknowledges them (nor resets them).
+    g.ns.sh(&format!(
+        "nft 'add table inet g; add chain inet g in {{ type filter hook input priority 0 ; }} ; add rule inet g in tcp sport {HALF_OPEN_PORT} drop'"
+    ));
+    let before = fds(d.pid);
+    // Twice what TCP can hold of SYNs, in turn to the IPv4 and IPv6 black
+    // holes and to the half-open port; then datagrams to more IPv4 and
+    // IPv6 ports than UDP's reserve.
+    let flood = script(&dir, "frame_flood.py", FRAME_FLOOD);
+    let syns = 2 * t.max(TCP);
+    let started = Instant::now();
+    g.ns.sh(&format!(
+        "python3 {} {syns} {OUR_MAC} syn/{HOST_ADDR4}/{BLACKHOLE}./0 syn/{HOST_ADDR6}/{BLACKHOLE6}/0 syn/{HOST_ADDR4}/{HOST_REMOTE4}/{HALF_OPEN_PORT}",
+        flood.display()
+    ));
+    let datagrams = 2 * (t.reserve[UDP] + 2000);
+    g.ns.sh(&format!(
+        "python3 {} {datagrams} {OUR_MAC} udp/{HOST_ADDR4}/{BLACKHOLE}.7/0 udp/{HOST_ADDR6}/{BLACKHOLE6}7/0",
+        flood.display()
+    ));
+    // As through pasta: TCP at its most, UDP at its reserve.
+    let full = before + t.max(TCP) + t.reserve[UDP];
+    let (flooded, most) = settle(d.pid, full);
+    eprintln!(
+        "passt: {syns} SYNs and {datagrams} datagrams in {:?}: {flooded} descriptors ({before} before, {alone} without a guest; {t:?})",
+        started.elapsed()
+    );
+    assert_eq!(flooded, full);
+    assert!(most <= full, "{most} descriptors at some point");
+    // Each part of the flood was taken for what it is: IPv6 handshakes,
+    // and connections the host accepted that wait for the guest's ACK.
+    let half_open = host.ns.sh(&format!(
+        "ss -Htn state established '( sport = :{HALF_OPEN_PORT} )' | wc -l"
+    ));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let v6 = text
+        .lines()
+        .filter(|l| l.contains(&format!("-> [{BLACKHOLE6}")))
+        .count();
+    eprintln!(
+        "half-open on the host: {}; IPv6 flows: {v6}",
+        half_open.trim()
+    );
+    assert!(half_open.trim().parse::<usize>().unwrap() > 0);
+    assert!(v6 > 0);
+    // Ordinary traffic gets through at once, both families.
+    let (tcp4, udp4) = ordinary_exchange(&g.ns, HOST_REMOTE4, Some(HOST_REMOTE4));
+    let (tcp6, _) = ordinary_exchange(&g.ns, HOST_REMOTE6, None);
+    eprintln!("passt under the flood: TCP {tcp4:?} (IPv6 {tcp6:?}), UDP {udp4:?}");
+    for took in [tcp4, udp4, tcp6] {
+        assert!(took < Duration::from_secs(1), "took {took:?}");
+    }
+    let arp_dhcp = gateway_answers(&g.ns);
+    // The guest goes away: every flow it had goes with it, at once.
+    drop(g);
+    let t_gone = Instant::now();
+    let released = wait_for(Duration::from_secs(5), || fds(d.pid) == alone);
+    eprintln!(
+        "ARP and DHCP in {arp_dhcp:?}; guest gone: {} descriptors after {:?}",
+        fds(d.pid),
+        t_gone.elapsed()
+    );
+    assert!(
+        released,
+        "{} descriptors, {alone} without a guest",
+        fds(d.pid)
+    );
+    // A new guest on the same socket starts with a clean table: ARP,
+    // DHCP and a connection at once.
+    let g = passt_guest(&d.socket);
+    let arp_dhcp = gateway_answers(&g.ns);
+    let (tcp4, udp4) = ordinary_exchange(&g.ns, HOST_REMOTE4, Some(HOST_REMOTE4));
+    eprintln!("new guest: ARP and DHCP in {arp_dhcp:?}, TCP {tcp4:?}, UDP {udp4:?}");
+    for took in [tcp4, udp4] {
+        assert!(took < Duration::from_secs(1), "took {took:?}");
+    }
+    assert!(fds(d.pid) <= alone + 3, "{} descriptors", fds(d.pid));
+    assert!(alive(d.pid));
+}
