@@ -33,13 +33,13 @@
 //! guest (`-u`), and batching datagrams with `recvmmsg`/`sendmmsg`.
 
 use crate::conf::Config;
-use crate::dgram::{self, RECV_BURST, Rx};
-use crate::errqueue::{self, ErrQueue};
+use crate::dgram::{self, DgramFlow, Rx, Sockets};
+use crate::errqueue;
 use crate::event::{EpollRef, EventLoop};
-use crate::flow::{self, End, Flow, FlowRef, FlowSide, Flows, Kind, Side, SideRef, Sides, Waiting};
+use crate::flow::{self, End, Flow, FlowRef, FlowSide, Flows, Kind, Side, SideRef, Sides};
 use crate::fwd::{self, Proto, Refused};
 use crate::tap::{MAX_FRAME, TxQueue};
-use crate::wire::icmp_error::{self, Error4, Error6, MAX_ERROR_FRAME, Quote, Quoted};
+use crate::wire::icmp_error::Quoted;
 use crate::wire::{Mac, compose};
 use nix::errno::Errno;
 use nix::sys::epoll::EpollFlags;
@@ -136,6 +136,57 @@ fn flow_mut(flows: &mut Flows, r: FlowRef) -> Option<&mut UdpFlow> {
     }
 }
 
+impl DgramFlow for UdpFlow {
+    const NAME: &'static str = "UDP flow";
+
+    fn of(flows: &mut Flows, r: FlowRef) -> Option<&mut Self> {
+        flow_mut(flows, r)
+    }
+
+    fn of_flow(f: &Flow) -> Option<&Self> {
+        match f {
+            Flow::Udp(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    fn epoll_ref(r: FlowRef) -> EpollRef {
+        epoll_ref(r)
+    }
+
+    fn sock(&self) -> &OwnedFd {
+        &self.sock
+    }
+
+    fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
+    }
+
+    fn guest_ip(&self) -> IpAddr {
+        self.guest().ip()
+    }
+
+    fn remote_ip(&self) -> IpAddr {
+        self.remote().ip()
+    }
+
+    fn target_ip(&self) -> IpAddr {
+        self.target().ip()
+    }
+
+    fn quoted<'a>(&self, payload: &'a [u8]) -> Quoted<'a> {
+        Quoted::Udp {
+            src_port: self.guest().port(),
+            dst_port: self.remote().port(),
+            payload,
+        }
+    }
+}
+
 /// What epoll knows a flow's socket by: its host side.
 fn epoll_ref(r: FlowRef) -> EpollRef {
     EpollRef::Udp(SideRef {
@@ -146,9 +197,8 @@ fn epoll_ref(r: FlowRef) -> EpollRef {
 
 /// UDP translation state beside the flows themselves.
 pub struct Udp {
-    /// Flows whose socket is paused until the guest's queue drains.
-    paused: Waiting,
-    errq: ErrQueue,
+    /// Paused sockets and the error queue's buffer (`dgram`).
+    socks: Sockets,
     /// How long a flow lives without traffic: `IDLE_TIMEOUT`, unless
     /// `IDLE_SECS_ENV` says otherwise.
     idle: Duration,
@@ -265,8 +315,7 @@ impl Udp {
     /// State for the UDP flows of `flows`.
     pub fn new(flows: &Flows) -> Self {
         Udp {
-            paused: Waiting::new(flows.max_flows(Kind::Udp)),
-            errq: ErrQueue::default(),
+            socks: Sockets::new(flows.max_flows(Kind::Udp)),
             idle: idle_timeout_from(std::env::var_os(IDLE_SECS_ENV)),
         }
     }
@@ -327,64 +376,29 @@ impl Udp {
         ev: &EventLoop,
         now: Instant,
     ) {
-        let r = r.flow;
-        let Some(flow) = flow_mut(flows, r) else {
-            return;
-        };
         let link = compose::Link {
             src: Mac(conf.our_mac),
             dst: guest_mac,
         };
-        let mut failed = events.contains(EpollFlags::EPOLLERR);
-        let mut paused = false;
-        if events.contains(EpollFlags::EPOLLIN) {
-            flow.last = now;
-            let rx = receive(flow, link, tx);
-            failed |= rx.error;
-            if rx.full {
-                // Leave the datagrams in the kernel until the guest reads:
-                // polling a socket we can't empty would only spin.
-                tx.stalled += 1;
-                match ev.watch_input(&flow.sock, epoll_ref(r), false) {
-                    Ok(()) => {
-                        flow.paused = true;
-                        paused = true;
-                    }
-                    Err(e) => log::warn!("UDP flow {}: can't pause: {e}", r.index),
-                }
-            }
-        }
-        if failed {
-            relay_errors(r, flow, &mut self.errq, conf, link, tx);
-        }
-        if events.contains(EpollFlags::EPOLLIN) {
-            flows.touch(r);
-        }
-        if paused {
-            self.paused.push(r, |w| {
-                flows
-                    .get(w)
-                    .is_some_and(|f| matches!(f, Flow::Udp(u) if u.paused))
-            });
-        }
+        self.socks.event(
+            flows,
+            r,
+            events,
+            conf,
+            link,
+            tx,
+            ev,
+            |flow: &mut UdpFlow, tx| {
+                // A datagram either way is a use.
+                flow.last = now;
+                receive(flow, link, tx)
+            },
+        );
     }
 
     /// The guest's queue has room again: watch paused sockets for input.
     pub fn resume(&mut self, flows: &mut Flows, ev: &EventLoop) {
-        if self.paused.is_empty() {
-            return;
-        }
-        let waiting = self.paused.take();
-        for &r in &waiting {
-            let Some(flow) = flow_mut(flows, r).filter(|f| f.paused) else {
-                continue;
-            };
-            match ev.watch_input(&flow.sock, epoll_ref(r), true) {
-                Ok(()) => flow.paused = false,
-                Err(e) => log::warn!("UDP flow {}: can't resume: {e}", r.index),
-            }
-        }
-        self.paused.give_back(waiting);
+        self.socks.resume::<UdpFlow>(flows, ev);
     }
 
     /// Close flow `r` if it has been idle for the idle timeout; otherwise
@@ -412,7 +426,7 @@ impl Udp {
 
     /// The guest went away: its flows are gone.
     pub fn clear(&mut self) {
-        self.paused.clear();
+        self.socks.clear();
     }
 }
 
@@ -437,82 +451,6 @@ fn receive(flow: &UdpFlow, link: compose::Link, tx: &mut TxQueue) -> Rx {
             _ => return None,
         })
     })
-}
-
-/// Turn the ICMP errors queued on `flow`'s socket into errors towards the
-/// guest about the datagrams it sent, at most `RECV_BURST` of them (the
-/// rest keep `EPOLLERR` up for the next round). An error that doesn't fit
-/// in the guest's queue is dropped and counted there.
-fn relay_errors(
-    r: FlowRef,
-    flow: &UdpFlow,
-    errq: &mut ErrQueue,
-    conf: &Config,
-    link: compose::Link,
-    tx: &mut TxQueue,
-) {
-    let fd = flow.sock.as_raw_fd();
-    let mut data = [0u8; errqueue::MAX_QUOTED];
-    for _ in 0..RECV_BURST {
-        let report = match errq.recv(fd, &mut data) {
-            Ok(Some(r)) => r,
-            // Not from ICMP (a local error): nothing to tell the guest.
-            Ok(None) => continue,
-            Err(_) => break,
-        };
-        let payload = data.get(..report.len).unwrap_or(&[]);
-        let from = errqueue::error_source(report.offender, flow.remote().ip(), |o| {
-            o == flow.target().ip() || o == flow.guest().ip() || errqueue::is_host(conf, o)
-        });
-        log::debug!(
-            "UDP flow {}: ICMP{} type {} code {} from {from}",
-            r.index,
-            if report.v6 { "v6" } else { "" },
-            report.msg_type,
-            report.code
-        );
-        // The socket has the guest's destination's family (`fwd::outbound`
-        // keeps it), and so do its errors.
-        match (from, flow.guest(), flow.remote(), report.v6) {
-            (IpAddr::V4(from), SocketAddr::V4(g), SocketAddr::V4(r), false) => {
-                let Some(err) = Error4::from_icmp(report.msg_type, report.code, report.info) else {
-                    continue;
-                };
-                let quote = Quote {
-                    src: *g.ip(),
-                    dst: *r.ip(),
-                    l4: Quoted::Udp {
-                        src_port: g.port(),
-                        dst_port: r.port(),
-                        payload,
-                    },
-                };
-                tx.push_with(MAX_ERROR_FRAME, |out| {
-                    icmp_error::icmp4_error(out, link, from, *g.ip(), err, &quote)
-                });
-            }
-            (IpAddr::V6(from), SocketAddr::V6(g), SocketAddr::V6(r), true) => {
-                let Some(err) = Error6::from_icmp6(report.msg_type, report.code, report.info)
-                else {
-                    continue;
-                };
-                let quote = Quote {
-                    src: *g.ip(),
-                    dst: *r.ip(),
-                    l4: Quoted::Udp {
-                        src_port: g.port(),
-                        dst_port: r.port(),
-                        payload,
-                    },
-                };
-                tx.push_with(MAX_ERROR_FRAME, |out| {
-                    icmp_error::icmp6_error(out, link, from, *g.ip(), err, &quote)
-                });
-            }
-            _ => {}
-        }
-    }
-    errqueue::clear_pending(&flow.sock);
 }
 
 #[cfg(test)]
