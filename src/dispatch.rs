@@ -63,8 +63,8 @@ pub enum DropReason {
     MalformedTcp,
     /// A TCP segment we don't translate (`--no-tcp`, socket refused).
     Tcp,
-    /// A new flow with no room: TCP's budget held by established
-    /// connections (the SYN got an RST), or no flow to evict.
+    /// A new flow with no room: no room for TCP and every connection
+    /// established (the SYN got an RST), or no flow to evict.
     FlowLimit,
 }
 

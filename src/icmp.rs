@@ -19,20 +19,21 @@
 //! address:identifier), the host side (our socket's address:its own
 //! identifier, the pinged address as the host sees it:0).
 //!
-//! Limits: at most the table's ping budget of flows, each closed after
-//! `IDLE_TIMEOUT` without requests; when the budget (or the descriptors)
-//! run out, the least recently used flow is closed to make room. For ping
+//! Limits: ping's reserve of the flow table and what it can get of the
+//! shared pool, each flow closed after `IDLE_TIMEOUT` without requests;
+//! when ping has no room (or the descriptors run out), its least recently
+//! used flow is closed to make room. For ping
 //! sockets to work at all, our group must be in
 //! `net.ipv4.ping_group_range` (see the manual).
 
 use crate::conf::Config;
-use crate::dgram::{self, RECV_BURST, Rx};
-use crate::errqueue::{self, ErrQueue};
+use crate::dgram::{self, DgramFlow, Rx, Sockets};
+use crate::errqueue;
 use crate::event::{EpollRef, EventLoop};
-use crate::flow::{self, End, Flow, FlowRef, FlowSide, Flows, Kind, Side, SideRef, Sides, Waiting};
+use crate::flow::{self, End, Flow, FlowRef, FlowSide, Flows, Kind, Side, SideRef, Sides};
 use crate::fwd::{self, Proto, Refused};
 use crate::tap::{MAX_FRAME, TxQueue};
-use crate::wire::icmp_error::{self, Error4, Error6, MAX_ERROR_FRAME, Quote, Quoted};
+use crate::wire::icmp_error::Quoted;
 use crate::wire::{Mac, compose, icmpv4, icmpv6};
 use nix::errno::Errno;
 use nix::sys::epoll::EpollFlags;
@@ -62,7 +63,8 @@ pub enum IcmpDrop {
     /// Nothing a host socket may send to for the guest (`fwd::outbound`).
     #[error("destination refused: {0}")]
     Destination(Refused),
-    /// No room for a new flow, and none to evict (a zero budget).
+    /// No room for a new flow, and none to evict (no reserve, the pool
+    /// taken by other kinds).
     #[error("echo flow table full")]
     TableFull,
     /// The host refused the socket or the send.
@@ -119,6 +121,57 @@ fn flow_mut(flows: &mut Flows, r: FlowRef) -> Option<&mut PingFlow> {
     }
 }
 
+impl DgramFlow for PingFlow {
+    const NAME: &'static str = "ping flow";
+
+    fn of(flows: &mut Flows, r: FlowRef) -> Option<&mut Self> {
+        flow_mut(flows, r)
+    }
+
+    fn of_flow(f: &Flow) -> Option<&Self> {
+        match f {
+            Flow::Ping(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn epoll_ref(&self, r: FlowRef) -> EpollRef {
+        epoll_ref(r)
+    }
+
+    fn sock(&self) -> &OwnedFd {
+        &self.sock
+    }
+
+    fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
+    }
+
+    fn guest_ip(&self) -> IpAddr {
+        self.guest()
+    }
+
+    fn remote_ip(&self) -> IpAddr {
+        self.remote()
+    }
+
+    fn target_ip(&self) -> IpAddr {
+        self.target()
+    }
+
+    fn quoted<'a>(&self, message: &'a [u8]) -> Quoted<'a> {
+        // The request as the host sent it: ICMP header and data.
+        Quoted::Echo {
+            ident: self.id(),
+            message,
+        }
+    }
+}
+
 /// What epoll knows a flow's socket by: its host side.
 fn epoll_ref(r: FlowRef) -> EpollRef {
     EpollRef::Ping(SideRef {
@@ -129,9 +182,8 @@ fn epoll_ref(r: FlowRef) -> EpollRef {
 
 /// Echo translation state beside the flows themselves.
 pub struct Pings {
-    /// Flows whose socket is paused until the guest's queue drains.
-    paused: Waiting,
-    errq: ErrQueue,
+    /// Paused sockets and the error queue's buffer (`dgram`).
+    socks: Sockets,
 }
 
 /// Where a guest's destination is on the host: the policy all
@@ -207,9 +259,9 @@ fn open(
     now: Instant,
 ) -> Result<FlowRef, IcmpDrop> {
     let mut tgt = fwd::outbound(conf, Proto::Icmp, &ini).map_err(IcmpDrop::Destination)?;
-    // The least recently used flow makes way when the budget or the
+    // The least recently used flow makes way when ping has no room or the
     // descriptors run out: it is the one least likely to be missed.
-    if flows.at_budget(Kind::Ping) && !make_room(flows, ev) {
+    if !flows.room_for(Kind::Ping) && !make_room(flows, ev) {
         return Err(IcmpDrop::TableFull);
     }
     let mut opened = open_socket(ini.peer.is_ipv6(), ini.peer.port());
@@ -249,8 +301,7 @@ impl Pings {
     /// State for the echo flows of `flows`.
     pub fn new(flows: &Flows) -> Self {
         Pings {
-            paused: Waiting::new(flows.budget(Kind::Ping)),
-            errq: ErrQueue::default(),
+            socks: Sockets::new(flows.max_flows(Kind::Ping)),
         }
     }
 
@@ -347,62 +398,26 @@ impl Pings {
         tx: &mut TxQueue,
         ev: &EventLoop,
     ) {
-        let r = r.flow;
-        let Some(flow) = flow_mut(flows, r) else {
-            return;
-        };
         let link = compose::Link {
             src: Mac(conf.our_mac),
             dst: guest_mac,
         };
-        let mut failed = events.contains(EpollFlags::EPOLLERR);
-        let mut paused = false;
-        if events.contains(EpollFlags::EPOLLIN) {
-            let rx = receive(flow, link, tx);
-            failed |= rx.error;
-            if rx.full {
-                // Leave the replies in the kernel until the guest reads.
-                tx.stalled += 1;
-                match ev.watch_input(&flow.sock, epoll_ref(r), false) {
-                    Ok(()) => {
-                        flow.paused = true;
-                        paused = true;
-                    }
-                    Err(e) => log::warn!("ping flow {}: can't pause: {e}", r.index),
-                }
-            }
-        }
-        if failed {
-            relay_errors(r, flow, &mut self.errq, conf, link, tx);
-        }
-        if events.contains(EpollFlags::EPOLLIN) {
-            flows.touch(r);
-        }
-        if paused {
-            self.paused.push(r, |w| {
-                flows
-                    .get(w)
-                    .is_some_and(|f| matches!(f, Flow::Ping(p) if p.paused))
-            });
-        }
+        // Replies don't count as use for the idle timeout: only requests.
+        self.socks.event(
+            flows,
+            r,
+            events,
+            conf,
+            link,
+            tx,
+            ev,
+            |flow: &mut PingFlow, tx| receive(flow, link, tx),
+        );
     }
 
     /// The guest's queue has room again: watch paused sockets for input.
     pub fn resume(&mut self, flows: &mut Flows, ev: &EventLoop) {
-        if self.paused.is_empty() {
-            return;
-        }
-        let waiting = self.paused.take();
-        for &r in &waiting {
-            let Some(flow) = flow_mut(flows, r).filter(|f| f.paused) else {
-                continue;
-            };
-            match ev.watch_input(&flow.sock, epoll_ref(r), true) {
-                Ok(()) => flow.paused = false,
-                Err(e) => log::warn!("ping flow {}: can't resume: {e}", r.index),
-            }
-        }
-        self.paused.give_back(waiting);
+        self.socks.resume::<PingFlow>(flows, ev);
     }
 
     /// Close flow `r` if it has had no request for `IDLE_TIMEOUT`;
@@ -430,7 +445,7 @@ impl Pings {
 
     /// The guest went away: its flows are gone.
     pub fn clear(&mut self) {
-        self.paused.clear();
+        self.socks.clear();
     }
 }
 
@@ -466,69 +481,6 @@ fn receive(flow: &PingFlow, link: compose::Link, tx: &mut TxQueue) -> Rx {
             _ => return None,
         })
     })
-}
-
-/// Turn the ICMP errors queued on `flow`'s socket into errors towards the
-/// guest about the echo requests it sent, at most `RECV_BURST` of them.
-/// An error that doesn't fit in the guest's queue is dropped and counted
-/// there.
-fn relay_errors(
-    r: FlowRef,
-    flow: &PingFlow,
-    errq: &mut ErrQueue,
-    conf: &Config,
-    link: compose::Link,
-    tx: &mut TxQueue,
-) {
-    let fd = flow.sock.as_raw_fd();
-    let mut data = [0u8; errqueue::MAX_QUOTED];
-    for _ in 0..RECV_BURST {
-        let report = match errq.recv(fd, &mut data) {
-            Ok(Some(r)) => r,
-            // Not from ICMP (a local error): nothing to tell the guest.
-            Ok(None) => continue,
-            Err(_) => break,
-        };
-        // The request as the host sent it: ICMP header and data.
-        let message = data.get(..report.len).unwrap_or(&[]);
-        let from = errqueue::error_source(report.offender, flow.remote(), |o| {
-            o == flow.target() || o == flow.guest() || errqueue::is_host(conf, o)
-        });
-        log::debug!(
-            "ping flow {}: ICMP{} type {} code {} from {from}",
-            r.index,
-            if report.v6 { "v6" } else { "" },
-            report.msg_type,
-            report.code
-        );
-        let l4 = Quoted::Echo {
-            ident: flow.id(),
-            message,
-        };
-        match (from, flow.guest(), flow.remote(), report.v6) {
-            (IpAddr::V4(from), IpAddr::V4(g), IpAddr::V4(r), false) => {
-                let Some(err) = Error4::from_icmp(report.msg_type, report.code, report.info) else {
-                    continue;
-                };
-                let quote = Quote { src: g, dst: r, l4 };
-                tx.push_with(MAX_ERROR_FRAME, |out| {
-                    icmp_error::icmp4_error(out, link, from, g, err, &quote)
-                });
-            }
-            (IpAddr::V6(from), IpAddr::V6(g), IpAddr::V6(r), true) => {
-                let Some(err) = Error6::from_icmp6(report.msg_type, report.code, report.info)
-                else {
-                    continue;
-                };
-                let quote = Quote { src: g, dst: r, l4 };
-                tx.push_with(MAX_ERROR_FRAME, |out| {
-                    icmp_error::icmp6_error(out, link, from, g, err, &quote)
-                });
-            }
-            _ => {}
-        }
-    }
-    errqueue::clear_pending(&flow.sock);
 }
 
 #[cfg(test)]

@@ -152,11 +152,14 @@ impl<'c> Server<'c> {
         let flows = Flows::new(flow::capacity_for(fds));
         let (per_flow, reserved) = flows.footprint();
         log::debug!(
-            "flow table: {} flows (TCP {}, UDP {}, ping {}) for {} open files; {per_flow} bytes per flow in use, {} KiB reserved",
+            "flow table: {} flows (reserved TCP {}, UDP {}, ping {}; {} shared; {} spliced connections, {} descriptors each) for {} open files; {per_flow} bytes per flow in use, {} KiB reserved",
             flows.capacity(),
-            flows.budget(Kind::Tcp),
-            flows.budget(Kind::Udp),
-            flows.budget(Kind::Ping),
+            flows.reserve(Kind::Tcp),
+            flows.reserve(Kind::Udp),
+            flows.reserve(Kind::Ping),
+            flows.shared(),
+            flows.reserve(Kind::Splice),
+            flow::SPLICE_EXTRA_FDS + 1,
             isolate::fd_limit(),
             reserved >> 10,
         );
@@ -229,6 +232,14 @@ impl<'c> Server<'c> {
                     EpollRef::TapStream => self.on_stream(ev.events()),
                     EpollRef::TapTun => self.on_tun(ev.events()),
                     EpollRef::Quit => self.on_quit(),
+                    EpollRef::Ping(r) | EpollRef::Udp(r) | EpollRef::Tcp(r)
+                        if self.flows.get(r.flow).is_none() =>
+                    {
+                        // Queued before its flow closed earlier in this
+                        // round: whatever now has the slot isn't it.
+                        self.flows.stale_event();
+                        None
+                    }
                     EpollRef::Ping(r) => {
                         self.dispatch.ping_event(
                             &mut self.flows,

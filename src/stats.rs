@@ -24,12 +24,14 @@ use std::time::{Duration, Instant};
 /// The counters one stats print shows.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Snapshot {
-    /// Open flows and budget, per kind (TCP, UDP, ping).
+    /// Open flows and the most there could be, per kind (TCP, UDP, ping).
     pub flows: [(usize, usize); Kind::COUNT],
     /// Flows in the table, of every kind.
     pub in_use: usize,
     /// The table's capacity.
     pub capacity: usize,
+    /// The shared pool: in use (flows beyond their kind's reserve), size.
+    pub shared: (usize, usize),
     /// Guest frames dropped, by reason.
     pub drops: DropCounters,
     /// Frames to the guest dropped: its queue was full.
@@ -38,6 +40,8 @@ pub struct Snapshot {
     pub tx_stalled: u64,
     /// Flows evicted to make room, per kind.
     pub evicted: [u64; Kind::COUNT],
+    /// Socket events for flows closed earlier in the same round, dropped.
+    pub stale_events: u64,
 }
 
 /// The kinds, in the order of the per-kind arrays and of the output.
@@ -52,28 +56,34 @@ impl Snapshot {
     /// The counters of a running loop.
     pub fn take(flows: &Flows, drops: &DropCounters, tx: &TxQueue) -> Self {
         Snapshot {
-            flows: KINDS.map(|(k, _)| (flows.count(k), flows.budget(k))),
+            flows: KINDS.map(|(k, _)| (flows.count(k), flows.max_flows(k))),
             in_use: flows.len(),
             capacity: flows.capacity(),
+            shared: (flows.shared_used(), flows.shared()),
             drops: drops.clone(),
             tx_dropped: tx.dropped,
             tx_stalled: tx.stalled,
             evicted: KINDS.map(|(k, _)| flows.evicted(k)),
+            stale_events: flows.stale_events(),
         }
     }
 
     /// The printed form, one line each: flows, guest drops, the way back.
     pub fn lines(&self) -> [String; 3] {
-        let per_kind = |f: &dyn Fn(usize) -> String| {
-            KINDS
+        let per_kind = |f: &dyn Fn(usize) -> String, kinds: &[(Kind, &str)]| {
+            kinds
                 .iter()
                 .enumerate()
                 .map(|(i, (_, name))| format!("{name} {}", f(i)))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let flows = per_kind(&|i| format!("{}/{}", self.flows[i].0, self.flows[i].1));
-        let evicted = per_kind(&|i| self.evicted[i].to_string());
+        let flows = per_kind(
+            &|i| format!("{}/{}", self.flows[i].0, self.flows[i].1),
+            &KINDS,
+        );
+        // Spliced connections are never evicted.
+        let evicted = per_kind(&|i| self.evicted[i].to_string(), &KINDS[..3]);
         let drops = if self.drops.total() == 0 {
             "none".to_string()
         } else {
@@ -81,13 +91,13 @@ impl Snapshot {
         };
         [
             format!(
-                "stats: flows: {flows}; table {}/{}",
-                self.in_use, self.capacity
+                "stats: flows: {flows}; table {}/{}, shared {}/{}",
+                self.in_use, self.capacity, self.shared.0, self.shared.1
             ),
             format!("stats: guest frames dropped: {drops}"),
             format!(
-                "stats: to guest: frames dropped {}, sockets paused {}; evicted: {evicted}",
-                self.tx_dropped, self.tx_stalled
+                "stats: to guest: frames dropped {}, sockets paused {}; evicted: {evicted}; stale events {}",
+                self.tx_dropped, self.tx_stalled, self.stale_events
             ),
         ]
     }
@@ -160,9 +170,10 @@ mod tests {
 
     fn snap(udp: usize) -> Snapshot {
         Snapshot {
-            flows: [(0, 100), (udp, 40), (0, 20), (0, 3)],
+            flows: [(0, 140), (udp, 130), (0, 122), (0, 2)],
             in_use: udp,
             capacity: 160,
+            shared: (udp.saturating_sub(10), 120),
             ..Snapshot::default()
         }
     }
@@ -172,9 +183,9 @@ mod tests {
         assert_eq!(
             snap(1).lines(),
             [
-                "stats: flows: TCP 0/100, UDP 1/40, ping 0/20, TCP splice 0/3; table 1/160",
+                "stats: flows: TCP 0/140, UDP 1/130, ping 0/122, TCP splice 0/2; table 1/160, shared 0/120",
                 "stats: guest frames dropped: none",
-                "stats: to guest: frames dropped 0, sockets paused 0; evicted: TCP 0, UDP 0, ping 0, TCP splice 0",
+                "stats: to guest: frames dropped 0, sockets paused 0; evicted: TCP 0, UDP 0, ping 0; stale events 0",
             ]
         );
     }
@@ -188,6 +199,7 @@ mod tests {
         s.tx_dropped = 7;
         s.tx_stalled = 2;
         s.evicted = [1, 2, 3, 0];
+        s.stale_events = 4;
         let [_, drops, back] = s.lines();
         assert_eq!(
             drops,
@@ -195,7 +207,7 @@ mod tests {
         );
         assert_eq!(
             back,
-            "stats: to guest: frames dropped 7, sockets paused 2; evicted: TCP 1, UDP 2, ping 3, TCP splice 0"
+            "stats: to guest: frames dropped 7, sockets paused 2; evicted: TCP 1, UDP 2, ping 3; stale events 4"
         );
     }
 

@@ -34,22 +34,24 @@
 //! (guest address:port, destination as the guest sees it), the host side
 //! (our socket's address:port, the destination as the host sees it).
 //!
-//! Limits: at most the table's UDP budget of flows, each closed after
-//! `IDLE_TIMEOUT` without traffic either way. When the budget (or the
-//! descriptors) run out, the least recently used flow (a datagram either
-//! way is a use) is closed to make room, so UDP can neither starve TCP
-//! nor stop opening new flows. Still to come: batching datagrams with
+//! Limits: UDP's reserve of the flow table and what it can get of the
+//! shared pool, each flow closed after `IDLE_TIMEOUT` (for tests:
+//! `IDLE_SECS_ENV`) without traffic
+//! either way. When UDP has no room (or the descriptors run out), its
+//! least recently used flow (a datagram either way is a use) is closed to
+//! make room, so UDP can neither take another kind's reserve nor stop
+//! opening new flows. Still to come: batching datagrams with
 //! `recvmmsg`/`sendmmsg`.
 
 use crate::conf::Config;
-use crate::dgram::{self, RECV_BURST, Rx};
-use crate::errqueue::{self, ErrQueue};
+use crate::dgram::{self, DgramFlow, RECV_BURST, Rx, Sockets};
+use crate::errqueue;
 use crate::event::{EpollRef, EventLoop};
-use crate::flow::{self, End, Flow, FlowRef, FlowSide, Flows, Kind, Side, SideRef, Sides, Waiting};
+use crate::flow::{self, End, Flow, FlowRef, FlowSide, Flows, Kind, Side, SideRef, Sides};
 use crate::fwd::listen::Listener;
 use crate::fwd::{self, GuestAddrs, Proto, Refused};
 use crate::tap::{MAX_FRAME, TxQueue};
-use crate::wire::icmp_error::{self, Error4, Error6, MAX_ERROR_FRAME, Quote, Quoted};
+use crate::wire::icmp_error::Quoted;
 use crate::wire::{Mac, compose};
 use nix::errno::Errno;
 use nix::sys::epoll::EpollFlags;
@@ -64,6 +66,26 @@ use std::time::{Duration, Instant};
 /// A flow without traffic for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// Set to a number of seconds in the environment, it replaces
+/// `IDLE_TIMEOUT`: a testing aid, so tests can watch thousands of flows
+/// expire without waiting three minutes. Read once, at start-up.
+pub const IDLE_SECS_ENV: &str = "PASST_RS_UDP_IDLE_SECS";
+
+/// The idle timeout `IDLE_SECS_ENV` asks for, if it holds a whole number
+/// of seconds above zero; anything else is ignored, with a warning.
+fn idle_timeout_from(value: Option<std::ffi::OsString>) -> Duration {
+    let Some(v) = value else {
+        return IDLE_TIMEOUT;
+    };
+    match v.to_str().and_then(|s| s.trim().parse::<u64>().ok()) {
+        Some(secs) if secs > 0 => Duration::from_secs(secs),
+        _ => {
+            log::warn!("{IDLE_SECS_ENV}={v:?}: not a number of seconds, using {IDLE_TIMEOUT:?}");
+            IDLE_TIMEOUT
+        }
+    }
+}
+
 /// Why a datagram from the guest was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum UdpDrop {
@@ -73,7 +95,8 @@ pub enum UdpDrop {
     /// Nothing a host socket may send to for the guest (`fwd::outbound`).
     #[error("destination refused: {0}")]
     Destination(Refused),
-    /// No room for a new flow, and none to evict (a zero budget).
+    /// No room for a new flow, and none to evict (no reserve, the pool
+    /// taken by other kinds).
     #[error("UDP flow table full")]
     TableFull,
     /// The host refused the socket or the send.
@@ -125,6 +148,57 @@ fn flow_mut(flows: &mut Flows, r: FlowRef) -> Option<&mut UdpFlow> {
     }
 }
 
+impl DgramFlow for UdpFlow {
+    const NAME: &'static str = "UDP flow";
+
+    fn of(flows: &mut Flows, r: FlowRef) -> Option<&mut Self> {
+        flow_mut(flows, r)
+    }
+
+    fn of_flow(f: &Flow) -> Option<&Self> {
+        match f {
+            Flow::Udp(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    fn epoll_ref(&self, r: FlowRef) -> EpollRef {
+        epoll_ref(r, self.sides.host_end())
+    }
+
+    fn sock(&self) -> &OwnedFd {
+        &self.sock
+    }
+
+    fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
+    }
+
+    fn guest_ip(&self) -> IpAddr {
+        self.guest().ip()
+    }
+
+    fn remote_ip(&self) -> IpAddr {
+        self.remote().ip()
+    }
+
+    fn target_ip(&self) -> IpAddr {
+        self.target().ip()
+    }
+
+    fn quoted<'a>(&self, payload: &'a [u8]) -> Quoted<'a> {
+        Quoted::Udp {
+            src_port: self.guest().port(),
+            dst_port: self.remote().port(),
+            payload,
+        }
+    }
+}
+
 /// What epoll knows a flow's socket by: its host side, `end`.
 fn epoll_ref(r: FlowRef, end: End) -> EpollRef {
     EpollRef::Udp(SideRef { flow: r, end })
@@ -132,9 +206,11 @@ fn epoll_ref(r: FlowRef, end: End) -> EpollRef {
 
 /// UDP translation state beside the flows themselves.
 pub struct Udp {
-    /// Flows whose socket is paused until the guest's queue drains.
-    paused: Waiting,
-    errq: ErrQueue,
+    /// Paused sockets and the error queue's buffer (`dgram`).
+    socks: Sockets,
+    /// How long a flow lives without traffic: `IDLE_TIMEOUT`, unless
+    /// `IDLE_SECS_ENV` says otherwise.
+    idle: Duration,
     /// The first datagram of an inbound flow, read before we know its
     /// flow (and so the frame's addresses): later ones arrive on the
     /// flow's own socket and go straight into frames.
@@ -262,24 +338,51 @@ fn open_inbound(
     flows: &mut Flows,
     ini: FlowSide,
     now: Instant,
+    idle: Duration,
 ) -> Result<FlowRef, UdpDrop> {
     let tgt =
         fwd::inbound(conf, guest, &ini, l.to_addr, l.to_port).map_err(UdpDrop::Destination)?;
-    if flows.at_budget(Kind::Udp) && !make_room(flows, ev) {
+    let local = SocketAddr::new(dst, l.bound.port());
+    let sender = ini.peer;
+    install(ev, flows, ini, tgt, End::Initiator, now, idle, || {
+        open_inbound_socket(local, sender)
+    })
+}
+
+/// The steps every new flow takes once its sides are known: room in the
+/// table (the least recently used flow makes way when UDP has none, or
+/// when the descriptors run out: it is the one least likely to be
+/// missed), a socket from `open_sock` on the host side (`host_end`),
+/// epoll, the table, and the idle timer.
+#[allow(clippy::too_many_arguments)]
+fn install(
+    ev: &EventLoop,
+    flows: &mut Flows,
+    ini: FlowSide,
+    mut tgt: FlowSide,
+    host_end: End,
+    now: Instant,
+    idle: Duration,
+    mut open_sock: impl FnMut() -> Result<OwnedFd, Errno>,
+) -> Result<FlowRef, UdpDrop> {
+    if !flows.room_for(Kind::Udp) && !make_room(flows, ev) {
         return Err(UdpDrop::TableFull);
     }
-    let local = SocketAddr::new(dst, l.bound.port());
-    let mut opened = open_inbound_socket(local, ini.peer);
+    let mut opened = open_sock();
     if matches!(opened, Err(Errno::EMFILE | Errno::ENFILE)) && make_room(flows, ev) {
-        opened = open_inbound_socket(local, ini.peer);
+        opened = open_sock();
     }
     let sock = opened.map_err(UdpDrop::Socket)?;
     let nf = flows.begin(Kind::Udp).map_err(|_| UdpDrop::TableFull)?;
     let r = nf.flow_ref();
-    ev.add(&sock, epoll_ref(r, End::Initiator), false)
+    ev.add(&sock, epoll_ref(r, host_end), false)
         .map_err(|e| UdpDrop::Socket(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+    if host_end == End::Target {
+        // The guest's flow: our socket's address is only known now.
+        tgt.ours = flow::local_addr(&sock).unwrap_or(tgt.ours);
+    }
     log::debug!(
-        "UDP flow {}: {} -> {} forwarded to {} -> {}",
+        "UDP flow {}: {} -> {}, then {} -> {}",
         r.index,
         ini.peer,
         ini.ours,
@@ -298,7 +401,7 @@ fn open_inbound(
         }
         UdpDrop::TableFull
     })?;
-    flows.schedule(r, now + IDLE_TIMEOUT);
+    flows.schedule(r, now + idle);
     Ok(r)
 }
 
@@ -330,53 +433,21 @@ fn open(
     flows: &mut Flows,
     ini: FlowSide,
     now: Instant,
+    idle: Duration,
 ) -> Result<FlowRef, UdpDrop> {
-    let mut tgt = fwd::outbound(conf, Proto::Udp, &ini).map_err(UdpDrop::Destination)?;
-    // The least recently used flow makes way when the budget or the
-    // descriptors run out: it is the one least likely to be missed.
-    if flows.at_budget(Kind::Udp) && !make_room(flows, ev) {
-        return Err(UdpDrop::TableFull);
-    }
-    let mut opened = open_socket(ini.peer.port(), tgt.peer);
-    if matches!(opened, Err(Errno::EMFILE | Errno::ENFILE)) && make_room(flows, ev) {
-        opened = open_socket(ini.peer.port(), tgt.peer);
-    }
-    let sock = opened.map_err(UdpDrop::Socket)?;
-    let nf = flows.begin(Kind::Udp).map_err(|_| UdpDrop::TableFull)?;
-    let r = nf.flow_ref();
-    ev.add(&sock, epoll_ref(r, End::Target), false)
-        .map_err(|e| UdpDrop::Socket(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
-    tgt.ours = flow::local_addr(&sock).unwrap_or(tgt.ours);
-    log::debug!(
-        "UDP flow {}: {} -> {} (host: {} -> {})",
-        r.index,
-        ini.peer,
-        ini.ours,
-        tgt.ours,
-        tgt.peer
-    );
-    let flow = UdpFlow {
-        sides: Sides::new(ini, tgt),
-        sock,
-        last: now,
-        paused: false,
-    };
-    let r = nf.commit(Flow::Udp(flow)).map_err(|(_, f)| {
-        if let Flow::Udp(f) = f {
-            let _ = ev.remove(&f.sock);
-        }
-        UdpDrop::TableFull
-    })?;
-    flows.schedule(r, now + IDLE_TIMEOUT);
-    Ok(r)
+    let tgt = fwd::outbound(conf, Proto::Udp, &ini).map_err(UdpDrop::Destination)?;
+    let (port, to) = (ini.peer.port(), tgt.peer);
+    install(ev, flows, ini, tgt, End::Target, now, idle, || {
+        open_socket(port, to)
+    })
 }
 
 impl Udp {
     /// State for the UDP flows of `flows`.
     pub fn new(flows: &Flows) -> Self {
         Udp {
-            paused: Waiting::new(flows.budget(Kind::Udp)),
-            errq: ErrQueue::default(),
+            socks: Sockets::new(flows.max_flows(Kind::Udp)),
+            idle: idle_timeout_from(std::env::var_os(IDLE_SECS_ENV)),
             first: vec![0u8; 1 << 16].into_boxed_slice(),
         }
     }
@@ -402,7 +473,7 @@ impl Udp {
         let ini = FlowSide::new(Side::Tap, guest, remote);
         let r = match flows.lookup(Proto::Udp, &ini) {
             Some(s) => s.flow,
-            None => open(conf, ev, flows, ini, now)?,
+            None => open(conf, ev, flows, ini, now, self.idle)?,
         };
         flows.touch(r);
         let Some(flow) = flow_mut(flows, r) else {
@@ -460,7 +531,7 @@ impl Udp {
             let ini = FlowSide::new(Side::Host, sender, l.bound);
             let r = match flows.lookup(Proto::Udp, &ini) {
                 Some(s) => s.flow,
-                None => match open_inbound(conf, guest, l, dst, ev, flows, ini, now) {
+                None => match open_inbound(conf, guest, l, dst, ev, flows, ini, now, self.idle) {
                     Ok(r) => r,
                     Err(e) => {
                         dropped(e);
@@ -505,70 +576,35 @@ impl Udp {
         ev: &EventLoop,
         now: Instant,
     ) {
-        let r = r.flow;
-        let Some(flow) = flow_mut(flows, r) else {
-            return;
-        };
         let link = compose::Link {
             src: Mac(conf.our_mac),
             dst: guest_mac,
         };
-        let mut failed = events.contains(EpollFlags::EPOLLERR);
-        let mut paused = false;
-        if events.contains(EpollFlags::EPOLLIN) {
-            flow.last = now;
-            let rx = receive(flow, link, tx);
-            failed |= rx.error;
-            if rx.full {
-                // Leave the datagrams in the kernel until the guest reads:
-                // polling a socket we can't empty would only spin.
-                tx.stalled += 1;
-                match ev.watch_input(&flow.sock, epoll_ref(r, flow.sides.host_end()), false) {
-                    Ok(()) => {
-                        flow.paused = true;
-                        paused = true;
-                    }
-                    Err(e) => log::warn!("UDP flow {}: can't pause: {e}", r.index),
-                }
-            }
-        }
-        if failed {
-            relay_errors(r, flow, &mut self.errq, conf, link, tx);
-        }
-        if events.contains(EpollFlags::EPOLLIN) {
-            flows.touch(r);
-        }
-        if paused {
-            self.paused.push(r, |w| {
-                flows
-                    .get(w)
-                    .is_some_and(|f| matches!(f, Flow::Udp(u) if u.paused))
-            });
-        }
+        self.socks.event(
+            flows,
+            r,
+            events,
+            conf,
+            link,
+            tx,
+            ev,
+            |flow: &mut UdpFlow, tx| {
+                // A datagram either way is a use.
+                flow.last = now;
+                receive(flow, link, tx)
+            },
+        );
     }
 
     /// The guest's queue has room again: watch paused sockets for input.
     pub fn resume(&mut self, flows: &mut Flows, ev: &EventLoop) {
-        if self.paused.is_empty() {
-            return;
-        }
-        let waiting = self.paused.take();
-        for &r in &waiting {
-            let Some(flow) = flow_mut(flows, r).filter(|f| f.paused) else {
-                continue;
-            };
-            match ev.watch_input(&flow.sock, epoll_ref(r, flow.sides.host_end()), true) {
-                Ok(()) => flow.paused = false,
-                Err(e) => log::warn!("UDP flow {}: can't resume: {e}", r.index),
-            }
-        }
-        self.paused.give_back(waiting);
+        self.socks.resume::<UdpFlow>(flows, ev);
     }
 
-    /// Close flow `r` if it has been idle for `IDLE_TIMEOUT`; otherwise
+    /// Close flow `r` if it has been idle for the idle timeout; otherwise
     /// schedule it for when it will have been.
     pub fn expire(&mut self, flows: &mut Flows, ev: &EventLoop, r: FlowRef, now: Instant) {
-        let Some(due) = flow_mut(flows, r).map(|f| f.last + IDLE_TIMEOUT) else {
+        let Some(due) = flow_mut(flows, r).map(|f| f.last + self.idle) else {
             return;
         };
         if due > now {
@@ -590,7 +626,7 @@ impl Udp {
 
     /// The guest went away: its flows are gone.
     pub fn clear(&mut self) {
-        self.paused.clear();
+        self.socks.clear();
     }
 }
 
@@ -615,82 +651,6 @@ fn receive(flow: &UdpFlow, link: compose::Link, tx: &mut TxQueue) -> Rx {
             _ => return None,
         })
     })
-}
-
-/// Turn the ICMP errors queued on `flow`'s socket into errors towards the
-/// guest about the datagrams it sent, at most `RECV_BURST` of them (the
-/// rest keep `EPOLLERR` up for the next round). An error that doesn't fit
-/// in the guest's queue is dropped and counted there.
-fn relay_errors(
-    r: FlowRef,
-    flow: &UdpFlow,
-    errq: &mut ErrQueue,
-    conf: &Config,
-    link: compose::Link,
-    tx: &mut TxQueue,
-) {
-    let fd = flow.sock.as_raw_fd();
-    let mut data = [0u8; errqueue::MAX_QUOTED];
-    for _ in 0..RECV_BURST {
-        let report = match errq.recv(fd, &mut data) {
-            Ok(Some(r)) => r,
-            // Not from ICMP (a local error): nothing to tell the guest.
-            Ok(None) => continue,
-            Err(_) => break,
-        };
-        let payload = data.get(..report.len).unwrap_or(&[]);
-        let from = errqueue::error_source(report.offender, flow.remote().ip(), |o| {
-            o == flow.target().ip() || o == flow.guest().ip() || errqueue::is_host(conf, o)
-        });
-        log::debug!(
-            "UDP flow {}: ICMP{} type {} code {} from {from}",
-            r.index,
-            if report.v6 { "v6" } else { "" },
-            report.msg_type,
-            report.code
-        );
-        // The socket has the guest's destination's family (`fwd::outbound`
-        // keeps it), and so do its errors.
-        match (from, flow.guest(), flow.remote(), report.v6) {
-            (IpAddr::V4(from), SocketAddr::V4(g), SocketAddr::V4(r), false) => {
-                let Some(err) = Error4::from_icmp(report.msg_type, report.code, report.info) else {
-                    continue;
-                };
-                let quote = Quote {
-                    src: *g.ip(),
-                    dst: *r.ip(),
-                    l4: Quoted::Udp {
-                        src_port: g.port(),
-                        dst_port: r.port(),
-                        payload,
-                    },
-                };
-                tx.push_with(MAX_ERROR_FRAME, |out| {
-                    icmp_error::icmp4_error(out, link, from, *g.ip(), err, &quote)
-                });
-            }
-            (IpAddr::V6(from), SocketAddr::V6(g), SocketAddr::V6(r), true) => {
-                let Some(err) = Error6::from_icmp6(report.msg_type, report.code, report.info)
-                else {
-                    continue;
-                };
-                let quote = Quote {
-                    src: *g.ip(),
-                    dst: *r.ip(),
-                    l4: Quoted::Udp {
-                        src_port: g.port(),
-                        dst_port: r.port(),
-                        payload,
-                    },
-                };
-                tx.push_with(MAX_ERROR_FRAME, |out| {
-                    icmp_error::icmp6_error(out, link, from, *g.ip(), err, &quote)
-                });
-            }
-            _ => {}
-        }
-    }
-    errqueue::clear_pending(&flow.sock);
 }
 
 #[cfg(test)]
@@ -739,5 +699,16 @@ mod tests {
             assert!(matches!(r, Err(UdpDrop::Destination(_))), "{dst}");
         }
         assert!(flows.is_empty());
+    }
+
+    #[test]
+    fn the_idle_timeout_can_be_shortened_for_tests() {
+        let secs = |v: &str| idle_timeout_from(Some(v.into()));
+        assert_eq!(idle_timeout_from(None), IDLE_TIMEOUT);
+        assert_eq!(secs("3"), Duration::from_secs(3));
+        assert_eq!(secs(" 7\n"), Duration::from_secs(7));
+        for bad in ["", "0", "-1", "1.5", "soon"] {
+            assert_eq!(secs(bad), IDLE_TIMEOUT, "{bad:?}");
+        }
     }
 }

@@ -15,7 +15,8 @@
 //! fixed when the flow is opened and never change.
 //!
 //! Opening goes through a builder: `begin` reserves a slot of the right
-//! kind within that kind's budget and returns a `NewFlow`, which borrows
+//! kind if that kind has room (see "Limits" below) and returns a
+//! `NewFlow`, which borrows
 //! the table. It knows the references the flow will have, so its socket
 //! can be registered in epoll under them, and `commit` makes the flow
 //! live: stored, hashed by both sides, counted. Dropped uncommitted (an
@@ -50,10 +51,16 @@
 //! whole table (`timer.rs`), so a round of the loop visits only the flows
 //! whose deadline came (`pop_due`), never all of them.
 //!
-//! Limits: the table never holds more than its capacity, and each kind
-//! never more than its budget (see `budgets`), so one protocol can't use
-//! up what another needs. The capacity comes from the open files limit
-//! (`capacity_for`): every flow holds one socket.
+//! Limits: the table never holds more than its capacity, which comes
+//! from the open files limit (`capacity_for`): every flow holds one
+//! socket. Each kind has a reserve of its own (`reserves`) and the rest
+//! is a pool all kinds share: a kind may open a flow while it is under
+//! its reserve, or while the pool has room. The pool is used by the
+//! flows each kind has beyond its reserve, so a kind's most is its
+//! reserve plus the whole pool, and however much of the pool one kind
+//! took, every other kind can still reach its reserve. When a kind has
+//! no room it can only make room among its own flows (`evict`): nothing
+//! it does can push another kind below its reserve.
 
 mod hash;
 mod timer;
@@ -362,18 +369,28 @@ pub fn capacity_for(nofile: u64) -> usize {
     usize::try_from(fds).map_or(MAX_FLOWS, |n| n.min(MAX_FLOWS))
 }
 
-/// How many flows of each kind a table of `capacity` holds: TCP five
-/// eighths less a sixteenth's worth of descriptors for spliced
-/// connections (six each: two sockets, two pipes), UDP a quarter, ping
-/// the rest. TCP gets the most because a connection lives long and can't
-/// be evicted once established; UDP and ping flows are cheap to open
-/// again.
-pub fn budgets(capacity: usize) -> [usize; Kind::COUNT] {
-    let splice_fds = capacity / 16;
-    let tcp = capacity * 5 / 8 - splice_fds;
-    let udp = capacity / 4;
-    [tcp, udp, capacity - tcp - udp - splice_fds, splice_fds / 6]
+/// The flows each kind is guaranteed in a table of `capacity` (in `Kind`
+/// order), whatever the other kinds do; the rest is shared.
+///
+/// TCP an eighth: an established connection is never evicted, so TCP
+/// can't win back pool space another kind holds, and its reserve is what
+/// it is sure to have (2484 connections at 20 000 open files). UDP a
+/// sixteenth: UDP makes room by closing its least recently used flow, so
+/// its reserve is what stays open under any pressure, plenty for DNS and
+/// a few hundred exchanges. Ping a sixty-fourth: echo flows are few and
+/// short. Spliced connections a hundred and twenty-eighth, and no more:
+/// each holds six descriptors (two sockets, two pipes), so they never
+/// take from the pool, and the five extra descriptors of each are set
+/// aside from it (`SPLICE_EXTRA_FDS`). Together about a fifth, so any
+/// other kind alone can grow to about three quarters of the table
+/// (15 000 UDP flows at 20 000 open files).
+pub fn reserves(capacity: usize) -> [usize; Kind::COUNT] {
+    [capacity / 8, capacity / 16, capacity / 64, capacity / 128]
 }
+
+/// Descriptors a spliced connection holds beyond the one a slot stands
+/// for.
+pub const SPLICE_EXTRA_FDS: usize = 5;
 
 /// The ends of a kind's ordered list.
 #[derive(Debug, Clone, Copy)]
@@ -387,8 +404,8 @@ const EMPTY: List = List {
     tail: NIL,
 };
 
-/// Flows of type `F` in up to `capacity` slots, each kind within its
-/// budget.
+/// Flows of type `F` in up to `capacity` slots: each kind its reserve,
+/// and a pool for all (see `room_for`).
 pub struct Table<F> {
     /// Grows into capacity reserved at start-up, never beyond it.
     slots: Vec<Slot<F>>,
@@ -399,13 +416,18 @@ pub struct Table<F> {
     /// The hash key (SipHash), drawn at start-up: see `hash.rs`.
     keys: RandomState,
     counts: [usize; Kind::COUNT],
-    budgets: [usize; Kind::COUNT],
+    /// Per kind, the flows it may always open, whatever the others hold.
+    reserves: [usize; Kind::COUNT],
+    /// The capacity left after the reserves, for any kind.
+    shared: usize,
     /// Every flow's next deadline: see `timer.rs`.
     timers: timer::Heap,
     /// Per kind, the flows eviction takes from, oldest first (see
     /// `evict`).
     lists: [List; Kind::COUNT],
     evicted: [u64; Kind::COUNT],
+    /// Events that named a flow no longer there (see `stale_event`).
+    stale_events: u64,
 }
 
 /// The hash of side index `sidx` of the flows in `slots`.
@@ -423,15 +445,18 @@ fn side_hash<F: FlowEntry>(slots: &[Slot<F>], keys: &RandomState, sidx: u32) -> 
 }
 
 impl<F: FlowEntry> Table<F> {
-    /// A table of `capacity` flows, shared out by `budgets`.
+    /// A table of `capacity` flows, with the `reserves` of that size.
     pub fn new(capacity: usize) -> Self {
-        Self::with_budgets(budgets(capacity))
+        Self::with_reserves(reserves(capacity), capacity)
     }
 
-    /// A table with these budgets per kind (in `Kind` order); its
-    /// capacity is their sum, at most 2^30 slots.
-    pub fn with_budgets(budgets: [usize; Kind::COUNT]) -> Self {
-        let capacity = budgets.iter().sum::<usize>().min(1 << 30);
+    /// A table of `capacity` flows, at least the sum of `reserves` (per
+    /// kind, in `Kind` order) and at most 2^30; what the reserves leave
+    /// is shared.
+    pub fn with_reserves(reserves: [usize; Kind::COUNT], capacity: usize) -> Self {
+        let reserved = reserves.iter().sum::<usize>();
+        let capacity = capacity.max(reserved).min(1 << 30);
+        let reserves = reserves.map(|r| r.min(capacity));
         Table {
             // Reserved, not touched: pages are used as slots are.
             slots: Vec::with_capacity(capacity),
@@ -440,10 +465,14 @@ impl<F: FlowEntry> Table<F> {
             index: hash::Index::new(capacity * 2),
             keys: RandomState::new(),
             counts: [0; Kind::COUNT],
-            budgets,
+            reserves,
+            shared: capacity
+                .saturating_sub(reserved)
+                .saturating_sub(SPLICE_EXTRA_FDS * reserves[Kind::Splice.index()]),
             timers: timer::Heap::new(capacity),
             lists: [EMPTY; Kind::COUNT],
             evicted: [0; Kind::COUNT],
+            stale_events: 0,
         }
     }
 
@@ -452,9 +481,33 @@ impl<F: FlowEntry> Table<F> {
         self.capacity
     }
 
-    /// Most flows of `kind` at once.
-    pub fn budget(&self, kind: Kind) -> usize {
-        self.budgets[kind.index()]
+    /// The flows `kind` may always open, whatever the other kinds hold.
+    pub fn reserve(&self, kind: Kind) -> usize {
+        self.reserves[kind.index()]
+    }
+
+    /// The pool any kind may use beyond its reserve.
+    pub fn shared(&self) -> usize {
+        self.shared
+    }
+
+    /// How much of the pool is in use: every kind's flows beyond its
+    /// reserve.
+    pub fn shared_used(&self) -> usize {
+        self.counts
+            .iter()
+            .zip(self.reserves)
+            .map(|(&n, r)| n.saturating_sub(r))
+            .sum()
+    }
+
+    /// Most flows of `kind` at once: its reserve and the whole pool, when
+    /// no other kind uses any of it.
+    pub fn max_flows(&self, kind: Kind) -> usize {
+        if kind == Kind::Splice {
+            return self.reserve(kind);
+        }
+        self.reserve(kind) + self.shared
     }
 
     /// Flows of `kind` now.
@@ -462,9 +515,12 @@ impl<F: FlowEntry> Table<F> {
         self.counts[kind.index()]
     }
 
-    /// Whether `kind` is at its budget.
-    pub fn at_budget(&self, kind: Kind) -> bool {
-        self.count(kind) >= self.budget(kind)
+    /// Whether a flow of `kind` may be opened now: `kind` is under its
+    /// reserve, or the pool has room. With the pool in use up to its size
+    /// the table is full, so this never lets it outgrow its capacity.
+    pub fn room_for(&self, kind: Kind) -> bool {
+        self.count(kind) < self.reserve(kind)
+            || (kind != Kind::Splice && self.shared_used() < self.shared)
     }
 
     /// Number of flows.
@@ -539,9 +595,9 @@ impl<F: FlowEntry> Table<F> {
     /// Start opening a flow of `kind`.
     ///
     /// # Errors
-    /// `Full` when `kind` is at its budget or the table is full.
+    /// `Full` when `kind` has no room (`room_for`).
     pub fn begin(&mut self, kind: Kind) -> Result<NewFlow<'_, F>, Full> {
-        if self.at_budget(kind) {
+        if !self.room_for(kind) {
             return Err(Full);
         }
         let index = if self.free != NIL {
@@ -758,6 +814,20 @@ impl<F: FlowEntry> Table<F> {
         self.evicted[kind.index()]
     }
 
+    /// Count an epoll event for a flow `get` no longer finds: closed
+    /// (evicted, expired, reset) earlier in the same round of events, its
+    /// slot free or already another flow's. The event is then dropped; the
+    /// count shows how often that happens (thousands under eviction
+    /// pressure).
+    pub fn stale_event(&mut self) {
+        self.stale_events += 1;
+    }
+
+    /// Stale events so far (`stale_event`).
+    pub fn stale_events(&self) -> u64 {
+        self.stale_events
+    }
+
     /// Remove every flow, handing each to `gone`.
     pub fn drain(&mut self, mut gone: impl FnMut(F)) {
         self.index.clear();
@@ -866,7 +936,7 @@ pub fn peer_addr(sock: &impl AsRawFd) -> Option<SocketAddr> {
 ///
 /// A flow is listed at most once while it waits (its protocol keeps a
 /// flag), and references to flows closed meanwhile are dropped whenever
-/// the list fills up, so it never grows past the kind's budget and never
+/// the list fills up, so it never grows past the kind's most flows and never
 /// allocates after start-up. `take` hands the list over and starts an
 /// empty one, so flows that fill the queue again while the old list is
 /// being served wait for the next round.
@@ -876,11 +946,11 @@ pub struct Waiting {
 }
 
 impl Waiting {
-    /// A list for up to `budget` flows.
-    pub fn new(budget: usize) -> Self {
+    /// A list for up to `most` flows.
+    pub fn new(most: usize) -> Self {
         Waiting {
-            refs: Vec::with_capacity(budget + 1),
-            spare: Vec::with_capacity(budget + 1),
+            refs: Vec::with_capacity(most + 1),
+            spare: Vec::with_capacity(most + 1),
         }
     }
 
@@ -955,10 +1025,14 @@ mod tests {
 
     #[test]
     fn insert_lookup_remove() {
-        let mut t: Table<T> = Table::with_budgets([2, 1, 1, 0]);
+        let mut t: Table<T> = Table::with_reserves([2, 1, 1, 0], 0);
         let a = open(&mut t, Kind::Tcp, 1).unwrap();
         let b = open(&mut t, Kind::Tcp, 2).unwrap();
-        assert_eq!(open(&mut t, Kind::Tcp, 3), Err(Full), "TCP budget");
+        assert_eq!(
+            open(&mut t, Kind::Tcp, 3),
+            Err(Full),
+            "TCP's reserve, no pool"
+        );
         assert_eq!(t.len(), 2);
         let s = sides(2);
         let tap = t.lookup(Proto::Tcp, s.initiator()).unwrap();
@@ -980,27 +1054,165 @@ mod tests {
     }
 
     #[test]
-    fn budgets_are_per_kind() {
-        let mut t: Table<T> = Table::with_budgets([1, 2, 1, 0]);
-        assert_eq!(t.capacity(), 4);
+    fn reserves_alone_are_per_kind() {
+        // No pool: each kind has exactly its reserve.
+        let mut t: Table<T> = Table::with_reserves([1, 2, 1, 0], 0);
+        assert_eq!((t.capacity(), t.shared()), (4, 0));
         open(&mut t, Kind::Udp, 1).unwrap();
         open(&mut t, Kind::Udp, 2).unwrap();
         assert_eq!(open(&mut t, Kind::Udp, 3), Err(Full));
-        assert!(t.at_budget(Kind::Udp));
+        assert!(!t.room_for(Kind::Udp));
         // Full of UDP, yet TCP and ping still have their share.
         open(&mut t, Kind::Tcp, 4).unwrap();
         open(&mut t, Kind::Ping, 5).unwrap();
         assert_eq!(t.len(), 4);
-        let shares = budgets(131072);
-        assert_eq!(shares, [73728, 32768, 16384, 1365]);
+    }
+
+    #[test]
+    fn reserves_and_pool_at_start_up_sizes() {
+        let t: Table<T> = Table::new(19872);
+        // The line `-d` logs, which tests/flow_scale.rs reads.
+        assert_eq!(reserves(19872), [2484, 1242, 310, 155]);
+        // Spliced connections' five extra descriptors each come off the
+        // pool.
+        assert_eq!(t.shared(), 19872 - 4191 - 5 * 155);
+        assert_eq!(t.max_flows(Kind::Udp), 16148, "15 000 UDP flows fit");
+        assert_eq!(t.max_flows(Kind::Tcp), 17390);
         assert_eq!(
-            budgets(7).iter().sum::<usize>(),
-            7,
-            "no slot lost to rounding"
+            t.max_flows(Kind::Splice),
+            155,
+            "splices stay in their reserve"
         );
-        // Spliced connections hold six descriptors each.
-        let [t, u, p, s] = budgets(20000);
-        assert!(t + u + p + 6 * s <= 20000);
+        assert_eq!(reserves(131072), [16384, 8192, 2048, 1024]);
+        for c in [0, 1, 7, 100, 896, 131072] {
+            let t: Table<T> = Table::new(c);
+            let r = reserves(c);
+            let reserved: usize = r.iter().sum();
+            assert_eq!(t.capacity(), c);
+            assert_eq!(
+                reserved + SPLICE_EXTRA_FDS * r[3] + t.shared(),
+                c,
+                "no descriptor lost to rounding, none counted twice"
+            );
+        }
+    }
+
+    #[test]
+    fn a_reserve_stays_open_when_another_kind_took_the_pool() {
+        // Reserves TCP 2, UDP 2, ping 1; a pool of 3.
+        let mut t: Table<T> = Table::with_reserves([2, 2, 1, 0], 8);
+        assert_eq!(t.shared(), 3);
+        assert_eq!(t.max_flows(Kind::Udp), 5);
+        for p in 1..=5 {
+            open(&mut t, Kind::Udp, p).unwrap();
+        }
+        // UDP holds its reserve and the whole pool: no more for UDP...
+        assert_eq!(t.shared_used(), 3);
+        assert!(!t.room_for(Kind::Udp));
+        assert_eq!(open(&mut t, Kind::Udp, 6), Err(Full));
+        // ...but TCP and ping still reach their reserves, and no further.
+        assert!(t.room_for(Kind::Tcp));
+        open(&mut t, Kind::Tcp, 10).unwrap();
+        open(&mut t, Kind::Tcp, 11).unwrap();
+        assert_eq!(open(&mut t, Kind::Tcp, 12), Err(Full));
+        open(&mut t, Kind::Ping, 20).unwrap();
+        assert_eq!(open(&mut t, Kind::Ping, 21), Err(Full));
+        assert_eq!(t.len(), t.capacity(), "full, and never beyond");
+    }
+
+    #[test]
+    fn removing_a_flow_gives_back_what_it_held() {
+        let mut t: Table<T> = Table::with_reserves([2, 2, 1, 0], 8);
+        let udp: Vec<_> = (1..=5)
+            .map(|p| open(&mut t, Kind::Udp, p).unwrap())
+            .collect();
+        let tcp = open(&mut t, Kind::Tcp, 10).unwrap();
+        // A flow within its kind's reserve frees nothing of the pool: TCP
+        // may open again, UDP still not.
+        t.remove(tcp);
+        assert_eq!(t.shared_used(), 3);
+        assert!(t.room_for(Kind::Tcp));
+        assert!(!t.room_for(Kind::Udp));
+        // A flow beyond its reserve gives its place in the pool back, to
+        // any kind: here TCP takes it, beyond its own reserve.
+        t.remove(udp[0]);
+        assert_eq!(t.shared_used(), 2);
+        assert!(t.room_for(Kind::Udp));
+        for p in 10..=12 {
+            open(&mut t, Kind::Tcp, p).unwrap();
+        }
+        assert_eq!(t.count(Kind::Tcp), 3);
+        assert_eq!(t.shared_used(), 3);
+        assert!(!t.room_for(Kind::Udp), "the pool went to TCP");
+        // UDP, down to its reserve, again has room of its own.
+        for &r in &udp[1..4] {
+            t.remove(r);
+        }
+        assert_eq!(t.count(Kind::Udp), 1);
+        assert_eq!(t.shared_used(), 1);
+        open(&mut t, Kind::Udp, 30).unwrap();
+        open(&mut t, Kind::Udp, 31).unwrap();
+        open(&mut t, Kind::Udp, 32).unwrap();
+        assert_eq!(t.shared_used(), 3);
+        assert!(!t.room_for(Kind::Udp));
+        assert!(!t.room_for(Kind::Tcp));
+        assert!(t.room_for(Kind::Ping), "ping's reserve is untouched");
+    }
+
+    #[test]
+    fn eviction_makes_room_only_within_a_kind() {
+        let mut t: Table<T> = Table::with_reserves([2, 2, 1, 0], 8);
+        for p in 1..=5 {
+            open(&mut t, Kind::Udp, p).unwrap();
+        }
+        let tcp: Vec<_> = (10..=11)
+            .map(|p| open(&mut t, Kind::Tcp, p).unwrap())
+            .collect();
+        // Established connections are not listed: TCP has nothing to
+        // evict, and never takes another kind's flow.
+        for &r in &tcp {
+            t.unlist(r);
+        }
+        assert!(t.evict(Kind::Tcp).is_none());
+        assert_eq!(t.count(Kind::Udp), 5);
+        assert!(!t.room_for(Kind::Tcp));
+        // UDP makes room for UDP by closing its own oldest flow.
+        let (_, gone) = t.evict(Kind::Udp).unwrap();
+        assert_eq!(gone.0, Kind::Udp);
+        assert!(t.room_for(Kind::Udp));
+        open(&mut t, Kind::Udp, 6).unwrap();
+        assert_eq!(t.count(Kind::Tcp), 2);
+        assert_eq!(t.evicted(Kind::Tcp), 0);
+        assert_eq!(t.evicted(Kind::Udp), 1);
+    }
+
+    #[test]
+    fn no_churn_breaks_the_reserves() {
+        // Random opens and removes of every kind: the table never holds
+        // more than its capacity, and a kind under its reserve can always
+        // open.
+        let mut t: Table<T> = Table::with_reserves([5, 3, 2, 0], 20);
+        let mut live: Vec<FlowRef> = Vec::new();
+        let mut seed = 11u32;
+        let mut port = 0u16;
+        for _ in 0..20_000 {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let kind = [Kind::Tcp, Kind::Udp, Kind::Ping][(seed >> 16) as usize % 3];
+            if (seed >> 8) % 5 < 2 && !live.is_empty() {
+                let i = (seed >> 4) as usize % live.len();
+                assert!(t.remove(live.swap_remove(i)).is_some());
+            } else {
+                port = port.wrapping_add(1).max(1);
+                let under = t.count(kind) < t.reserve(kind);
+                match open(&mut t, kind, port) {
+                    Ok(r) => live.push(r),
+                    Err(Full) => assert!(!under, "{kind} refused under its reserve"),
+                }
+            }
+            assert!(t.len() <= t.capacity());
+            assert!(t.shared_used() <= t.shared());
+            assert_eq!(t.len(), live.len());
+        }
     }
 
     #[test]
@@ -1027,7 +1239,7 @@ mod tests {
 
     #[test]
     fn stale_references_miss_a_reused_slot() {
-        let mut t: Table<T> = Table::with_budgets([1, 0, 0, 0]);
+        let mut t: Table<T> = Table::with_reserves([1, 0, 0, 0], 0);
         let a = open(&mut t, Kind::Tcp, 1).unwrap();
         assert!(t.get(a).is_some());
         t.remove(a);
@@ -1048,7 +1260,7 @@ mod tests {
 
     #[test]
     fn free_slots_are_reused_before_new_ones() {
-        let mut t: Table<T> = Table::with_budgets([8, 0, 0, 0]);
+        let mut t: Table<T> = Table::with_reserves([8, 0, 0, 0], 0);
         let refs: Vec<_> = (1..=4)
             .map(|p| open(&mut t, Kind::Tcp, p).unwrap())
             .collect();
@@ -1065,7 +1277,7 @@ mod tests {
 
     #[test]
     fn an_unfinished_flow_gives_its_slot_back() {
-        let mut t: Table<T> = Table::with_budgets([1, 0, 0, 0]);
+        let mut t: Table<T> = Table::with_reserves([1, 0, 0, 0], 0);
         let r = {
             let nf = t.begin(Kind::Tcp).unwrap();
             assert_eq!(nf.side_ref(End::Target).flow, nf.flow_ref());
@@ -1084,7 +1296,7 @@ mod tests {
 
     #[test]
     fn a_clashing_side_is_refused() {
-        let mut t: Table<T> = Table::with_budgets([2, 1, 0, 0]);
+        let mut t: Table<T> = Table::with_reserves([2, 1, 0, 0], 0);
         open(&mut t, Kind::Tcp, 1).unwrap();
         // Another flow with the same guest side.
         let mut s = sides(2);
@@ -1101,7 +1313,7 @@ mod tests {
 
     #[test]
     fn every_flow_stays_reachable_through_churn() {
-        let mut t: Table<T> = Table::with_budgets([4096, 0, 0, 0]);
+        let mut t: Table<T> = Table::with_reserves([4096, 0, 0, 0], 0);
         let mut live = std::collections::HashMap::new();
         let mut seed = 7u32;
         for round in 0..20_000u32 {
@@ -1130,7 +1342,7 @@ mod tests {
 
     #[test]
     fn timers_come_in_deadline_order() {
-        let mut t: Table<T> = Table::with_budgets([8, 0, 0, 0]);
+        let mut t: Table<T> = Table::with_reserves([8, 0, 0, 0], 0);
         let r: Vec<_> = (1..=4)
             .map(|p| open(&mut t, Kind::Tcp, p).unwrap())
             .collect();
@@ -1165,7 +1377,7 @@ mod tests {
 
     #[test]
     fn stale_timers_never_outgrow_the_heap() {
-        let mut t: Table<T> = Table::with_budgets([2, 0, 0, 0]);
+        let mut t: Table<T> = Table::with_reserves([2, 0, 0, 0], 0);
         let a = open(&mut t, Kind::Tcp, 1).unwrap();
         let t0 = Instant::now();
         let reserved = t.timers.len() + 2 * 2 + 16;
@@ -1186,7 +1398,7 @@ mod tests {
 
     #[test]
     fn eviction_takes_the_least_recently_used() {
-        let mut t: Table<T> = Table::with_budgets([0, 4, 0, 0]);
+        let mut t: Table<T> = Table::with_reserves([0, 4, 0, 0], 0);
         let r: Vec<_> = (1..=4)
             .map(|p| open(&mut t, Kind::Udp, p).unwrap())
             .collect();
@@ -1212,7 +1424,7 @@ mod tests {
     fn only_listed_flows_can_be_evicted() {
         // TCP lists connections in the handshake, oldest first, and
         // unlists them once established.
-        let mut t: Table<T> = Table::with_budgets([4, 0, 0, 0]);
+        let mut t: Table<T> = Table::with_reserves([4, 0, 0, 0], 0);
         let r: Vec<_> = (1..=4)
             .map(|p| open(&mut t, Kind::Tcp, p).unwrap())
             .collect();
@@ -1236,7 +1448,7 @@ mod tests {
     }
 
     #[test]
-    fn waiting_lists_stay_within_their_budget() {
+    fn waiting_lists_stay_within_their_kinds_most() {
         let mut w = Waiting::new(2);
         let r = |index| FlowRef {
             index,

@@ -39,12 +39,13 @@
 //! is (guest address:port, destination as the guest sees it), the host
 //! side (our socket's address:port, the destination as the host sees it).
 //!
-//! Limits: the table's TCP budget of connections; `HANDSHAKE_TIMEOUT` from
+//! Limits: TCP's reserve of the flow table and what it can get of the
+//! shared pool; `HANDSHAKE_TIMEOUT` from
 //! the SYN to connect and complete the handshake, `IDLE_TIMEOUT` without
 //! traffic afterwards; `MAX_RETRIES` retransmissions without progress
 //! reset the connection. Under pressure, connections still in the
-//! handshake are listed in the table oldest first: when the budget or the
-//! descriptors run out, the oldest of them is reset to make room, and an
+//! handshake are listed in the table oldest first: when TCP has no room or
+//! the descriptors run out, the oldest of them is reset to make room, and an
 //! established connection never is; with none in the handshake, a new SYN
 //! gets an RST.
 //! Still to come: SACK, timestamps, and wiring the loopback splice path
@@ -120,9 +121,9 @@ pub enum TcpDrop {
     /// (`fwd::outbound`); the guest gets an RST.
     #[error("destination refused: {0}")]
     Destination(Refused),
-    /// TCP's budget is used up by established connections: the guest
-    /// gets an RST.
-    #[error("TCP connection budget used up")]
+    /// No room for TCP, and every connection is established (none to
+    /// evict): the guest gets an RST.
+    #[error("no room for another TCP connection")]
     TableFull,
     /// The host refused the socket.
     #[error("TCP socket: {0}")]
@@ -815,7 +816,7 @@ impl Tcp {
             isn_key: std::collections::hash_map::RandomState::new(),
             isn_count: 0,
             no_peek_off: std::env::var_os(NO_PEEK_OFF_ENV).is_some(),
-            blocked: Waiting::new(flows.budget(Kind::Tcp)),
+            blocked: Waiting::new(flows.max_flows(Kind::Tcp)),
             ooo: ooo::OooStore::default(),
         }
     }
@@ -916,11 +917,12 @@ impl Tcp {
                 return Err(TcpDrop::Destination(why));
             }
         };
-        // Room in TCP's budget: the oldest connection still in the
-        // handshake makes way if need be. With every connection
+        // Room for TCP (its reserve, or the shared pool): the oldest
+        // connection still in the handshake makes way if need be. Other
+        // kinds' flows never do. With every connection
         // established, the new one is refused at once, as a closed port
         // would be, rather than left to time out.
-        if flows.at_budget(Kind::Tcp) && !self.make_room(flows, link, ev, tx) {
+        if !flows.room_for(Kind::Tcp) && !self.make_room(flows, link, ev, tx) {
             emit_segment(link, tx, remote, guest, &rst_for(syn, 0), 0, |_| 0);
             return Err(TcpDrop::TableFull);
         }
@@ -944,8 +946,8 @@ impl Tcp {
                 return Ok(());
             }
         };
-        // `make_room` left a slot within budget, so this only fails if
-        // the budgets were wrong; the socket then just closes.
+        // `make_room` left room for TCP, so this only fails if the table
+        // were wrong; the socket then just closes.
         let nf = flows.begin(Kind::Tcp).map_err(|_| TcpDrop::TableFull)?;
         let r = nf.flow_ref();
         ev.add_edge(&sock, epoll_ref(r, End::Target))
@@ -1070,7 +1072,7 @@ impl Tcp {
                 return Err(TcpDrop::Destination(why));
             }
         };
-        if flows.at_budget(Kind::Tcp) && !self.make_room(flows, link, ev, tx) {
+        if !flows.room_for(Kind::Tcp) && !self.make_room(flows, link, ev, tx) {
             close_reset(sock);
             return Err(TcpDrop::TableFull);
         }
@@ -1380,7 +1382,7 @@ impl Tcp {
         }
     }
 
-    /// Make room for one more connection: when TCP is at its budget, or
+    /// Make room for one more connection: when TCP has no room, or
     /// out of descriptors, the oldest connection still in the handshake
     /// goes (an RST to its guest). False when every connection is
     /// established: those are never evicted for a new one.

@@ -75,7 +75,7 @@ pub fn open(
     now: Instant,
 ) -> Result<FlowRef, TcpDrop> {
     let reset = |a: OwnedFd| super::close_reset(a);
-    if flows.at_budget(Kind::Splice) {
+    if !flows.room_for(Kind::Splice) {
         reset(accepted);
         return Err(TcpDrop::TableFull);
     }

@@ -423,6 +423,17 @@ pub fn connect(path: &Path) -> UnixStream {
     }
 }
 
+/// How to start an attached pasta, beyond its arguments.
+#[derive(Default, Clone, Copy)]
+pub struct PastaOpts<'a> {
+    /// Environment variables to add (testing aids such as
+    /// `PASST_RS_UDP_IDLE_SECS`).
+    pub env: &'a [(&'a str, &'a str)],
+    /// An open files limit (soft and hard) to start it under, through
+    /// `prlimit`: a small flow table.
+    pub nofile: Option<u64>,
+}
+
 /// pasta attached to a namespace of its own in `host`, killed on drop.
 pub struct AttachedPasta {
     /// The namespace pasta serves (its tap is `eth0`).
@@ -436,11 +447,25 @@ impl AttachedPasta {
     /// Start pasta (as root, which drops to nobody) with `args` plus
     /// `--config-net --netns NS -P FILE`; returns once it is configured.
     pub fn start(host: &Host, args: &[&str]) -> Self {
+        Self::start_with(host, args, PastaOpts::default())
+    }
+
+    /// The same, started as `opts` says.
+    pub fn start_with(host: &Host, args: &[&str], opts: PastaOpts) -> Self {
         let ns = Netns::new("prs-p");
         let dir = TempDir::new();
         let pidfile = dir.join("pasta.pid");
-        let out = host
-            .pasta(false)
+        let mut cmd = match opts.nofile {
+            Some(n) => {
+                let mut c = host.ns.cmd("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(PASTA);
+                c.stdin(Stdio::null());
+                c
+            }
+            None => host.pasta(false),
+        };
+        let out = cmd
+            .envs(opts.env.iter().copied())
             .args(args)
             .args(["--config-net", "--netns", &ns.name, "-P"])
             .arg(&pidfile)
