@@ -15,7 +15,9 @@
 
 use crate::conf::host::{HostAddr, HostRoute};
 use crate::conf::{Config, DEFAULT_MTU, NsTarget, PastaConfig};
+use crate::fwd::auto::Auto;
 use crate::fwd::listen::Listeners;
+use crate::fwd::scan::Scanner;
 use crate::isolate::{self, Leftovers};
 use crate::netlink::{IpFamily, Netlink, NetlinkError};
 use crate::ns::{QuitWatch, Target};
@@ -74,6 +76,14 @@ pub fn run(conf: &Config) -> Result<ExitCode, StartError> {
             .run_in(|| l.bind_ns(conf, isolate::fd_limit()))
             .map_err(ns_err)??;
     }
+    // `auto` watches the namespace through files opened inside it.
+    listeners.auto = Auto::new(conf, |proto| {
+        target
+            .run_in(|| Scanner::open_best(std::path::Path::new("/proc/thread-self/net"), proto))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("/proc/thread-self/net: {e}"))
+    })
+    .map_err(StartError)?;
     // With a command we stay its parent; attached to a namespace we fork
     // only now that it is fully configured.
     let spawned = matches!(p.target, NsTarget::Spawn(_));

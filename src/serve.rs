@@ -80,6 +80,7 @@ pub struct Server<'c> {
     batch: Batch,
     tx: TxQueue,
     /// Every flow, of every protocol.
+    conf: &'c Config,
     flows: Flows,
     /// Forwarded ports' sockets (`-t`, `-u`).
     listeners: Listeners,
@@ -147,8 +148,13 @@ impl<'c> Server<'c> {
             };
             ev.add(&l.sock, r, false).map_err(ep)?;
         }
-        // Listeners hold descriptors too.
-        let fds = isolate::fd_limit().saturating_sub(listeners.len() as u64);
+        // Listeners hold descriptors too, and `auto` may open more.
+        let auto = if listeners.auto.is_some() {
+            crate::fwd::auto::cap()
+        } else {
+            0
+        };
+        let fds = isolate::fd_limit().saturating_sub((listeners.len() + auto) as u64);
         let flows = Flows::new(flow::capacity_for(fds));
         let (per_flow, reserved) = flows.footprint();
         log::debug!(
@@ -180,6 +186,7 @@ impl<'c> Server<'c> {
             batch: Batch::default(),
             tx,
             dispatch,
+            conf,
             flows,
             listeners,
             next_timer: None,
@@ -288,6 +295,7 @@ impl<'c> Server<'c> {
                 }
             }
             self.timers();
+            self.auto_round();
             if let Err(o) = self.flush() {
                 return o;
             }
@@ -307,16 +315,33 @@ impl<'c> Server<'c> {
     /// advertisement, the earliest flow timer, the end of lingering, a
     /// stats print held back.
     /// `None` (nothing due, ever) blocks until an event comes.
+    /// pasta's `auto`: follow the ports bound on the other side, when a
+    /// scan is due.
+    fn auto_round(&mut self) {
+        let Some(mut auto) = self.listeners.auto.take() else {
+            return;
+        };
+        auto.tick(self.conf, &mut self.listeners, &self.ev, Instant::now());
+        self.listeners.auto = Some(auto);
+    }
+
     fn wake_at(&mut self) -> Option<Instant> {
         let flows = if self.guest_present() {
             self.flows.next_deadline()
         } else {
             None
         };
-        [self.next_timer, flows, self.draining_until, self.stats_due]
-            .into_iter()
-            .flatten()
-            .min()
+        let auto = self.listeners.auto.as_ref().map(|a| a.due());
+        [
+            self.next_timer,
+            flows,
+            self.draining_until,
+            self.stats_due,
+            auto,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn timeout(&mut self) -> Option<Duration> {

@@ -287,7 +287,27 @@ impl Scene {
         ));
         let dir = TempDir::new();
         let log = dir.join("pasta.log");
-        let p = AttachedPasta::start_with(&host, &["-d", "-l", log.to_str().unwrap()], opts);
+        // No port forwarding: its listeners would count in the descriptors
+        // these tests account for one by one, and thousands of unconnected
+        // UDP sockets in the namespace would look like services to `-u
+        // auto`.
+        let p = AttachedPasta::start_with(
+            &host,
+            &[
+                "-d",
+                "-l",
+                log.to_str().unwrap(),
+                "-t",
+                "none",
+                "-u",
+                "none",
+                "-T",
+                "none",
+                "-U",
+                "none",
+            ],
+            opts,
+        );
         Scene { host, dir, p, log }
     }
 

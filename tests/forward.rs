@@ -21,8 +21,9 @@ const CLIENT6: &str = "2001:db8:c::2";
 /// gets "peer ADDR PORT" (IPv4-mapped shown as IPv4), then its own
 /// bytes back until EOF. Writes `ready` once listening.
 const PEER_ECHO: &str = r#"
-import socket, sys, threading
+import os, socket, sys, threading
 ready, ports = sys.argv[1], [int(p) for p in sys.argv[2:]]
+udp_port = int(os.environ.get('UDP_PORT', '53'))
 def serve(l):
     while True:
         c, a = l.accept()
@@ -45,7 +46,7 @@ for p in ports:
     threading.Thread(target=serve, args=(l,), daemon=True).start()
 u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
 u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-u.bind(('::', 53))
+u.bind(('::', udp_port))
 open(ready, 'w').close()
 while True:
     b, a = u.recvfrom(65536)
@@ -662,9 +663,10 @@ fn pasta_tcp_ns_reaches_the_hosts_loopback() {
     assert!(s.tcp(g, "127.0.0.1", 7780).ends_with("hello"));
     // Not forwarded: nothing there.
     assert_eq!(s.tcp(g, "127.0.0.1", 7778), "refused");
-    // Bulk both ways, compared.
+    // Bulk into the host, compared.
     let src = random_file(dir, "src", 64);
     let up = dir.join("up");
+    drop(_server);
     let _sink = Reaped(
         h.cmd("socat")
             .args(["-u", "TCP-LISTEN:7777,bind=127.0.0.1,reuseaddr"])
@@ -673,7 +675,6 @@ fn pasta_tcp_ns_reaches_the_hosts_loopback() {
             .spawn()
             .unwrap(),
     );
-    drop(_server);
     listening(h, 7777);
     g.sh(&format!(
         "timeout 20 socat -u OPEN:{} TCP:127.0.0.1:7777",
@@ -685,4 +686,189 @@ fn pasta_tcp_ns_reaches_the_hosts_loopback() {
     assert!(same(&src, &up), "namespace to host: content differs");
     // The host service going away resets the namespace's client.
     assert_eq!(s.tcp(g, "127.0.0.1", 7780), "reset");
+}
+
+/// A TCP server from `PEER_ECHO` in `ns` on `ports` (and UDP 5353),
+/// once ready.
+fn peer_echo(ns: &Netns, dir: &TempDir, name: &str, ports: &[u16]) -> Reaped {
+    let s = script(dir, "peer_echo.py", PEER_ECHO);
+    let ready = dir.join(name);
+    let _ = std::fs::remove_file(&ready);
+    let c = ns
+        .cmd("python3")
+        .arg(&s)
+        .arg(&ready)
+        .args(ports.iter().map(u16::to_string))
+        .env("UDP_PORT", "5353")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(5), || ready.exists()));
+    Reaped(c)
+}
+
+/// How long until `f` holds, polling; panics past `limit`.
+fn within(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let t = std::time::Instant::now();
+    assert!(wait_for(limit, &mut f), "{what}: not within {limit:?}");
+    t.elapsed()
+}
+
+#[test]
+fn pasta_auto_follows_the_namespaces_servers() {
+    // pasta's defaults: -t auto -u auto -T auto.
+    let s = Scene::new(true, &[]);
+    let (h, g) = (&s.host.ns, s.guest_ns());
+    // Nothing listens in the namespace yet: nothing forwarded.
+    assert_eq!(s.tcp(h, "127.0.0.1", 4444), "refused");
+    let server = peer_echo(g, &s.dir, "ready1", &[4444]);
+    let took = within(Duration::from_secs(3), "TCP port appears", || {
+        s.tcp(h, "127.0.0.1", 4444).ends_with("hello")
+    });
+    eprintln!("a new namespace server reachable after {took:?}");
+    // Through the tap too, from outside, and over IPv6.
+    assert_eq!(peer(&s.tcp(&s.client, HOST_ADDR4, 4444)), CLIENT4);
+    assert!(s.tcp(&s.client, HOST_ADDR6, 4444).ends_with("hello"));
+    // UDP: the same script's socket on 5353. (Ports below 1024 need
+    // privileges pasta no longer has when it finds them.)
+    within(Duration::from_secs(3), "UDP port appears", || {
+        s.udp(&s.client, HOST_ADDR4, 5353).ends_with("ping")
+    });
+    // The server goes: so does the forward.
+    drop(server);
+    let took = within(Duration::from_secs(3), "TCP port goes", || {
+        s.tcp(h, "127.0.0.1", 4444) == "refused"
+    });
+    eprintln!("gone after {took:?}");
+    assert!(alive(s.pid()));
+}
+
+#[test]
+fn pasta_auto_skips_ports_taken_on_the_host() {
+    let s = Scene::new(
+        true,
+        &["-t", "auto", "-u", "none", "-T", "none", "-U", "none"],
+    );
+    let (h, g) = (&s.host.ns, s.guest_ns());
+    // The host has its own server on 4445: the namespace's can't be
+    // forwarded there, which is no error.
+    let _host_server = Reaped(
+        h.cmd("socat")
+            .args(["TCP-LISTEN:4445,reuseaddr,fork", "SYSTEM:echo host"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    listening(h, 4445);
+    let _server = peer_echo(g, &s.dir, "ready", &[4445, 4446]);
+    within(Duration::from_secs(3), "the free port", || {
+        s.tcp(h, "127.0.0.1", 4446).ends_with("hello")
+    });
+    assert_eq!(s.tcp(h, "127.0.0.1", 4445), "host");
+    assert!(alive(s.pid()));
+}
+
+#[test]
+fn pasta_tcp_ns_auto_follows_the_hosts_servers() {
+    let s = Scene::new(
+        true,
+        &["-t", "none", "-u", "none", "-T", "auto", "-U", "none"],
+    );
+    let (h, g) = (&s.host.ns, s.guest_ns());
+    assert_eq!(s.tcp(g, "127.0.0.1", 5555), "refused");
+    // A host service on its loopback only, started after pasta.
+    let server = peer_echo(h, &s.dir, "ready", &[5555]);
+    let took = within(Duration::from_secs(3), "host port appears", || {
+        s.tcp(g, "127.0.0.1", 5555).ends_with("hello")
+    });
+    eprintln!("a new host server reachable from the namespace after {took:?}");
+    assert!(s.tcp(g, "::1", 5555).ends_with("hello"));
+    drop(server);
+    within(Duration::from_secs(3), "host port goes", || {
+        s.tcp(g, "127.0.0.1", 5555) == "refused"
+    });
+}
+
+/// rootlesskit's command line, verbatim but for the namespace: a server
+/// started in the namespace after pasta becomes reachable from the host.
+fn rootlesskit(extra: &[&str]) {
+    let mut args = vec![
+        "--stderr",
+        "--ns-ifname=tap0",
+        "--mtu=65520",
+        "--address=10.0.2.100",
+        "--netmask=24",
+        "--gateway=10.0.2.2",
+        "--dns-forward=10.0.2.3",
+        "--tcp-ports=auto",
+        "--udp-ports=auto",
+        "--host-lo-to-ns-lo",
+    ];
+    args.extend_from_slice(extra);
+    let host = Host::new();
+    let dir = TempDir::new();
+    let p = AttachedPasta::start(&host, &args);
+    p.ns.sh("ip -4 addr show dev tap0 | grep -q 10.0.2.100");
+    let _server = peer_echo(&p.ns, &dir, "ready", &[8000]);
+    let c = script(&dir, "client.py", CLIENT);
+    let got = |addr: &str| host.ns.sh(&format!("python3 {} {addr} 8000", c.display()));
+    // Spliced to the namespace's loopback (--host-lo-to-ns-lo).
+    within(Duration::from_secs(3), "port 8000 appears", || {
+        got("127.0.0.1").trim().ends_with("hello")
+    });
+    assert_eq!(peer(got("127.0.0.1").trim()), "127.0.0.1");
+    // Through the tap, to the namespace's own address.
+    let r = got(HOST_ADDR4);
+    assert!(r.trim().ends_with("hello"), "{r}");
+    assert!(alive(p.pid));
+}
+
+#[test]
+fn rootlesskits_command_line() {
+    rootlesskit(&[]);
+}
+
+#[test]
+fn rootlesskits_command_line_ipv4_only_no_map_gw() {
+    rootlesskit(&["--ipv4-only", "--no-map-gw"]);
+}
+
+#[test]
+fn auto_costs_an_idle_pasta_nothing_with_thousands_of_connections() {
+    // pasta's defaults (auto everywhere), 3000 connections from the
+    // namespace held open: scanning once a second must not make an idle
+    // pasta busy (sock_diag reports the listening sockets alone).
+    let s = Scene::new(true, &[]);
+    let (h, g) = (&s.host.ns, s.guest_ns());
+    let _server = Reaped(
+        h.cmd("python3")
+            .arg("-c")
+            .arg(format!(
+                "import socket,time\nl=socket.socket()\nl.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\nl.bind(('{HOST_REMOTE4}',6100))\nl.listen(4096)\nc=[]\nwhile True:\n    c.append(l.accept()[0])"
+            ))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    listening(h, 6100);
+    let dir = &s.dir;
+    let done = dir.join("held");
+    let _clients = Reaped(
+        g.cmd("python3")
+            .arg("-c")
+            .arg(format!(
+                "import resource,socket,time\nresource.setrlimit(resource.RLIMIT_NOFILE,(8192,8192))\nc=[socket.create_connection(('{HOST_REMOTE4}',6100)) for _ in range(3000)]\nopen('{}','w').close()\ntime.sleep(60)",
+                done.display()
+            ))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_for(Duration::from_secs(20), || done.exists()));
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = cpu_time(s.pid());
+    std::thread::sleep(Duration::from_secs(4));
+    let used = cpu_time(s.pid()) - before;
+    eprintln!("idle pasta with 3000 connections and auto: {used:?} of CPU in 4 s");
+    assert!(used < Duration::from_millis(200), "{used:?}");
 }

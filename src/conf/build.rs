@@ -522,7 +522,7 @@ fn services(mode: Mode, cli: &Cli, ip4: Option<&Ip4Config>, ip6: Option<&Ip6Conf
 }
 
 /// Forwarding in all four directions: mode defaults, or the specs given.
-/// Still refused until implemented: `-U` and explicit `auto`.
+/// Still refused until implemented: `-U`.
 fn forwarding(mode: Mode, cli: &Cli) -> Result<Forwarding, ConfError> {
     let pasta_default = || match mode {
         Mode::Passt => PortSpec::none(),
@@ -531,7 +531,7 @@ fn forwarding(mode: Mode, cli: &Cli) -> Result<Forwarding, ConfError> {
     let one = |name: &'static str, specs: &[PortSpec], default: PortSpec, on: bool| {
         let supported = matches!(name, "--tcp-ports" | "--udp-ports" | "--tcp-ns");
         let spec = match PortSpec::combine(specs).map_err(|e| ConfError::Ports(name, e))? {
-            Some(spec) if !spec.is_none() && (!supported || spec.has_auto()) => {
+            Some(spec) if !spec.is_none() && !supported => {
                 return Err(ConfError::NotSupported(name));
             }
             Some(spec) if !spec.is_none() => spec,
@@ -1347,11 +1347,6 @@ mod tests {
                 Mode::Pasta,
                 &["--splice-only"],
                 "--splice-only: not supported yet",
-            ),
-            (
-                Mode::Pasta,
-                &["-t", "auto"],
-                "--tcp-ports: not supported yet",
             ),
             (Mode::Pasta, &["-U", "53"], "--udp-ns: not supported yet"),
         ];

@@ -18,6 +18,7 @@
 
 use crate::conf::Config;
 use crate::conf::ports::{PortRule, PortSpec, Ports};
+use crate::event::{EpollRef, EventLoop};
 use crate::fwd::Proto;
 use crate::startup::StartError;
 use nix::errno::Errno;
@@ -58,15 +59,20 @@ pub struct Listener {
 /// Every listener, indexed by the number their epoll reference carries.
 #[derive(Default)]
 pub struct Listeners {
-    list: Vec<Listener>,
+    /// By number; `None` for the place of one `auto` closed, reused by the
+    /// next one opened (`free`).
+    list: Vec<Option<Listener>>,
+    free: Vec<u32>,
     /// pasta's splice path, when it has one.
     pub splicer: Option<crate::tcp::spliced::Splicer>,
+    /// pasta's `auto` forwarding, when a rule asks for it.
+    pub auto: Option<super::auto::Auto>,
 }
 
 impl Listeners {
     /// Listener number `i`.
     pub fn get(&self, i: u32) -> Option<&Listener> {
-        self.list.get(usize::try_from(i).ok()?)
+        self.list.get(usize::try_from(i).ok()?)?.as_ref()
     }
 
     /// Every listener with its number.
@@ -75,17 +81,87 @@ impl Listeners {
         self.list
             .iter()
             .enumerate()
-            .map(|(i, l)| (u32::try_from(i).unwrap_or(u32::MAX), l))
+            .filter_map(|(i, l)| Some((u32::try_from(i).ok()?, l.as_ref()?)))
     }
 
     /// Number of listeners (descriptors held).
     pub fn len(&self) -> usize {
-        self.list.len()
+        self.list.len() - self.free.len()
     }
 
     /// True with nothing forwarded.
     pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
+        self.len() == 0
+    }
+
+    /// Take `l` in and watch it (an `auto` port appearing): its number.
+    ///
+    /// # Errors
+    /// `epoll_ctl` failure (the socket is closed).
+    pub fn add(&mut self, l: Listener, ev: &EventLoop) -> std::io::Result<u32> {
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None => u32::try_from(self.list.len()).map_err(|_| Errno::EMFILE)?,
+        };
+        let r = match l.proto {
+            Proto::Tcp => EpollRef::TcpListen(i),
+            _ => EpollRef::UdpListen(i),
+        };
+        if let Err(e) = ev.add(&l.sock, r, false) {
+            self.free.push(i);
+            return Err(e);
+        }
+        match self.list.get_mut(i as usize) {
+            Some(slot) => *slot = Some(l),
+            None => self.list.push(Some(l)),
+        }
+        Ok(i)
+    }
+
+    /// Close listener `i` (an `auto` port gone); an event already queued
+    /// for it finds nothing, or the next listener given its number, which
+    /// then only finds nothing waiting.
+    pub fn remove(&mut self, i: u32, ev: &EventLoop) {
+        if let Some(l) = self.list.get_mut(i as usize).and_then(Option::take) {
+            let _ = ev.remove(&l.sock);
+            self.free.push(i);
+        }
+    }
+
+    /// Open a listener for `proto` on `at` (inside the namespace when
+    /// `ns`, through the splicer's worker) going to `to_addr`, `to_port`.
+    ///
+    /// # Errors
+    /// What the socket calls failed with.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open_one(
+        &self,
+        conf: &Config,
+        proto: Proto,
+        at: SocketAddr,
+        dev: Option<&str>,
+        to_addr: Option<IpAddr>,
+        to_port: u16,
+        ns: bool,
+    ) -> Result<Listener, Errno> {
+        let freebind = conf.freebind;
+        let sock = if ns {
+            let sp = self.splicer.as_ref().ok_or(Errno::ENOTSUP)?;
+            let dev = dev.map(str::to_owned);
+            sp.worker
+                .run(move || open(proto, at, dev.as_deref(), freebind))
+                .unwrap_or(Err(Errno::EIO))?
+        } else {
+            open(proto, at, dev, freebind)?
+        };
+        Ok(Listener {
+            sock,
+            proto,
+            bound: at,
+            to_addr,
+            to_port,
+            ns,
+        })
     }
 
     /// Bind the host side of `-t` and `-u` for `conf`, within
@@ -154,7 +230,7 @@ impl Listeners {
                 // (another program holding it in one would get half the
                 // clients); a family the host lacks is not a conflict.
                 let mut conflict = None;
-                for addr in listen_addrs(conf, rule.listen_addr) {
+                for addr in listen_addrs(conf, rule.listen_addr, ns) {
                     if *left == 0 {
                         skipped += 1;
                         continue;
@@ -164,14 +240,14 @@ impl Listeners {
                         Ok(sock) => {
                             *left -= 1;
                             ok = true;
-                            self.list.push(Listener {
+                            self.list.push(Some(Listener {
                                 sock,
                                 proto,
                                 bound: at,
                                 to_addr,
                                 to_port,
                                 ns,
-                            });
+                            }));
                         }
                         Err(Errno::EAFNOSUPPORT | Errno::EADDRNOTAVAIL)
                             if rule.listen_addr.is_none() => {}
@@ -225,17 +301,26 @@ fn expand(
 }
 
 /// The addresses a rule listens on: its own, or each enabled family's
-/// wildcard.
-fn listen_addrs(conf: &Config, addr: Option<IpAddr>) -> Vec<IpAddr> {
+/// wildcard; inside the namespace (`-T`, `-U`), its loopback addresses,
+/// since only the namespace's own clients are meant.
+pub fn listen_addrs(conf: &Config, addr: Option<IpAddr>, ns: bool) -> Vec<IpAddr> {
     match addr {
         Some(a) => vec![a],
         None => {
             let mut v = Vec::with_capacity(2);
             if conf.ip4.is_some() {
-                v.push(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+                v.push(IpAddr::V4(if ns {
+                    Ipv4Addr::LOCALHOST
+                } else {
+                    Ipv4Addr::UNSPECIFIED
+                }));
             }
             if conf.ip6.is_some() {
-                v.push(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+                v.push(IpAddr::V6(if ns {
+                    Ipv6Addr::LOCALHOST
+                } else {
+                    Ipv6Addr::UNSPECIFIED
+                }));
             }
             v
         }
@@ -243,7 +328,7 @@ fn listen_addrs(conf: &Config, addr: Option<IpAddr>) -> Vec<IpAddr> {
 }
 
 /// The kernel's ephemeral port range, or Linux's default.
-fn ephemeral_ports() -> RangeInclusive<u16> {
+pub fn ephemeral_ports() -> RangeInclusive<u16> {
     let text = std::fs::read_to_string(PORT_RANGE).unwrap_or_default();
     let mut it = text
         .split_whitespace()

@@ -31,6 +31,7 @@
 //!    IPv4 rule here and even with IPv4 disabled.
 //! 3. Port 0 is refused for TCP and UDP, as source or destination.
 
+pub mod auto;
 pub mod listen;
 pub mod scan;
 

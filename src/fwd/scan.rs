@@ -370,13 +370,87 @@ fn for_each_line(
     }
 }
 
-/// Rescans a set of `/proc/net` socket files for bound ports.
-#[derive(Debug)]
+/// Rescans a set of `/proc/net` socket files, or asks `sock_diag`, for
+/// bound ports.
 pub struct Scanner {
     proto: Proto,
     files: Vec<File>,
+    /// The `sock_diag` netlink socket, when used instead of the files.
+    diag: Option<netlink_sys::Socket>,
     buf: Vec<u8>,
     skip_loopback: bool,
+}
+
+impl fmt::Debug for Scanner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scanner")
+            .field("proto", &self.proto)
+            .field("files", &self.files.len())
+            .field("diag", &self.diag.is_some())
+            .finish()
+    }
+}
+
+/// `SOCK_DIAG_BY_FAMILY`, the request and answer type.
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// `NLMSG_ERROR`, `NLMSG_DONE`.
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+/// A netlink header, and an `inet_diag_req_v2` after it.
+const NLMSG_HDR: usize = 16;
+const DIAG_REQ: usize = 56;
+/// The start of `inet_diag_msg` that we read: family, state, timer,
+/// retransmits, then `inet_diag_sockid` (ports, then addresses).
+const DIAG_MSG_MIN: usize = 4 + 4 + 32;
+/// Receive buffer for a dump's datagrams (the kernel fills up to 32 KiB).
+const DIAG_BUF: usize = 64 * 1024;
+
+/// A `sock_diag` dump request for `proto` sockets of `family` in `state`.
+fn diag_request(family: u8, proto: Proto, state: u8, seq: u32) -> [u8; NLMSG_HDR + DIAG_REQ] {
+    let mut m = [0u8; NLMSG_HDR + DIAG_REQ];
+    let len = (NLMSG_HDR + DIAG_REQ) as u32;
+    m[0..4].copy_from_slice(&len.to_ne_bytes());
+    m[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+    m[6..8].copy_from_slice(&flags.to_ne_bytes());
+    m[8..12].copy_from_slice(&seq.to_ne_bytes());
+    m[16] = family;
+    m[17] = match proto {
+        Proto::Tcp => libc::IPPROTO_TCP as u8,
+        _ => libc::IPPROTO_UDP as u8,
+    };
+    // idiag_states: a bit mask of TCP states.
+    m[20..24].copy_from_slice(&(1u32 << state).to_ne_bytes());
+    m
+}
+
+/// The local address and state of one `inet_diag_msg` (after its netlink
+/// header), if well formed.
+fn parse_diag(msg: &[u8]) -> Option<ProcSocket> {
+    if msg.len() < DIAG_MSG_MIN {
+        return None;
+    }
+    let (family, state) = (msg[0], msg[1]);
+    let sport = u16::from_be_bytes([msg[4], msg[5]]);
+    let dport = u16::from_be_bytes([msg[6], msg[7]]);
+    let addr = |at: usize| -> Option<IpAddr> {
+        match i32::from(family) {
+            libc::AF_INET => {
+                let b: [u8; 4] = msg.get(at..at + 4)?.try_into().ok()?;
+                Some(IpAddr::V4(Ipv4Addr::from(b)))
+            }
+            libc::AF_INET6 => {
+                let b: [u8; 16] = msg.get(at..at + 16)?.try_into().ok()?;
+                Some(IpAddr::V6(Ipv6Addr::from(b)))
+            }
+            _ => None,
+        }
+    };
+    Some(ProcSocket {
+        local: SocketAddr::new(addr(8)?, sport),
+        remote: SocketAddr::new(addr(24)?, dport),
+        state,
+    })
 }
 
 impl Scanner {
@@ -426,9 +500,96 @@ impl Scanner {
         Ok(Self {
             proto,
             files,
+            diag: None,
             buf: vec![0; CHUNK],
             skip_loopback: false,
         })
+    }
+
+    /// A scanner asking the kernel through `sock_diag` (netlink) in the
+    /// calling thread's network namespace, which the socket keeps. The
+    /// kernel then reports only sockets in the state we ask for: a TCP
+    /// scan walks the listening sockets alone, whatever the number of
+    /// connections, where the `/proc` tables list every one of them.
+    ///
+    /// # Errors
+    /// No `sock_diag` (an old or trimmed kernel: use `open`), or ICMP.
+    pub fn open_diag(proto: Proto) -> io::Result<Self> {
+        if proto == Proto::Icmp {
+            return Err(no_ports());
+        }
+        let mut sock = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_SOCK_DIAG)?;
+        sock.bind_auto()?;
+        sock.connect(&netlink_sys::SocketAddr::new(0, 0))?;
+        let mut s = Self {
+            proto,
+            files: Vec::new(),
+            diag: Some(sock),
+            buf: Vec::with_capacity(DIAG_BUF),
+            skip_loopback: false,
+        };
+        // One round now, so a kernel without it is found out here.
+        s.scan_sockets(|_| {})?;
+        Ok(s)
+    }
+
+    /// A scanner through `sock_diag`, else the `/proc` tables in `dir`.
+    ///
+    /// # Errors
+    /// As `open`.
+    pub fn open_best(dir: &Path, proto: Proto) -> io::Result<Self> {
+        Self::open_diag(proto).or_else(|e| {
+            log::debug!("sock_diag: {e}, reading {} instead", dir.display());
+            Self::open(dir, proto)
+        })
+    }
+
+    /// One `sock_diag` dump per family into `f`.
+    fn scan_diag(&mut self, want: u8, f: &mut impl FnMut(&ProcSocket)) -> io::Result<()> {
+        let Some(sock) = &self.diag else {
+            return Ok(());
+        };
+        for (seq, family) in [(1u32, libc::AF_INET as u8), (2, libc::AF_INET6 as u8)] {
+            sock.send(&diag_request(family, self.proto, want, seq), 0)?;
+            'dump: loop {
+                self.buf.clear();
+                let n = sock.recv(&mut self.buf, libc::MSG_TRUNC)?;
+                if n > self.buf.len() {
+                    return Err(io::Error::other("sock_diag datagram too large"));
+                }
+                let mut rest: &[u8] = &self.buf;
+                while rest.len() >= NLMSG_HDR {
+                    let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                    let ty = u16::from_ne_bytes([rest[4], rest[5]]);
+                    if len < NLMSG_HDR || len > rest.len() {
+                        return Err(io::Error::other("sock_diag: bad message length"));
+                    }
+                    match ty {
+                        NLMSG_DONE => break 'dump,
+                        NLMSG_ERROR => {
+                            let code = rest
+                                .get(16..20)
+                                .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                            // No sockets of that family (IPv6 off): done.
+                            if code == -libc::EAFNOSUPPORT || code == -libc::ENOENT {
+                                break 'dump;
+                            }
+                            return Err(io::Error::from_raw_os_error(-code));
+                        }
+                        SOCK_DIAG_BY_FAMILY => {
+                            if let Some(s) = parse_diag(&rest[NLMSG_HDR..len]) {
+                                f(&s);
+                            }
+                        }
+                        _ => {}
+                    }
+                    // Messages are 4-byte aligned.
+                    let next = (len + 3) & !3;
+                    rest = rest.get(next..).unwrap_or(&[]);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Leave out sockets bound to a loopback address only (default:
@@ -459,6 +620,16 @@ impl Scanner {
             _ => TCP_CLOSE,
         };
         let skip_loopback = self.skip_loopback;
+        if self.diag.is_some() {
+            return self.scan_diag(want, &mut |s: &ProcSocket| {
+                if s.state == want
+                    && s.local.port() != 0
+                    && !(skip_loopback && is_loopback(s.local.ip()))
+                {
+                    f(s);
+                }
+            });
+        }
         for file in &self.files {
             for_each_line(
                 |buf, off| file.read_at(buf, off),
@@ -872,7 +1043,25 @@ mod tests {
 
     #[test]
     fn scanner_sees_the_kernel_tcp_listeners() {
-        let mut s = Scanner::open(net(), Proto::Tcp).expect("open");
+        sees_tcp_listeners(Scanner::open(net(), Proto::Tcp).expect("open"));
+    }
+
+    #[test]
+    fn sock_diag_sees_the_kernel_tcp_listeners() {
+        sees_tcp_listeners(Scanner::open_diag(Proto::Tcp).expect("sock_diag"));
+    }
+
+    #[test]
+    fn scanner_sees_the_kernel_udp_sockets() {
+        sees_udp_sockets(Scanner::open(net(), Proto::Udp).expect("open"));
+    }
+
+    #[test]
+    fn sock_diag_sees_the_kernel_udp_sockets() {
+        sees_udp_sockets(Scanner::open_diag(Proto::Udp).expect("sock_diag"));
+    }
+
+    fn sees_tcp_listeners(mut s: Scanner) {
         let l4 = TcpListener::bind("127.0.0.1:0").expect("bind");
         let p4 = l4.local_addr().expect("addr").port();
         // IPv6 may be off in the test environment.
@@ -899,9 +1088,7 @@ mod tests {
         assert!(p6.is_none_or(|p| !found.contains(p)));
     }
 
-    #[test]
-    fn scanner_sees_the_kernel_udp_sockets() {
-        let mut s = Scanner::open(net(), Proto::Udp).expect("open");
+    fn sees_udp_sockets(mut s: Scanner) {
         let u4 = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let p4 = u4.local_addr().expect("addr").port();
         let u6 = UdpSocket::bind("[::1]:0").ok();
