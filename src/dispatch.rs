@@ -336,6 +336,9 @@ impl<'c> Dispatch<'c> {
                 Some(Kind::Udp) => self.udp.expire(flows, ev, r, now),
                 Some(Kind::Ping) => self.pings.expire(flows, ev, r, now),
                 Some(Kind::Splice) => tcp::spliced::timer(flows, ev, r, now),
+                Some(Kind::UdpSplice) => {
+                    udp::spliced::expire(flows, ev, r, self.udp.idle(), now);
+                }
                 None => {}
             }
         }
@@ -354,6 +357,7 @@ impl<'c> Dispatch<'c> {
             Flow::Udp(u) => udp::close(u, ev),
             Flow::Ping(p) => icmp::close(p, ev),
             Flow::Splice(s) => tcp::spliced::close(s),
+            Flow::UdpSplice(u) => udp::spliced::close(u, ev),
         });
         self.tcp.clear();
         self.udp.clear();
@@ -421,6 +425,11 @@ impl<'c> Dispatch<'c> {
             Instant::now(),
             |e| drops.bump(udp_reason(e)),
         );
+    }
+
+    /// How long a UDP flow lives without traffic.
+    pub fn udp_idle(&self) -> std::time::Duration {
+        self.udp.idle()
     }
 
     /// Link-layer addresses of frames towards the guest.

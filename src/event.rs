@@ -32,6 +32,8 @@ pub enum EpollRef {
     UdpListen(u32),
     /// One of the two sockets of a spliced TCP connection.
     Splice(SideRef),
+    /// One of the two sockets of a UDP flow between namespace and host.
+    UdpSplice(SideRef),
 }
 
 impl EpollRef {
@@ -78,6 +80,7 @@ impl From<EpollRef> for u64 {
             EpollRef::TcpListen(i) => (9, listener(i)),
             EpollRef::UdpListen(i) => (10, listener(i)),
             EpollRef::Splice(f) => (11, f),
+            EpollRef::UdpSplice(f) => (12, f),
         };
         let end = match f.end {
             End::Initiator => 0,
@@ -119,6 +122,7 @@ impl TryFrom<u64> for EpollRef {
             9 => Ok(EpollRef::TcpListen(f.flow.index)),
             10 => Ok(EpollRef::UdpListen(f.flow.index)),
             11 => Ok(EpollRef::Splice(f)),
+            12 => Ok(EpollRef::UdpSplice(f)),
             _ => Err(v),
         }
     }

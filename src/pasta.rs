@@ -70,7 +70,7 @@ pub fn run(conf: &Config) -> Result<ExitCode, StartError> {
         .map_err(StartError)?;
 
     let mut listeners = Listeners::bind(conf, isolate::fd_limit())?;
-    if !conf.fwd.tcp_out.is_none() {
+    if !conf.fwd.tcp_out.is_none() || !conf.fwd.udp_out.is_none() {
         let l = &mut listeners;
         target
             .run_in(|| l.bind_ns(conf, isolate::fd_limit()))
@@ -91,7 +91,9 @@ pub fn run(conf: &Config) -> Result<ExitCode, StartError> {
     // one else to become.
     // Clients of -T ports and host loopback clients of -t ports are
     // spliced: a thread inside the namespace opens sockets there.
-    let splice = !conf.fwd.tcp_out.is_none() || (!p.no_splice && !conf.fwd.tcp_in.is_none());
+    let splice = !conf.fwd.tcp_out.is_none()
+        || !conf.fwd.udp_out.is_none()
+        || (!p.no_splice && !conf.fwd.tcp_in.is_none());
     let mut splicer = None;
     let (ready, pcap) = detach_and_drop(
         conf,
@@ -107,6 +109,7 @@ pub fn run(conf: &Config) -> Result<ExitCode, StartError> {
                     ns6: conf.ip6.as_ref().map(|c| c.addr),
                     lo_to_lo: p.host_lo_to_ns_lo,
                     no_splice: p.no_splice,
+                    buf: vec![0u8; 1 << 16].into_boxed_slice(),
                 });
             }
             Ok(())

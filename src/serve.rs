@@ -158,14 +158,16 @@ impl<'c> Server<'c> {
         let flows = Flows::new(flow::capacity_for(fds));
         let (per_flow, reserved) = flows.footprint();
         log::debug!(
-            "flow table: {} flows (reserved TCP {}, UDP {}, ping {}; {} shared; {} spliced connections, {} descriptors each) for {} open files; {per_flow} bytes per flow in use, {} KiB reserved",
+            "flow table: {} flows (reserved TCP {}, UDP {}, ping {}; {} shared; {} spliced connections, {} descriptors each; {} spliced UDP flows, {} descriptors each) for {} open files; {per_flow} bytes per flow in use, {} KiB reserved",
             flows.capacity(),
             flows.reserve(Kind::Tcp),
             flows.reserve(Kind::Udp),
             flows.reserve(Kind::Ping),
             flows.shared(),
             flows.reserve(Kind::Splice),
-            flow::SPLICE_EXTRA_FDS + 1,
+            Kind::Splice.extra_fds() + 1,
+            flows.reserve(Kind::UdpSplice),
+            Kind::UdpSplice.extra_fds() + 1,
             isolate::fd_limit(),
             reserved >> 10,
         );
@@ -273,6 +275,13 @@ impl<'c> Server<'c> {
                     }
                     EpollRef::UdpListen(i) => {
                         self.on_udp_listener(i);
+                        None
+                    }
+                    EpollRef::UdpSplice(r) => {
+                        if let Some(mut sp) = self.listeners.splicer.take() {
+                            crate::udp::spliced::event(&mut self.flows, &mut sp, r, Instant::now());
+                            self.listeners.splicer = Some(sp);
+                        }
                         None
                     }
                     EpollRef::Splice(r) => {
@@ -461,6 +470,25 @@ impl<'c> Server<'c> {
 
     /// Datagrams on a forwarded UDP port; dropped while no guest is there.
     fn on_udp_listener(&mut self, i: u32) {
+        if self.listeners.get(i).is_some_and(|l| l.ns) {
+            // -U: from the namespace to the host, never through the tap.
+            let Some(mut sp) = self.listeners.splicer.take() else {
+                return;
+            };
+            if let Some(l) = self.listeners.get(i) {
+                let idle = self.dispatch.udp_idle();
+                crate::udp::spliced::forwarded(
+                    &mut self.flows,
+                    &self.ev,
+                    &mut sp,
+                    l,
+                    idle,
+                    Instant::now(),
+                );
+            }
+            self.listeners.splicer = Some(sp);
+            return;
+        }
         let Some(l) = self.listeners.get(i) else {
             return;
         };

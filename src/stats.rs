@@ -50,6 +50,7 @@ const KINDS: [(Kind, &str); Kind::COUNT] = [
     (Kind::Udp, "UDP"),
     (Kind::Ping, "ping"),
     (Kind::Splice, "TCP splice"),
+    (Kind::UdpSplice, "UDP splice"),
 ];
 
 impl Snapshot {
@@ -170,7 +171,7 @@ mod tests {
 
     fn snap(udp: usize) -> Snapshot {
         Snapshot {
-            flows: [(0, 140), (udp, 130), (0, 122), (0, 2)],
+            flows: [(0, 140), (udp, 130), (0, 122), (0, 2), (0, 2)],
             in_use: udp,
             capacity: 160,
             shared: (udp.saturating_sub(10), 120),
@@ -183,7 +184,7 @@ mod tests {
         assert_eq!(
             snap(1).lines(),
             [
-                "stats: flows: TCP 0/140, UDP 1/130, ping 0/122, TCP splice 0/2; table 1/160, shared 0/120",
+                "stats: flows: TCP 0/140, UDP 1/130, ping 0/122, TCP splice 0/2, UDP splice 0/2; table 1/160, shared 0/120",
                 "stats: guest frames dropped: none",
                 "stats: to guest: frames dropped 0, sockets paused 0; evicted: TCP 0, UDP 0, ping 0; stale events 0",
             ]
@@ -198,7 +199,7 @@ mod tests {
         s.drops.bump(DropReason::Destination);
         s.tx_dropped = 7;
         s.tx_stalled = 2;
-        s.evicted = [1, 2, 3, 0];
+        s.evicted = [1, 2, 3, 0, 0];
         s.stale_events = 4;
         let [_, drops, back] = s.lines();
         assert_eq!(

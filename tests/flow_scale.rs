@@ -258,7 +258,7 @@ fn table(log: &Path) -> Table {
         splice: n[5],
     };
     assert_eq!(
-        t.reserve.iter().sum::<usize>() + t.shared + n[6] * t.splice,
+        t.reserve.iter().sum::<usize>() + t.shared + n[6] * t.splice + n[7] * n[8],
         t.capacity,
         "{line}"
     );

@@ -57,7 +57,7 @@ while True:
 /// Connect to ADDR PORT, send a line, print what came back ("peer ..."
 /// and the echo), or "refused"/"reset".
 const CLIENT: &str = r#"
-import socket, sys
+import errno, socket, sys
 addr, port = sys.argv[1], int(sys.argv[2])
 try:
     c = socket.create_connection((addr, port), timeout=5)
@@ -72,10 +72,13 @@ try:
     print(out.decode().replace('\n', ' ').strip())
 except ConnectionRefusedError:
     print('refused')
-except ConnectionResetError:
+except (ConnectionResetError, BrokenPipeError):
     print('reset')
 except socket.timeout:
     print('timeout')
+except OSError as e:
+    # The reset may come before our shutdown: not connected any more.
+    print('reset' if e.errno == errno.ENOTCONN else 'error %d' % e.errno)
 "#;
 
 /// One UDP exchange: send "ping" to ADDR PORT from a connected socket
@@ -871,4 +874,69 @@ fn auto_costs_an_idle_pasta_nothing_with_thousands_of_connections() {
     let used = cpu_time(s.pid()) - before;
     eprintln!("idle pasta with 3000 connections and auto: {used:?} of CPU in 4 s");
     assert!(used < Duration::from_millis(200), "{used:?}");
+}
+
+/// A UDP echo server in `ns` on loopback `port` (both families),
+/// answering "echo " and the datagram.
+fn udp_echo(ns: &Netns, dir: &TempDir, port: u16) -> Reaped {
+    let ready = dir.join(&format!("udp{port}.ready"));
+    let c = ns
+        .cmd("python3")
+        .arg("-c")
+        .arg(format!(
+            "import select,socket\nss=[]\nfor fam,a in ((socket.AF_INET,'127.0.0.1'),(socket.AF_INET6,'::1')):\n    u=socket.socket(fam,socket.SOCK_DGRAM)\n    u.bind((a,{port}))\n    ss.append(u)\nopen('{}','w').close()\nwhile True:\n    for u in select.select(ss,[],[])[0]:\n        b,a=u.recvfrom(65536)\n        u.sendto(b'echo '+b,a)",
+            ready.display()
+        ))
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(5), || ready.exists()));
+    Reaped(c)
+}
+
+#[test]
+fn pasta_udp_ns_reaches_the_hosts_loopback() {
+    let s = Scene::new(
+        true,
+        &[
+            "-t",
+            "none",
+            "-u",
+            "none",
+            "-T",
+            "none",
+            "-U",
+            "6001,6003:6002",
+        ],
+    );
+    let (h, g) = (&s.host.ns, s.guest_ns());
+    let _e1 = udp_echo(h, &s.dir, 6001);
+    let _e2 = udp_echo(h, &s.dir, 6002);
+    assert_eq!(s.udp(g, "127.0.0.1", 6001), "echo ping");
+    assert_eq!(s.udp(g, "::1", 6001), "echo ping");
+    assert_eq!(s.udp(g, "127.0.0.1", 6003), "echo ping");
+    // Many clients at once, each its own flow, each its own answer.
+    let r = g.sh(
+        "python3 -c 'import socket\nok=0\nfor i in range(50):\n    u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n    u.settimeout(2)\n    u.connect((\"127.0.0.1\",6001))\n    u.send(b\"%d\" % i)\n    ok += u.recv(100) == b\"echo %d\" % i\nprint(ok)'",
+    );
+    assert_eq!(r.trim(), "50");
+    assert!(alive(s.pid()));
+}
+
+#[test]
+fn pasta_udp_ns_auto_follows_the_hosts_servers() {
+    let s = Scene::new(
+        true,
+        &["-t", "none", "-u", "none", "-T", "none", "-U", "auto"],
+    );
+    let (h, g) = (&s.host.ns, s.guest_ns());
+    let e = udp_echo(h, &s.dir, 6011);
+    let took = within(Duration::from_secs(4), "host UDP port appears", || {
+        s.udp(g, "127.0.0.1", 6011) == "echo ping"
+    });
+    eprintln!("a new host UDP server reachable from the namespace after {took:?}");
+    drop(e);
+    within(Duration::from_secs(4), "host UDP port goes", || {
+        s.udp(g, "127.0.0.1", 6011) != "echo ping"
+    });
 }

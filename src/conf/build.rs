@@ -529,7 +529,10 @@ fn forwarding(mode: Mode, cli: &Cli) -> Result<Forwarding, ConfError> {
         Mode::Pasta => PortSpec::auto(),
     };
     let one = |name: &'static str, specs: &[PortSpec], default: PortSpec, on: bool| {
-        let supported = matches!(name, "--tcp-ports" | "--udp-ports" | "--tcp-ns");
+        let supported = matches!(
+            name,
+            "--tcp-ports" | "--udp-ports" | "--tcp-ns" | "--udp-ns"
+        );
         let spec = match PortSpec::combine(specs).map_err(|e| ConfError::Ports(name, e))? {
             Some(spec) if !spec.is_none() && !supported => {
                 return Err(ConfError::NotSupported(name));
@@ -1348,7 +1351,6 @@ mod tests {
                 &["--splice-only"],
                 "--splice-only: not supported yet",
             ),
-            (Mode::Pasta, &["-U", "53"], "--udp-ns: not supported yet"),
         ];
         for (mode, args, want) in cases {
             let got = try_build(*mode, args, &dual()).map_err(|e| e.to_string());

@@ -209,11 +209,25 @@ pub enum Kind {
     /// A TCP connection between the host and pasta's namespace joined by
     /// `splice(2)`: two sockets and two pipes.
     Splice,
+    /// A UDP flow between pasta's namespace and the host: two sockets,
+    /// datagrams copied between them.
+    UdpSplice,
 }
 
 impl Kind {
     /// Number of kinds, for per-kind arrays.
-    pub const COUNT: usize = 4;
+    pub const COUNT: usize = 5;
+
+    /// Descriptors a flow of this kind holds beyond the one its slot
+    /// stands for. Kinds holding more stay within their reserve, and the
+    /// extra descriptors of a full reserve are set aside from the pool.
+    pub fn extra_fds(self) -> usize {
+        match self {
+            Kind::Splice => SPLICE_EXTRA_FDS,
+            Kind::UdpSplice => 1,
+            Kind::Tcp | Kind::Udp | Kind::Ping => 0,
+        }
+    }
 
     fn index(self) -> usize {
         match self {
@@ -221,6 +235,7 @@ impl Kind {
             Kind::Udp => 1,
             Kind::Ping => 2,
             Kind::Splice => 3,
+            Kind::UdpSplice => 4,
         }
     }
 
@@ -228,7 +243,7 @@ impl Kind {
     pub fn proto(self) -> Proto {
         match self {
             Kind::Tcp | Kind::Splice => Proto::Tcp,
-            Kind::Udp => Proto::Udp,
+            Kind::Udp | Kind::UdpSplice => Proto::Udp,
             Kind::Ping => Proto::Icmp,
         }
     }
@@ -241,6 +256,7 @@ impl std::fmt::Display for Kind {
             Kind::Udp => "UDP",
             Kind::Ping => "ping",
             Kind::Splice => "TCP splice",
+            Kind::UdpSplice => "UDP splice",
         })
     }
 }
@@ -255,6 +271,8 @@ pub enum Flow {
     Ping(crate::icmp::PingFlow),
     /// A spliced TCP connection.
     Splice(crate::tcp::spliced::SpliceFlow),
+    /// A UDP flow between the namespace and the host.
+    UdpSplice(crate::udp::spliced::UdpSpliceFlow),
 }
 
 /// What the table needs to know of the flows it stores.
@@ -273,6 +291,7 @@ impl Flow {
             Flow::Udp(_) => Kind::Udp,
             Flow::Ping(_) => Kind::Ping,
             Flow::Splice(_) => Kind::Splice,
+            Flow::UdpSplice(_) => Kind::UdpSplice,
         }
     }
 
@@ -283,6 +302,7 @@ impl Flow {
             Flow::Udp(u) => u.sides(),
             Flow::Ping(p) => p.sides(),
             Flow::Splice(s) => s.sides(),
+            Flow::UdpSplice(u) => u.sides(),
         }
     }
 }
@@ -385,12 +405,27 @@ pub fn capacity_for(nofile: u64) -> usize {
 /// other kind alone can grow to about three quarters of the table
 /// (15 000 UDP flows at 20 000 open files).
 pub fn reserves(capacity: usize) -> [usize; Kind::COUNT] {
-    [capacity / 8, capacity / 16, capacity / 64, capacity / 128]
+    [
+        capacity / 8,
+        capacity / 16,
+        capacity / 64,
+        capacity / 128,
+        capacity / 128,
+    ]
 }
 
 /// Descriptors a spliced connection holds beyond the one a slot stands
 /// for.
 pub const SPLICE_EXTRA_FDS: usize = 5;
+
+/// Every kind, in index order.
+pub const ALL_KINDS: [Kind; Kind::COUNT] = [
+    Kind::Tcp,
+    Kind::Udp,
+    Kind::Ping,
+    Kind::Splice,
+    Kind::UdpSplice,
+];
 
 /// The ends of a kind's ordered list.
 #[derive(Debug, Clone, Copy)]
@@ -466,9 +501,12 @@ impl<F: FlowEntry> Table<F> {
             keys: RandomState::new(),
             counts: [0; Kind::COUNT],
             reserves,
-            shared: capacity
-                .saturating_sub(reserved)
-                .saturating_sub(SPLICE_EXTRA_FDS * reserves[Kind::Splice.index()]),
+            shared: capacity.saturating_sub(reserved).saturating_sub(
+                ALL_KINDS
+                    .iter()
+                    .map(|k| k.extra_fds() * reserves[k.index()])
+                    .sum(),
+            ),
             timers: timer::Heap::new(capacity),
             lists: [EMPTY; Kind::COUNT],
             evicted: [0; Kind::COUNT],
@@ -504,7 +542,7 @@ impl<F: FlowEntry> Table<F> {
     /// Most flows of `kind` at once: its reserve and the whole pool, when
     /// no other kind uses any of it.
     pub fn max_flows(&self, kind: Kind) -> usize {
-        if kind == Kind::Splice {
+        if kind.extra_fds() > 0 {
             return self.reserve(kind);
         }
         self.reserve(kind) + self.shared
@@ -520,7 +558,7 @@ impl<F: FlowEntry> Table<F> {
     /// the table is full, so this never lets it outgrow its capacity.
     pub fn room_for(&self, kind: Kind) -> bool {
         self.count(kind) < self.reserve(kind)
-            || (kind != Kind::Splice && self.shared_used() < self.shared)
+            || (kind.extra_fds() == 0 && self.shared_used() < self.shared)
     }
 
     /// Number of flows.
@@ -1025,7 +1063,7 @@ mod tests {
 
     #[test]
     fn insert_lookup_remove() {
-        let mut t: Table<T> = Table::with_reserves([2, 1, 1, 0], 0);
+        let mut t: Table<T> = Table::with_reserves([2, 1, 1, 0, 0], 0);
         let a = open(&mut t, Kind::Tcp, 1).unwrap();
         let b = open(&mut t, Kind::Tcp, 2).unwrap();
         assert_eq!(
@@ -1056,7 +1094,7 @@ mod tests {
     #[test]
     fn reserves_alone_are_per_kind() {
         // No pool: each kind has exactly its reserve.
-        let mut t: Table<T> = Table::with_reserves([1, 2, 1, 0], 0);
+        let mut t: Table<T> = Table::with_reserves([1, 2, 1, 0, 0], 0);
         assert_eq!((t.capacity(), t.shared()), (4, 0));
         open(&mut t, Kind::Udp, 1).unwrap();
         open(&mut t, Kind::Udp, 2).unwrap();
@@ -1072,25 +1110,25 @@ mod tests {
     fn reserves_and_pool_at_start_up_sizes() {
         let t: Table<T> = Table::new(19872);
         // The line `-d` logs, which tests/flow_scale.rs reads.
-        assert_eq!(reserves(19872), [2484, 1242, 310, 155]);
-        // Spliced connections' five extra descriptors each come off the
-        // pool.
-        assert_eq!(t.shared(), 19872 - 4191 - 5 * 155);
-        assert_eq!(t.max_flows(Kind::Udp), 16148, "15 000 UDP flows fit");
-        assert_eq!(t.max_flows(Kind::Tcp), 17390);
+        assert_eq!(reserves(19872), [2484, 1242, 310, 155, 155]);
+        // Spliced flows' extra descriptors come off the pool.
+        assert_eq!(t.shared(), 19872 - 4346 - 5 * 155 - 155);
+        assert_eq!(t.max_flows(Kind::Udp), 15838, "15 000 UDP flows fit");
+        assert_eq!(t.max_flows(Kind::Tcp), 17080);
         assert_eq!(
             t.max_flows(Kind::Splice),
             155,
             "splices stay in their reserve"
         );
-        assert_eq!(reserves(131072), [16384, 8192, 2048, 1024]);
+        assert_eq!(t.max_flows(Kind::UdpSplice), 155);
+        assert_eq!(reserves(131072), [16384, 8192, 2048, 1024, 1024]);
         for c in [0, 1, 7, 100, 896, 131072] {
             let t: Table<T> = Table::new(c);
             let r = reserves(c);
             let reserved: usize = r.iter().sum();
             assert_eq!(t.capacity(), c);
             assert_eq!(
-                reserved + SPLICE_EXTRA_FDS * r[3] + t.shared(),
+                reserved + SPLICE_EXTRA_FDS * r[3] + r[4] + t.shared(),
                 c,
                 "no descriptor lost to rounding, none counted twice"
             );
@@ -1100,7 +1138,7 @@ mod tests {
     #[test]
     fn a_reserve_stays_open_when_another_kind_took_the_pool() {
         // Reserves TCP 2, UDP 2, ping 1; a pool of 3.
-        let mut t: Table<T> = Table::with_reserves([2, 2, 1, 0], 8);
+        let mut t: Table<T> = Table::with_reserves([2, 2, 1, 0, 0], 8);
         assert_eq!(t.shared(), 3);
         assert_eq!(t.max_flows(Kind::Udp), 5);
         for p in 1..=5 {
@@ -1122,7 +1160,7 @@ mod tests {
 
     #[test]
     fn removing_a_flow_gives_back_what_it_held() {
-        let mut t: Table<T> = Table::with_reserves([2, 2, 1, 0], 8);
+        let mut t: Table<T> = Table::with_reserves([2, 2, 1, 0, 0], 8);
         let udp: Vec<_> = (1..=5)
             .map(|p| open(&mut t, Kind::Udp, p).unwrap())
             .collect();
@@ -1161,7 +1199,7 @@ mod tests {
 
     #[test]
     fn eviction_makes_room_only_within_a_kind() {
-        let mut t: Table<T> = Table::with_reserves([2, 2, 1, 0], 8);
+        let mut t: Table<T> = Table::with_reserves([2, 2, 1, 0, 0], 8);
         for p in 1..=5 {
             open(&mut t, Kind::Udp, p).unwrap();
         }
@@ -1191,7 +1229,7 @@ mod tests {
         // Random opens and removes of every kind: the table never holds
         // more than its capacity, and a kind under its reserve can always
         // open.
-        let mut t: Table<T> = Table::with_reserves([5, 3, 2, 0], 20);
+        let mut t: Table<T> = Table::with_reserves([5, 3, 2, 0, 0], 20);
         let mut live: Vec<FlowRef> = Vec::new();
         let mut seed = 11u32;
         let mut port = 0u16;
@@ -1239,7 +1277,7 @@ mod tests {
 
     #[test]
     fn stale_references_miss_a_reused_slot() {
-        let mut t: Table<T> = Table::with_reserves([1, 0, 0, 0], 0);
+        let mut t: Table<T> = Table::with_reserves([1, 0, 0, 0, 0], 0);
         let a = open(&mut t, Kind::Tcp, 1).unwrap();
         assert!(t.get(a).is_some());
         t.remove(a);
@@ -1260,7 +1298,7 @@ mod tests {
 
     #[test]
     fn free_slots_are_reused_before_new_ones() {
-        let mut t: Table<T> = Table::with_reserves([8, 0, 0, 0], 0);
+        let mut t: Table<T> = Table::with_reserves([8, 0, 0, 0, 0], 0);
         let refs: Vec<_> = (1..=4)
             .map(|p| open(&mut t, Kind::Tcp, p).unwrap())
             .collect();
@@ -1277,7 +1315,7 @@ mod tests {
 
     #[test]
     fn an_unfinished_flow_gives_its_slot_back() {
-        let mut t: Table<T> = Table::with_reserves([1, 0, 0, 0], 0);
+        let mut t: Table<T> = Table::with_reserves([1, 0, 0, 0, 0], 0);
         let r = {
             let nf = t.begin(Kind::Tcp).unwrap();
             assert_eq!(nf.side_ref(End::Target).flow, nf.flow_ref());
@@ -1296,7 +1334,7 @@ mod tests {
 
     #[test]
     fn a_clashing_side_is_refused() {
-        let mut t: Table<T> = Table::with_reserves([2, 1, 0, 0], 0);
+        let mut t: Table<T> = Table::with_reserves([2, 1, 0, 0, 0], 0);
         open(&mut t, Kind::Tcp, 1).unwrap();
         // Another flow with the same guest side.
         let mut s = sides(2);
@@ -1313,7 +1351,7 @@ mod tests {
 
     #[test]
     fn every_flow_stays_reachable_through_churn() {
-        let mut t: Table<T> = Table::with_reserves([4096, 0, 0, 0], 0);
+        let mut t: Table<T> = Table::with_reserves([4096, 0, 0, 0, 0], 0);
         let mut live = std::collections::HashMap::new();
         let mut seed = 7u32;
         for round in 0..20_000u32 {
@@ -1342,7 +1380,7 @@ mod tests {
 
     #[test]
     fn timers_come_in_deadline_order() {
-        let mut t: Table<T> = Table::with_reserves([8, 0, 0, 0], 0);
+        let mut t: Table<T> = Table::with_reserves([8, 0, 0, 0, 0], 0);
         let r: Vec<_> = (1..=4)
             .map(|p| open(&mut t, Kind::Tcp, p).unwrap())
             .collect();
@@ -1377,7 +1415,7 @@ mod tests {
 
     #[test]
     fn stale_timers_never_outgrow_the_heap() {
-        let mut t: Table<T> = Table::with_reserves([2, 0, 0, 0], 0);
+        let mut t: Table<T> = Table::with_reserves([2, 0, 0, 0, 0], 0);
         let a = open(&mut t, Kind::Tcp, 1).unwrap();
         let t0 = Instant::now();
         let reserved = t.timers.len() + 2 * 2 + 16;
@@ -1398,7 +1436,7 @@ mod tests {
 
     #[test]
     fn eviction_takes_the_least_recently_used() {
-        let mut t: Table<T> = Table::with_reserves([0, 4, 0, 0], 0);
+        let mut t: Table<T> = Table::with_reserves([0, 4, 0, 0, 0], 0);
         let r: Vec<_> = (1..=4)
             .map(|p| open(&mut t, Kind::Udp, p).unwrap())
             .collect();
@@ -1424,7 +1462,7 @@ mod tests {
     fn only_listed_flows_can_be_evicted() {
         // TCP lists connections in the handshake, oldest first, and
         // unlists them once established.
-        let mut t: Table<T> = Table::with_reserves([4, 0, 0, 0], 0);
+        let mut t: Table<T> = Table::with_reserves([4, 0, 0, 0, 0], 0);
         let r: Vec<_> = (1..=4)
             .map(|p| open(&mut t, Kind::Tcp, p).unwrap())
             .collect();

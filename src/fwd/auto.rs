@@ -63,6 +63,7 @@ pub struct Auto {
     ns_tcp: Option<Scanner>,
     ns_udp: Option<Scanner>,
     host_tcp: Option<Scanner>,
+    host_udp: Option<Scanner>,
     /// Scratch sets, allocated once.
     bound: PortSet,
     ours: PortSet,
@@ -92,6 +93,7 @@ impl Auto {
             (Proto::Tcp, Place::Host, &conf.fwd.tcp_in),
             (Proto::Udp, Place::Host, &conf.fwd.udp_in),
             (Proto::Tcp, Place::Ns, &conf.fwd.tcp_out),
+            (Proto::Udp, Place::Ns, &conf.fwd.udp_out),
         ];
         for (proto, place, spec) in specs {
             for r in spec.rules.iter().filter(|r| r.auto) {
@@ -118,11 +120,16 @@ impl Auto {
             .then(|| Scanner::open_best(std::path::Path::new("/proc/self/net"), Proto::Tcp))
             .transpose()
             .map_err(|e| format!("/proc/self/net/tcp: {e}"))?;
+        let host_udp = wants(Proto::Udp, Place::Ns)
+            .then(|| Scanner::open_best(std::path::Path::new("/proc/self/net"), Proto::Udp))
+            .transpose()
+            .map_err(|e| format!("/proc/self/net/udp: {e}"))?;
         Ok(Some(Auto {
             rules,
             ns_tcp,
             ns_udp,
             host_tcp,
+            host_udp,
             bound: PortSet::new(),
             ours: PortSet::new(),
             want: PortSet::new(),
@@ -159,6 +166,7 @@ impl Auto {
             (Proto::Tcp, Place::Host) => self.ns_tcp.as_mut(),
             (Proto::Udp, Place::Host) => self.ns_udp.as_mut(),
             (Proto::Tcp, Place::Ns) => self.host_tcp.as_mut(),
+            (Proto::Udp, Place::Ns) => self.host_udp.as_mut(),
             _ => None,
         };
         let Some(scanner) = scanner else {

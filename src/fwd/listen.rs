@@ -184,7 +184,7 @@ impl Listeners {
         Ok(out)
     }
 
-    /// Bind the namespace side of `-T` for `conf`, inside the namespace
+    /// Bind the namespace side of `-T` and `-U` for `conf`, inside the namespace
     /// (call this on a thread that is in it), within what `bind` left.
     ///
     /// # Errors
@@ -199,6 +199,15 @@ impl Listeners {
             Proto::Tcp,
             &conf.fwd.tcp_out,
             "--tcp-ns",
+            &ephemeral,
+            &mut left,
+            true,
+        )?;
+        self.bind_spec(
+            conf,
+            Proto::Udp,
+            &conf.fwd.udp_out,
+            "--udp-ns",
             &ephemeral,
             &mut left,
             true,

@@ -207,6 +207,8 @@ pub struct Splicer {
     pub lo_to_lo: bool,
     /// `--no-splice`: host loopback clients of `-t` go through the tap.
     pub no_splice: bool,
+    /// Where spliced UDP datagrams pass through (`udp::spliced`).
+    pub buf: Box<[u8]>,
 }
 
 impl Splicer {

@@ -562,7 +562,7 @@ impl Crowd {
             ip4.map_host_loopback = Some(std::net::Ipv4Addr::new(10, 0, 0, 1));
         }
         // Room for two connections: TCP's reserve, and no pool.
-        let flows = Flows::with_reserves([2, 1, 1, 0], 0);
+        let flows = Flows::with_reserves([2, 1, 1, 0, 0], 0);
         Crowd {
             conf,
             ev: EventLoop::new().unwrap(),

@@ -43,6 +43,8 @@
 //! opening new flows. Still to come: batching datagrams with
 //! `recvmmsg`/`sendmmsg`.
 
+pub mod spliced;
+
 use crate::conf::Config;
 use crate::dgram::{self, DgramFlow, RECV_BURST, Rx, Sockets};
 use crate::errqueue;
@@ -258,7 +260,10 @@ fn open_socket(guest_port: u16, target: SocketAddr) -> Result<OwnedFd, Errno> {
 /// length, sender, and the local address it was sent to (the socket
 /// may be bound to a wildcard; `IP_PKTINFO` tells which address).
 /// `None` for a datagram without a usable sender.
-fn recv_first(fd: RawFd, buf: &mut [u8]) -> Result<Option<(usize, SocketAddr, IpAddr)>, Errno> {
+pub(crate) fn recv_first(
+    fd: RawFd,
+    buf: &mut [u8],
+) -> Result<Option<(usize, SocketAddr, IpAddr)>, Errno> {
     let mut iov = [std::io::IoSliceMut::new(buf)];
     let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo);
     let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_DONTWAIT)?;
@@ -298,7 +303,7 @@ fn recv_first(fd: RawFd, buf: &mut [u8]) -> Result<Option<(usize, SocketAddr, Ip
 /// it the sender's later datagrams (a connected socket is the better
 /// match) and the guest's replies leave from the address and port the
 /// sender expects them from.
-fn open_inbound_socket(bound: SocketAddr, sender: SocketAddr) -> Result<OwnedFd, Errno> {
+pub(crate) fn open_inbound_socket(bound: SocketAddr, sender: SocketAddr) -> Result<OwnedFd, Errno> {
     let v6 = sender.is_ipv6();
     let family = if v6 {
         AddressFamily::Inet6
@@ -450,6 +455,11 @@ impl Udp {
             idle: idle_timeout_from(std::env::var_os(IDLE_SECS_ENV)),
             first: vec![0u8; 1 << 16].into_boxed_slice(),
         }
+    }
+
+    /// How long a flow lives without traffic.
+    pub fn idle(&self) -> Duration {
+        self.idle
     }
 
     /// Send a datagram the guest sent from `guest` to `remote`.
