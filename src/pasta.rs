@@ -59,15 +59,22 @@ pub fn run(conf: &Config) -> Result<ExitCode, StartError> {
     let files = open_files(conf, &mut leftovers)?;
     let mut target = Target::prepare(p).map_err(ns_err)?;
 
-    let tap: OwnedFd = target
-        .run_in(|| -> Result<OwnedFd, String> {
-            let fd = crate::sys::tun::open_tap(&p.ns_ifname)
-                .map_err(|e| format!("/dev/net/tun: {}", crate::startup::plain(&e)))?;
-            configure(conf, p)?;
-            Ok(fd)
-        })
-        .map_err(ns_err)?
-        .map_err(StartError)?;
+    let tap: Option<OwnedFd> = if p.splice_only {
+        // No tap: only the namespace's loopback, which splices reach.
+        crate::ns::bring_up_loopback(&target).map_err(ns_err)?;
+        None
+    } else {
+        let fd = target
+            .run_in(|| -> Result<OwnedFd, String> {
+                let fd = crate::sys::tun::open_tap(&p.ns_ifname)
+                    .map_err(|e| format!("/dev/net/tun: {}", crate::startup::plain(&e)))?;
+                configure(conf, p)?;
+                Ok(fd)
+            })
+            .map_err(ns_err)?
+            .map_err(StartError)?;
+        Some(fd)
+    };
 
     let mut listeners = Listeners::bind(conf, isolate::fd_limit())?;
     if !conf.fwd.tcp_out.is_none() || !conf.fwd.udp_out.is_none() {
@@ -91,7 +98,8 @@ pub fn run(conf: &Config) -> Result<ExitCode, StartError> {
     // one else to become.
     // Clients of -T ports and host loopback clients of -t ports are
     // spliced: a thread inside the namespace opens sockets there.
-    let splice = !conf.fwd.tcp_out.is_none()
+    let splice = p.splice_only
+        || !conf.fwd.tcp_out.is_none()
         || !conf.fwd.udp_out.is_none()
         || (!p.no_splice && !conf.fwd.tcp_in.is_none());
     let mut splicer = None;
@@ -109,6 +117,7 @@ pub fn run(conf: &Config) -> Result<ExitCode, StartError> {
                     ns6: conf.ip6.as_ref().map(|c| c.addr),
                     lo_to_lo: p.host_lo_to_ns_lo,
                     no_splice: p.no_splice,
+                    splice_only: p.splice_only,
                     buf: vec![0u8; 1 << 16].into_boxed_slice(),
                 });
             }
@@ -123,7 +132,13 @@ pub fn run(conf: &Config) -> Result<ExitCode, StartError> {
     target.release().map_err(ns_err)?;
     crate::startup::log_summary(conf);
 
-    let mut server = Server::new(conf, TapSide::Tun(File::from(tap)), pcap, quit, listeners)?;
+    let mut server = Server::new(
+        conf,
+        tap.map_or(TapSide::Nothing, |t| TapSide::Tun(File::from(t))),
+        pcap,
+        quit,
+        listeners,
+    )?;
     if spawned {
         server.linger_on_quit(LINGER);
     }

@@ -51,6 +51,8 @@ pub enum TapSide {
     },
     /// pasta: the tap device in the namespace.
     Tun(File),
+    /// pasta `--splice-only`: no tap device, only spliced flows.
+    Nothing,
 }
 
 /// Why the loop ended.
@@ -140,6 +142,7 @@ impl<'c> Server<'c> {
                 ev.add(dev, EpollRef::TapTun, false).map_err(ep)?;
                 false
             }
+            TapSide::Nothing => false,
         };
         for (i, l) in listeners.iter() {
             let r = match l.proto {
@@ -382,7 +385,7 @@ impl<'c> Server<'c> {
     fn guest_present(&self) -> bool {
         match &self.side {
             TapSide::Stream { conn, .. } => conn.is_some(),
-            TapSide::Tun(_) => true,
+            TapSide::Tun(_) | TapSide::Nothing => true,
         }
     }
 
@@ -683,6 +686,11 @@ impl<'c> Server<'c> {
                 flush_stream(&mut c, &mut self.tx)
             }
             TapSide::Stream { conn: None, .. } => return Ok(()),
+            TapSide::Nothing => {
+                // Nowhere for frames to go (router advertisements).
+                self.tx.clear();
+                return Ok(());
+            }
             TapSide::Tun(dev) => match tun::flush(dev, &mut self.tx) {
                 Ok(left) => left,
                 Err(e) => {
@@ -697,7 +705,7 @@ impl<'c> Server<'c> {
                     self.ev.modify(c, EpollRef::TapStream, left)
                 }
                 TapSide::Tun(dev) => self.ev.modify(dev, EpollRef::TapTun, left),
-                TapSide::Stream { conn: None, .. } => Ok(()),
+                TapSide::Stream { conn: None, .. } | TapSide::Nothing => Ok(()),
             };
             if let Err(e) = r {
                 log::warn!("epoll: {e}");

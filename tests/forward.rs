@@ -940,3 +940,37 @@ fn pasta_udp_ns_auto_follows_the_hosts_servers() {
         s.udp(g, "127.0.0.1", 6011) != "echo ping"
     });
 }
+
+#[test]
+fn pasta_splice_only_has_no_tap_and_splices_both_ways() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let p = AttachedPasta::start(
+        &host,
+        &[
+            "--splice-only",
+            "-t",
+            "8080:80",
+            "-T",
+            "7777",
+            "-u",
+            "none",
+            "-U",
+            "none",
+        ],
+    );
+    // No tap device: the namespace has its loopback only.
+    let links = p.ns.sh("ip -o link show | wc -l");
+    assert_eq!(links.trim(), "1", "{}", p.ns.sh("ip -o link show"));
+    let _ns_server = peer_echo(&p.ns, &dir, "ns.ready", &[80]);
+    let _host_server = peer_echo(&host.ns, &dir, "host.ready", &[7777]);
+    let c = script(&dir, "client.py", CLIENT);
+    let r = host
+        .ns
+        .sh(&format!("python3 {} 127.0.0.1 8080", c.display()));
+    assert!(r.trim().ends_with("hello"), "{r}");
+    assert_eq!(peer(r.trim()), "127.0.0.1");
+    let r = p.ns.sh(&format!("python3 {} 127.0.0.1 7777", c.display()));
+    assert!(r.trim().ends_with("hello"), "{r}");
+    assert!(alive(p.pid));
+}

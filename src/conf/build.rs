@@ -150,7 +150,6 @@ fn check_supported(cli: &Cli) -> Result<(), ConfError> {
         (cli.conf_path.is_some(), "--conf-path"),
         (cli.migrate_exit, "--migrate-exit"),
         (cli.migrate_no_linger, "--migrate-no-linger"),
-        (cli.splice_only, "--splice-only"),
     ];
     match unsupported.iter().find(|(given, _)| *given) {
         Some((_, name)) => Err(ConfError::NotSupported(name)),
@@ -586,6 +585,7 @@ fn pasta_config(cli: &Cli, template_name: Option<&str>) -> PastaConfig {
         ns_ifname,
         ns_mac: cli.ns_mac_addr,
         no_splice: cli.no_splice,
+        splice_only: cli.splice_only,
         host_lo_to_ns_lo: cli.host_lo_to_ns_lo,
     }
 }
@@ -766,6 +766,7 @@ mod tests {
                 ns_ifname: "eth0".into(),
                 ns_mac: None,
                 no_splice: false,
+                splice_only: false,
                 host_lo_to_ns_lo: false,
             })
         );
@@ -1345,11 +1346,6 @@ mod tests {
                 Mode::Passt,
                 &["--migrate-no-linger"],
                 "--migrate-no-linger: not supported yet",
-            ),
-            (
-                Mode::Pasta,
-                &["--splice-only"],
-                "--splice-only: not supported yet",
             ),
         ];
         for (mode, args, want) in cases {

@@ -206,6 +206,8 @@ pub struct PastaConfig {
     pub ns_mac: Option<[u8; 6]>,
     /// `--no-splice`.
     pub no_splice: bool,
+    /// `--splice-only`: no tap device; only the splice paths.
+    pub splice_only: bool,
     /// `--host-lo-to-ns-lo`.
     pub host_lo_to_ns_lo: bool,
 }

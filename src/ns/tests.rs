@@ -45,6 +45,7 @@ fn cfg(target: NsTarget) -> PastaConfig {
         ns_ifname: "tap0".into(),
         ns_mac: None,
         no_splice: false,
+        splice_only: false,
         host_lo_to_ns_lo: false,
     }
 }

@@ -207,6 +207,8 @@ pub struct Splicer {
     pub lo_to_lo: bool,
     /// `--no-splice`: host loopback clients of `-t` go through the tap.
     pub no_splice: bool,
+    /// `--splice-only`: every client of `-t` is spliced (there is no tap).
+    pub splice_only: bool,
     /// Where spliced UDP datagrams pass through (`udp::spliced`).
     pub buf: Box<[u8]>,
 }
@@ -215,7 +217,7 @@ impl Splicer {
     /// Whether a client at `peer` of listener `l` is spliced: every
     /// client of a `-T` port, and host loopback clients of `-t` ports.
     pub fn wants(&self, l: &crate::fwd::listen::Listener, peer: SocketAddr) -> bool {
-        l.ns || (!self.no_splice && peer.ip().is_loopback())
+        l.ns || self.splice_only || (!self.no_splice && peer.ip().is_loopback())
     }
 
     /// Join client `sock` of listener `l` with a new socket on the other
@@ -250,7 +252,8 @@ impl Splicer {
             };
             let ip = match l.to_addr {
                 Some(a) => a,
-                None if self.lo_to_lo => loopback,
+                // Without a tap the namespace has no other address.
+                None if self.lo_to_lo || self.splice_only => loopback,
                 None => own.unwrap_or(loopback),
             };
             (Side::Ns, ip)
