@@ -98,6 +98,8 @@ pub trait DgramFlow: Sized {
     fn is_paused(&self) -> bool;
     /// Record whether it is.
     fn set_paused(&mut self, paused: bool);
+    /// When the flow was last used (what its idle timeout counts from).
+    fn last(&self) -> std::time::Instant;
     /// The guest's address.
     fn guest_ip(&self) -> IpAddr;
     /// The address the guest sent to.
@@ -266,4 +268,35 @@ fn relay_errors<F: DgramFlow>(
         }
     }
     errqueue::clear_pending(flow.sock());
+}
+
+/// Close flow `r` of kind `F` if it has been idle for `idle`; otherwise
+/// look again when it will have been. Each use of a flow only updates
+/// its `last`, and the timer catches up here.
+pub fn expire<F: DgramFlow>(
+    flows: &mut Flows,
+    ev: &crate::event::EventLoop,
+    r: FlowRef,
+    idle: std::time::Duration,
+    now: std::time::Instant,
+) {
+    let Some(due) = F::of(flows, r).map(|f| f.last() + idle) else {
+        return;
+    };
+    if due > now {
+        flows.rearm(r, due, now);
+        return;
+    }
+    if let Some(f) = flows.remove(r)
+        && let Some(d) = F::of_flow(&f)
+    {
+        log::debug!(
+            "{} {}: {} -> {} closed (idle)",
+            F::NAME,
+            r.index,
+            d.guest_ip(),
+            d.remote_ip()
+        );
+        let _ = ev.remove(d.sock());
+    }
 }

@@ -151,6 +151,10 @@ impl DgramFlow for PingFlow {
         self.paused = paused;
     }
 
+    fn last(&self) -> Instant {
+        self.last
+    }
+
     fn guest_ip(&self) -> IpAddr {
         self.guest()
     }
@@ -423,24 +427,7 @@ impl Pings {
     /// Close flow `r` if it has had no request for `IDLE_TIMEOUT`;
     /// otherwise schedule it for when it will have had none for that long.
     pub fn expire(&mut self, flows: &mut Flows, ev: &EventLoop, r: FlowRef, now: Instant) {
-        let Some(due) = flow_mut(flows, r).map(|f| f.last + IDLE_TIMEOUT) else {
-            return;
-        };
-        if due > now {
-            // Traffic since the timer was armed: each use only updates
-            // `last`, and the timer catches up here.
-            flows.rearm(r, due, now);
-            return;
-        }
-        if let Some(Flow::Ping(f)) = flows.remove(r) {
-            log::debug!(
-                "ping flow {}: {} -> {} closed (idle)",
-                r.index,
-                f.guest(),
-                f.remote()
-            );
-            let _ = ev.remove(&f.sock);
-        }
+        dgram::expire::<PingFlow>(flows, ev, r, IDLE_TIMEOUT, now);
     }
 
     /// The guest went away: its flows are gone.

@@ -206,6 +206,18 @@ impl Scene {
     }
 }
 
+/// A one-way socat in `ns` from `from` to `to` (one of them listening),
+/// for one connection.
+fn socat_once(ns: &Netns, from: &str, to: &str) -> Reaped {
+    Reaped(
+        ns.cmd("socat")
+            .args(["-u", from, to])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// Wait until something in `ns` listens on TCP `port`.
 fn listening(ns: &Netns, port: u16) {
     assert!(
@@ -311,23 +323,16 @@ fn bulk(pasta: bool) {
     let (up, down) = (s.dir.join("up"), s.dir.join("down"));
     let g = s.guest_ns();
     // Into the guest: its server writes what it receives.
-    let _sink = Reaped(
-        g.cmd("socat")
-            .args(["-u", "TCP-LISTEN:80,reuseaddr"])
-            .arg(format!("CREATE:{}", up.display()))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _sink = socat_once(
+        g,
+        "TCP-LISTEN:80,reuseaddr",
+        &format!("CREATE:{}", up.display()),
     );
     // Out of it: its server sends the file.
-    let _source = Reaped(
-        g.cmd("socat")
-            .arg("-u")
-            .arg(format!("OPEN:{}", src.display()))
-            .arg("TCP-LISTEN:81,reuseaddr")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _source = socat_once(
+        g,
+        &format!("OPEN:{}", src.display()),
+        "TCP-LISTEN:81,reuseaddr",
     );
     listening(g, 80);
     listening(g, 81);
@@ -578,13 +583,10 @@ fn pasta_splices_loopback_clients_without_the_tap() {
     let src = random_file(&s.dir, "src", 64);
     let (up, down) = (s.dir.join("up"), s.dir.join("down"));
     let g = s.guest_ns();
-    let _sink = Reaped(
-        g.cmd("socat")
-            .args(["-u", "TCP-LISTEN:81,reuseaddr"])
-            .arg(format!("CREATE:{}", up.display()))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _sink = socat_once(
+        g,
+        "TCP-LISTEN:81,reuseaddr",
+        &format!("CREATE:{}", up.display()),
     );
     listening(g, 81);
     let before = tap_bytes(g);
@@ -598,14 +600,10 @@ fn pasta_splices_loopback_clients_without_the_tap() {
     }));
     eprintln!("64 MiB host -> namespace spliced in {:?}", t.elapsed());
     assert!(same(&src, &up), "into the namespace: content differs");
-    let _source = Reaped(
-        g.cmd("socat")
-            .arg("-u")
-            .arg(format!("OPEN:{}", src.display()))
-            .arg("TCP-LISTEN:81,reuseaddr")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _source = socat_once(
+        g,
+        &format!("OPEN:{}", src.display()),
+        "TCP-LISTEN:81,reuseaddr",
     );
     listening(g, 81);
     let t = std::time::Instant::now();
@@ -670,13 +668,10 @@ fn pasta_tcp_ns_reaches_the_hosts_loopback() {
     let src = random_file(dir, "src", 64);
     let up = dir.join("up");
     drop(_server);
-    let _sink = Reaped(
-        h.cmd("socat")
-            .args(["-u", "TCP-LISTEN:7777,bind=127.0.0.1,reuseaddr"])
-            .arg(format!("CREATE:{}", up.display()))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _sink = socat_once(
+        h,
+        "TCP-LISTEN:7777,bind=127.0.0.1,reuseaddr",
+        &format!("CREATE:{}", up.display()),
     );
     listening(h, 7777);
     g.sh(&format!(
@@ -973,4 +968,32 @@ fn pasta_splice_only_has_no_tap_and_splices_both_ways() {
     let r = p.ns.sh(&format!("python3 {} 127.0.0.1 7777", c.display()));
     assert!(r.trim().ends_with("hello"), "{r}");
     assert!(alive(p.pid));
+}
+
+#[test]
+fn pasta_auto_within_a_range_only() {
+    // `8000-8010,auto`: those ports, and only while bound in the
+    // namespace.
+    let s = Scene::new(
+        true,
+        &[
+            "-t",
+            "8000-8010,auto",
+            "-u",
+            "none",
+            "-T",
+            "none",
+            "-U",
+            "none",
+        ],
+    );
+    let (h, g) = (&s.host.ns, s.guest_ns());
+    assert_eq!(s.tcp(h, "127.0.0.1", 8005), "refused");
+    let _server = peer_echo(g, &s.dir, "ready", &[8005, 8020]);
+    within(Duration::from_secs(3), "8005 appears", || {
+        s.tcp(h, "127.0.0.1", 8005).ends_with("hello")
+    });
+    // Bound in the namespace but outside the range: never forwarded.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(s.tcp(h, "127.0.0.1", 8020), "refused");
 }

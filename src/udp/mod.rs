@@ -180,6 +180,10 @@ impl DgramFlow for UdpFlow {
         self.paused = paused;
     }
 
+    fn last(&self) -> Instant {
+        self.last
+    }
+
     fn guest_ip(&self) -> IpAddr {
         self.guest().ip()
     }
@@ -614,24 +618,7 @@ impl Udp {
     /// Close flow `r` if it has been idle for the idle timeout; otherwise
     /// schedule it for when it will have been.
     pub fn expire(&mut self, flows: &mut Flows, ev: &EventLoop, r: FlowRef, now: Instant) {
-        let Some(due) = flow_mut(flows, r).map(|f| f.last + self.idle) else {
-            return;
-        };
-        if due > now {
-            // Traffic since the timer was armed: each use only updates
-            // `last`, and the timer catches up here.
-            flows.rearm(r, due, now);
-            return;
-        }
-        if let Some(Flow::Udp(f)) = flows.remove(r) {
-            log::debug!(
-                "UDP flow {}: {} -> {} closed (idle)",
-                r.index,
-                f.guest(),
-                f.remote()
-            );
-            let _ = ev.remove(&f.sock);
-        }
+        dgram::expire::<UdpFlow>(flows, ev, r, self.idle, now);
     }
 
     /// The guest went away: its flows are gone.
