@@ -85,6 +85,8 @@ pub fn receive(
 pub trait DgramFlow: Sized {
     /// How log messages name a flow of this kind.
     const NAME: &'static str;
+    /// The table's kind for these flows.
+    const KIND: crate::flow::Kind;
     /// The flow of this kind `r` names, if it is still there.
     fn of(flows: &mut Flows, r: FlowRef) -> Option<&mut Self>;
     /// The same, read-only, from a flow of any kind.
@@ -299,4 +301,24 @@ pub fn expire<F: DgramFlow>(
         );
         let _ = ev.remove(d.sock());
     }
+}
+
+/// Close the least recently used flow of kind `F` to make room for a new
+/// one; false if there is none.
+pub fn make_room<F: DgramFlow>(flows: &mut Flows, ev: &crate::event::EventLoop) -> bool {
+    let Some((r, f)) = flows.evict(F::KIND) else {
+        return false;
+    };
+    // Only flows of the kind are in its list; anything else closes on drop.
+    if let Some(d) = F::of_flow(&f) {
+        log::debug!(
+            "{} {}: {} -> {} evicted (least recently used)",
+            F::NAME,
+            r.index,
+            d.guest_ip(),
+            d.remote_ip()
+        );
+        let _ = ev.remove(d.sock());
+    }
+    true
 }

@@ -123,6 +123,7 @@ fn flow_mut(flows: &mut Flows, r: FlowRef) -> Option<&mut PingFlow> {
 
 impl DgramFlow for PingFlow {
     const NAME: &'static str = "ping flow";
+    const KIND: Kind = Kind::Ping;
 
     fn of(flows: &mut Flows, r: FlowRef) -> Option<&mut Self> {
         flow_mut(flows, r)
@@ -233,26 +234,6 @@ fn open_socket(v6: bool, id: u16) -> Result<OwnedFd, Errno> {
     Err(Errno::EADDRINUSE)
 }
 
-/// Close the least recently used ping flow to make room for a new one;
-/// false if there is none.
-fn make_room(flows: &mut Flows, ev: &EventLoop) -> bool {
-    match flows.evict(Kind::Ping) {
-        Some((r, Flow::Ping(f))) => {
-            log::debug!(
-                "ping flow {}: {} -> {} evicted (least recently used)",
-                r.index,
-                f.guest(),
-                f.remote()
-            );
-            close(f, ev);
-            true
-        }
-        // Only ping flows are in the ping list; anything else closes on drop.
-        Some(_) => true,
-        None => false,
-    }
-}
-
 /// Open the flow the guest starts from `ini`: its host side as
 /// `fwd::outbound` decides, a ping socket, and the flow in the table.
 fn open(
@@ -265,11 +246,13 @@ fn open(
     let mut tgt = fwd::outbound(conf, Proto::Icmp, &ini).map_err(IcmpDrop::Destination)?;
     // The least recently used flow makes way when ping has no room or the
     // descriptors run out: it is the one least likely to be missed.
-    if !flows.room_for(Kind::Ping) && !make_room(flows, ev) {
+    if !flows.room_for(Kind::Ping) && !dgram::make_room::<PingFlow>(flows, ev) {
         return Err(IcmpDrop::TableFull);
     }
     let mut opened = open_socket(ini.peer.is_ipv6(), ini.peer.port());
-    if matches!(opened, Err(Errno::EMFILE | Errno::ENFILE)) && make_room(flows, ev) {
+    if matches!(opened, Err(Errno::EMFILE | Errno::ENFILE))
+        && dgram::make_room::<PingFlow>(flows, ev)
+    {
         opened = open_socket(ini.peer.is_ipv6(), ini.peer.port());
     }
     let sock = opened.map_err(IcmpDrop::Socket)?;

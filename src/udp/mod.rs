@@ -152,6 +152,7 @@ fn flow_mut(flows: &mut Flows, r: FlowRef) -> Option<&mut UdpFlow> {
 
 impl DgramFlow for UdpFlow {
     const NAME: &'static str = "UDP flow";
+    const KIND: Kind = Kind::Udp;
 
     fn of(flows: &mut Flows, r: FlowRef) -> Option<&mut Self> {
         flow_mut(flows, r)
@@ -237,8 +238,9 @@ fn bind_port(fd: RawFd, v6: bool, port: u16) -> nix::Result<()> {
     }
 }
 
-fn open_socket(guest_port: u16, target: SocketAddr) -> Result<OwnedFd, Errno> {
-    let v6 = target.is_ipv6();
+/// A non-blocking UDP socket of `v6`'s family, with ICMP errors for what
+/// it sends queued (`errqueue`) when `recverr`.
+pub(crate) fn udp_socket(v6: bool, recverr: bool) -> Result<OwnedFd, Errno> {
     let family = if v6 {
         AddressFamily::Inet6
     } else {
@@ -246,17 +248,30 @@ fn open_socket(guest_port: u16, target: SocketAddr) -> Result<OwnedFd, Errno> {
     };
     let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
     let sock = socket(family, SockType::Datagram, flags, None)?;
+    if recverr {
+        errqueue::enable(&sock, v6)?;
+    }
+    Ok(sock)
+}
+
+/// Connect `sock` to `to`.
+pub(crate) fn connect_to(sock: &OwnedFd, to: SocketAddr) -> Result<(), Errno> {
+    match to {
+        SocketAddr::V4(a) => connect(sock.as_raw_fd(), &SockaddrIn::from(a)),
+        SocketAddr::V6(a) => connect(sock.as_raw_fd(), &SockaddrIn6::from(a)),
+    }
+}
+
+fn open_socket(guest_port: u16, target: SocketAddr) -> Result<OwnedFd, Errno> {
+    let v6 = target.is_ipv6();
     // ICMP errors for what we send, to relay to the guest.
-    errqueue::enable(&sock, v6)?;
+    let sock = udp_socket(v6, true)?;
     let fd = sock.as_raw_fd();
     // Keep the guest's source port if it's free (and not privileged).
     if bind_port(fd, v6, guest_port).is_err() {
         bind_port(fd, v6, 0)?;
     }
-    match target {
-        SocketAddr::V4(a) => connect(fd, &SockaddrIn::from(a))?,
-        SocketAddr::V6(a) => connect(fd, &SockaddrIn6::from(a))?,
-    }
+    connect_to(&sock, target)?;
     Ok(sock)
 }
 
@@ -308,29 +323,18 @@ pub(crate) fn recv_first(
 /// match) and the guest's replies leave from the address and port the
 /// sender expects them from.
 pub(crate) fn open_inbound_socket(bound: SocketAddr, sender: SocketAddr) -> Result<OwnedFd, Errno> {
-    let v6 = sender.is_ipv6();
-    let family = if v6 {
-        AddressFamily::Inet6
-    } else {
-        AddressFamily::Inet
-    };
-    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
-    let sock = socket(family, SockType::Datagram, flags, None)?;
-    errqueue::enable(&sock, v6)?;
+    let sock = udp_socket(sender.is_ipv6(), true)?;
     setsockopt(&sock, sockopt::ReuseAddr, &true)?;
     let fd = sock.as_raw_fd();
     match (bound, sender) {
-        (SocketAddr::V4(b), SocketAddr::V4(s)) => {
-            bind(fd, &SockaddrIn::from(b))?;
-            connect(fd, &SockaddrIn::from(s))?;
-        }
-        (SocketAddr::V6(b), SocketAddr::V6(s)) => {
+        (SocketAddr::V4(b), SocketAddr::V4(_)) => bind(fd, &SockaddrIn::from(b))?,
+        (SocketAddr::V6(b), SocketAddr::V6(_)) => {
             setsockopt(&sock, sockopt::Ipv6V6Only, &true)?;
             bind(fd, &SockaddrIn6::from(b))?;
-            connect(fd, &SockaddrIn6::from(s))?;
         }
         _ => return Err(Errno::EAFNOSUPPORT),
     }
+    connect_to(&sock, sender)?;
     Ok(sock)
 }
 
@@ -374,11 +378,13 @@ fn install(
     idle: Duration,
     mut open_sock: impl FnMut() -> Result<OwnedFd, Errno>,
 ) -> Result<FlowRef, UdpDrop> {
-    if !flows.room_for(Kind::Udp) && !make_room(flows, ev) {
+    if !flows.room_for(Kind::Udp) && !dgram::make_room::<UdpFlow>(flows, ev) {
         return Err(UdpDrop::TableFull);
     }
     let mut opened = open_sock();
-    if matches!(opened, Err(Errno::EMFILE | Errno::ENFILE)) && make_room(flows, ev) {
+    if matches!(opened, Err(Errno::EMFILE | Errno::ENFILE))
+        && dgram::make_room::<UdpFlow>(flows, ev)
+    {
         opened = open_sock();
     }
     let sock = opened.map_err(UdpDrop::Socket)?;
@@ -412,26 +418,6 @@ fn install(
     })?;
     flows.schedule(r, now + idle);
     Ok(r)
-}
-
-/// Close the least recently used UDP flow to make room for a new one;
-/// false if there is none.
-fn make_room(flows: &mut Flows, ev: &EventLoop) -> bool {
-    match flows.evict(Kind::Udp) {
-        Some((r, Flow::Udp(f))) => {
-            log::debug!(
-                "UDP flow {}: {} -> {} evicted (least recently used)",
-                r.index,
-                f.guest(),
-                f.remote()
-            );
-            close(f, ev);
-            true
-        }
-        // Only UDP flows are in the UDP list; anything else closes on drop.
-        Some(_) => true,
-        None => false,
-    }
 }
 
 /// Open the flow the guest starts from `ini`: its host side as

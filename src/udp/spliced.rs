@@ -21,10 +21,7 @@ use crate::fwd::Proto;
 use crate::fwd::listen::Listener;
 use crate::tcp::spliced::Splicer;
 use nix::errno::Errno;
-use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockType, SockaddrIn, SockaddrIn6, connect, recv, send,
-    socket,
-};
+use nix::sys::socket::{MsgFlags, recv, send};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -60,21 +57,8 @@ fn end_index(end: End) -> usize {
 
 /// A UDP socket on the host connected to `to`.
 fn connected(to: SocketAddr) -> Result<OwnedFd, Errno> {
-    let family = if to.is_ipv6() {
-        AddressFamily::Inet6
-    } else {
-        AddressFamily::Inet
-    };
-    let sock = socket(
-        family,
-        SockType::Datagram,
-        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    match to {
-        SocketAddr::V4(a) => connect(sock.as_raw_fd(), &SockaddrIn::from(a))?,
-        SocketAddr::V6(a) => connect(sock.as_raw_fd(), &SockaddrIn6::from(a))?,
-    }
+    let sock = super::udp_socket(to.is_ipv6(), false)?;
+    super::connect_to(&sock, to)?;
     Ok(sock)
 }
 
