@@ -409,6 +409,7 @@ impl<'c> Dispatch<'c> {
         &mut self,
         l: &Listener,
         flows: &mut Flows,
+        splicer: Option<&crate::tcp::spliced::Splicer>,
         tx: &mut TxQueue,
         ev: &EventLoop,
     ) {
@@ -420,6 +421,7 @@ impl<'c> Dispatch<'c> {
             l,
             ev,
             flows,
+            splicer,
             link,
             tx,
             Instant::now(),

@@ -495,7 +495,8 @@ impl<'c> Server<'c> {
         let Some(l) = self.listeners.get(i) else {
             return;
         };
-        if !self.guest_present() {
+        let splicer = self.listeners.splicer.as_ref();
+        if !self.guest_present() && splicer.is_none() {
             let mut sink = [0u8; 1];
             while nix::sys::socket::recv(
                 std::os::fd::AsRawFd::as_raw_fd(&l.sock),
@@ -507,7 +508,7 @@ impl<'c> Server<'c> {
             return;
         }
         self.dispatch
-            .udp_forwarded(l, &mut self.flows, &mut self.tx, &self.ev);
+            .udp_forwarded(l, &mut self.flows, splicer, &mut self.tx, &self.ev);
     }
 
     fn on_accept(&mut self) {

@@ -298,8 +298,11 @@ fn grammar_end_to_end(pasta: bool) {
     );
     let r = s.udp(c, HOST_ADDR6, 5353);
     assert!(r.starts_with(&format!("peer {CLIENT6} ")), "{r}");
+    // A host loopback client: through the tap from the gateway for
+    // passt, spliced from the namespace's own address for pasta.
     let r = s.udp(h, "127.0.0.1", 5353);
-    assert!(r.starts_with(&format!("peer {HOST_GW4} ")), "{r}");
+    let seen = if pasta { HOST_ADDR4 } else { HOST_GW4 };
+    assert!(r.starts_with(&format!("peer {seen} ")), "{r}");
     // Later datagrams of the flow take its own socket: still answered.
     let r = s.udp(c, HOST_ADDR4, 5353);
     assert!(r.ends_with("ping"), "{r}");
@@ -618,6 +621,51 @@ fn pasta_splices_loopback_clients_without_the_tap() {
     let crossed = tap_bytes(g) - before;
     assert!(crossed < 1 << 20, "{crossed} bytes crossed the tap");
     assert!(alive(s.pid()));
+}
+
+/// Send `count` datagrams of `size` bytes from `ns` to addr:port, one
+/// at a time, each answered: prints how many answers came back.
+fn udp_many(ns: &Netns, addr: &str, port: u16, count: usize, size: usize) -> usize {
+    let r = ns.sh(&format!(
+        "python3 -c 'import socket\nu=socket.socket(socket.AF_INET6 if \":\" in \"{addr}\" else socket.AF_INET,socket.SOCK_DGRAM)\nu.settimeout(2)\nu.connect((\"{addr}\",{port}))\nok=0\nfor i in range({count}):\n    u.send(b\"x\"*{size})\n    try:\n        ok += u.recv(70000).endswith(b\"x\"*{size})\n    except socket.timeout:\n        pass\nprint(ok)'"
+    ));
+    r.trim().parse().unwrap_or(0)
+}
+
+#[test]
+fn pasta_splices_udp_from_loopback_clients() {
+    let mut s = Scene::new(true, &["-u", "5353:53", "-t", "none"]);
+    s.serve(&[]);
+    let (h, g) = (&s.host.ns, s.guest_ns());
+    // The namespace's own address answers, the reply comes from the
+    // very port the client wrote to (UDP_CLIENT is connected).
+    let r = s.udp(h, "127.0.0.1", 5353);
+    assert!(r.starts_with(&format!("peer {HOST_ADDR4} ")), "{r}");
+    let r = s.udp(h, "::1", 5353);
+    assert!(r.starts_with(&format!("peer {HOST_ADDR6} ")), "{r}");
+    // 2000 datagrams of 1200 bytes each way (2.4 MB) don't cross the tap.
+    let before = tap_bytes(g);
+    assert_eq!(udp_many(h, "127.0.0.1", 5353, 2000, 1200), 2000);
+    let crossed = tap_bytes(g) - before;
+    assert!(crossed < 1 << 20, "{crossed} bytes crossed the tap");
+    // A client from outside still goes through the tap.
+    let r = s.udp(&s.client, HOST_ADDR4, 5353);
+    assert!(r.starts_with(&format!("peer {CLIENT4} ")), "{r}");
+    assert!(alive(s.pid()));
+}
+
+#[test]
+fn pasta_udp_splice_follows_host_lo_to_ns_lo_and_no_splice() {
+    let mut s = Scene::new(true, &["-u", "5353:53", "-t", "none", "--host-lo-to-ns-lo"]);
+    s.serve(&[]);
+    let r = s.udp(&s.host.ns, "127.0.0.1", 5353);
+    assert!(r.starts_with("peer 127.0.0.1 "), "{r}");
+    let r = s.udp(&s.host.ns, "::1", 5353);
+    assert!(r.starts_with("peer ::1 "), "{r}");
+    let mut s = Scene::new(true, &["-u", "5353:53", "-t", "none", "--no-splice"]);
+    s.serve(&[]);
+    let r = s.udp(&s.host.ns, "127.0.0.1", 5353);
+    assert!(r.starts_with(&format!("peer {HOST_GW4} ")), "{r}");
 }
 
 #[test]
@@ -945,7 +993,7 @@ fn pasta_splice_only_has_no_tap_and_splices_both_ways() {
             "-T",
             "7777",
             "-u",
-            "none",
+            "6353:5353",
             "-U",
             "none",
         ],
@@ -961,6 +1009,12 @@ fn pasta_splice_only_has_no_tap_and_splices_both_ways() {
         .sh(&format!("python3 {} 127.0.0.1 8080", c.display()));
     assert!(r.trim().ends_with("hello"), "{r}");
     assert_eq!(peer(r.trim()), "127.0.0.1");
+    // UDP from any client, as there is no tap.
+    let u = script(&dir, "udp_client.py", UDP_CLIENT);
+    let r = host
+        .ns
+        .sh(&format!("python3 {} 127.0.0.1 6353", u.display()));
+    assert!(r.trim().starts_with("peer 127.0.0.1 "), "{r}");
     let r = p.ns.sh(&format!("python3 {} 127.0.0.1 7777", c.display()));
     assert!(r.trim().ends_with("hello"), "{r}");
     assert!(alive(p.pid));

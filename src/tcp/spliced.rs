@@ -220,28 +220,15 @@ impl Splicer {
         l.ns || self.splice_only || (!self.no_splice && peer.ip().is_loopback())
     }
 
-    /// Join client `sock` of listener `l` with a new socket on the other
-    /// side.
-    ///
-    /// # Errors
-    /// As [`open`]; a connect refused at once resets the client.
-    #[allow(clippy::too_many_arguments)]
-    pub fn join(
-        &self,
-        flows: &mut Flows,
-        ev: &EventLoop,
-        l: &crate::fwd::listen::Listener,
-        sock: OwnedFd,
-        peer: SocketAddr,
-        ours: SocketAddr,
-        now: Instant,
-    ) -> Result<(), TcpDrop> {
+    /// Where a spliced client at `peer` of listener `l` goes: the side to
+    /// open the other socket on, and the address to reach there.
+    pub fn target(&self, l: &crate::fwd::listen::Listener, peer: SocketAddr) -> (Side, SocketAddr) {
         use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
         let loopback = match peer {
             SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
             SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
         };
-        let (at, to_ip) = if l.ns {
+        let (at, ip) = if l.ns {
             // From the namespace to the host's loopback (or the spec's
             // target address).
             (Side::Host, l.to_addr.unwrap_or(loopback))
@@ -258,7 +245,26 @@ impl Splicer {
             };
             (Side::Ns, ip)
         };
-        let to = SocketAddr::new(to_ip, l.to_port);
+        (at, SocketAddr::new(ip, l.to_port))
+    }
+
+    /// Join client `sock` of listener `l` with a new socket on the other
+    /// side.
+    ///
+    /// # Errors
+    /// As [`open`]; a connect refused at once resets the client.
+    #[allow(clippy::too_many_arguments)]
+    pub fn join(
+        &self,
+        flows: &mut Flows,
+        ev: &EventLoop,
+        l: &crate::fwd::listen::Listener,
+        sock: OwnedFd,
+        peer: SocketAddr,
+        ours: SocketAddr,
+        now: Instant,
+    ) -> Result<(), TcpDrop> {
+        let (at, to) = self.target(l, peer);
         let opened = if at == Side::Host {
             super::open_socket(to)
         } else {

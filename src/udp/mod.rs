@@ -53,6 +53,7 @@ use crate::flow::{self, End, Flow, FlowRef, FlowSide, Flows, Kind, Side, SideRef
 use crate::fwd::listen::Listener;
 use crate::fwd::{self, GuestAddrs, Proto, Refused};
 use crate::tap::{MAX_FRAME, TxQueue};
+use crate::tcp::spliced::Splicer;
 use crate::wire::icmp_error::Quoted;
 use crate::wire::{Mac, compose};
 use nix::errno::Errno;
@@ -496,8 +497,9 @@ impl Udp {
 
     /// Datagrams on forwarded port `l` (`-u`): each opens a flow to the
     /// guest's port, or joins the sender's, and goes to the guest; at
-    /// most `RECV_BURST` per event. `dropped` hears of each one that
-    /// can't go.
+    /// most `RECV_BURST` per event. Senders `splicer` wants (pasta's
+    /// host loopback clients) go into the namespace without the tap
+    /// instead. `dropped` hears of each one that can't go.
     #[allow(clippy::too_many_arguments)]
     pub fn forwarded(
         &mut self,
@@ -506,6 +508,7 @@ impl Udp {
         l: &Listener,
         ev: &EventLoop,
         flows: &mut Flows,
+        splicer: Option<&Splicer>,
         link: compose::Link,
         tx: &mut TxQueue,
         now: Instant,
@@ -529,8 +532,24 @@ impl Udp {
                 }
             };
             let ini = FlowSide::new(Side::Host, sender, l.bound);
-            let r = match flows.lookup(Proto::Udp, &ini) {
-                Some(s) => s.flow,
+            let known = flows.lookup(Proto::Udp, &ini).map(|s| s.flow);
+            if let Some(sp) = splicer {
+                let spliced = match known {
+                    Some(r) => flows.get(r).is_some_and(|f| f.kind() == Kind::UdpSplice),
+                    None => sp.wants(l, sender),
+                };
+                if spliced {
+                    let data = self.first.get(..n).unwrap_or(&[]);
+                    let idle = self.idle;
+                    if let Err(e) = spliced::deliver(flows, ev, sp, l, sender, dst, data, idle, now)
+                    {
+                        dropped(UdpDrop::Socket(e));
+                    }
+                    continue;
+                }
+            }
+            let r = match known {
+                Some(r) => r,
                 None => match open_inbound(conf, guest, l, dst, ev, flows, ini, now, self.idle) {
                     Ok(r) => r,
                     Err(e) => {

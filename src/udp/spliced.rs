@@ -1,14 +1,14 @@
-//! UDP between pasta's namespace and the host without the tap (`-U`):
-//! a datagram to a forwarded port on the namespace's loopback opens a
-//! flow with two sockets, one in the namespace connected to the sender
-//! and bound where it wrote to (beside the listener, as for inbound flows
-//! through the tap), one on the host connected to the same port on the
-//! host's loopback (or the spec's address). Datagrams are copied between
-//! them as they come, each whole, at most `RECV_BURST` per event; the
-//! sockets are level-triggered, so what a burst leaves is read next
-//! round. Nothing is queued in user space: a datagram the other socket
-//! can't take now is dropped, as the kernel would drop it on a full
-//! buffer.
+//! UDP between pasta's namespace and the host without the tap: datagrams
+//! to a `-U` port on the namespace's loopback, and from host loopback
+//! clients of `-u` ports. A sender's first datagram opens a flow with two
+//! sockets: one beside the listener, bound where the sender wrote to and
+//! connected to it (as for inbound flows through the tap), and one on the
+//! other side connected to the target (`Splicer::target`). Datagrams are
+//! copied between them as they come, each whole, at most `RECV_BURST` per
+//! event; the sockets are level-triggered, so what a burst leaves is read
+//! next round. Nothing is queued in user space: a datagram the other
+//! socket can't take now is dropped, as the kernel would drop it on a
+//! full buffer.
 //!
 //! Flows are `Kind::UdpSplice`, two descriptors each, within their own
 //! reserve; the least recently used makes way for a new one, and one
@@ -22,12 +22,12 @@ use crate::fwd::listen::Listener;
 use crate::tcp::spliced::Splicer;
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, recv, send};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// A UDP flow between the namespace and the host: its sides and its two
-/// sockets (the namespace's first).
+/// sockets (the client's first).
 pub struct UdpSpliceFlow {
     sides: Sides,
     socks: [OwnedFd; 2],
@@ -35,7 +35,7 @@ pub struct UdpSpliceFlow {
 }
 
 impl UdpSpliceFlow {
-    /// The flow's sides: the namespace client's, then the host's.
+    /// The flow's sides: the client's, then the target's.
     pub fn sides(&self) -> &Sides {
         &self.sides
     }
@@ -55,7 +55,7 @@ fn end_index(end: End) -> usize {
     }
 }
 
-/// A UDP socket on the host connected to `to`.
+/// A UDP socket connected to `to`.
 fn connected(to: SocketAddr) -> Result<OwnedFd, Errno> {
     let sock = super::udp_socket(to.is_ipv6(), false)?;
     super::connect_to(&sock, to)?;
@@ -64,7 +64,6 @@ fn connected(to: SocketAddr) -> Result<OwnedFd, Errno> {
 
 /// Datagrams on `-U` port `l` in the namespace: each sender gets a flow
 /// to the host's port, and its datagram goes there.
-#[allow(clippy::too_many_arguments)]
 pub fn forwarded(
     flows: &mut Flows,
     ev: &EventLoop,
@@ -80,26 +79,47 @@ pub fn forwarded(
             Ok(None) => continue,
             Err(_) => return,
         };
-        let ini = FlowSide::new(Side::Ns, sender, l.bound);
-        let r = match flows.lookup(Proto::Udp, &ini) {
-            Some(s) => s.flow,
-            None => match open(flows, ev, sp, l, ini, dst, idle, now) {
-                Ok(r) => r,
-                Err(e) => {
-                    log::debug!("UDP splice {sender} -> {}: {e}", l.bound);
-                    continue;
-                }
-            },
-        };
-        flows.touch(r);
-        if let (Some(f), Some(data)) = (flow_mut(flows, r), sp.buf.get(..n)) {
-            f.last = now;
-            let _ = send(f.socks[1].as_raw_fd(), data, MsgFlags::MSG_DONTWAIT);
+        let data = sp.buf.get(..n).unwrap_or(&[]);
+        if let Err(e) = deliver(flows, ev, sp, l, sender, dst, data, idle, now) {
+            log::debug!("UDP splice {sender} -> {}: {e}", l.bound);
         }
     }
 }
 
-/// Open the flow of namespace client `ini` (which wrote to `dst`).
+/// Datagram `data` from `sender` to `dst` on forwarded port `l`: into
+/// the sender's flow, opened now if new, and on to the other side.
+///
+/// # Errors
+/// The flow couldn't be opened (table full, no socket).
+#[allow(clippy::too_many_arguments)]
+pub fn deliver(
+    flows: &mut Flows,
+    ev: &EventLoop,
+    sp: &Splicer,
+    l: &Listener,
+    sender: SocketAddr,
+    dst: IpAddr,
+    data: &[u8],
+    idle: Duration,
+    now: Instant,
+) -> Result<(), Errno> {
+    let side = if l.ns { Side::Ns } else { Side::Host };
+    let ini = FlowSide::new(side, sender, l.bound);
+    let r = match flows.lookup(Proto::Udp, &ini) {
+        Some(s) => s.flow,
+        None => open(flows, ev, sp, l, ini, dst, idle, now)?,
+    };
+    flows.touch(r);
+    if let Some(f) = flow_mut(flows, r) {
+        f.last = now;
+        let _ = send(f.socks[1].as_raw_fd(), data, MsgFlags::MSG_DONTWAIT);
+    }
+    Ok(())
+}
+
+/// Open the flow of client `ini` (which wrote to `dst` on `l`): a socket
+/// beside the listener connected back to the client, and one on the
+/// other side connected to the target.
 #[allow(clippy::too_many_arguments)]
 fn open(
     flows: &mut Flows,
@@ -118,24 +138,28 @@ fn open(
             None => return Err(Errno::ENOBUFS),
         }
     }
-    let loopback = match ini.peer {
-        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-    };
-    let to = SocketAddr::new(l.to_addr.unwrap_or(loopback), l.to_port);
-    let host = connected(to)?;
+    let (at, to) = sp.target(l, ini.peer);
     let (local, sender) = (SocketAddr::new(dst, l.bound.port()), ini.peer);
-    let ns = sp
-        .worker
-        .run(move || super::open_inbound_socket(local, sender))
-        .unwrap_or(Err(Errno::EIO))?;
+    let (client, target) = if at == Side::Host {
+        let client = sp
+            .worker
+            .run(move || super::open_inbound_socket(local, sender))
+            .unwrap_or(Err(Errno::EIO))?;
+        (client, connected(to)?)
+    } else {
+        let target = sp
+            .worker
+            .run(move || connected(to))
+            .unwrap_or(Err(Errno::EIO))?;
+        (super::open_inbound_socket(local, sender)?, target)
+    };
     let nf = flows.begin(Kind::UdpSplice).map_err(|_| Errno::ENOBUFS)?;
     let r = nf.flow_ref();
-    for (end, s) in [(End::Initiator, &ns), (End::Target, &host)] {
+    for (end, s) in [(End::Initiator, &client), (End::Target, &target)] {
         ev.add(s, EpollRef::UdpSplice(SideRef { flow: r, end }), false)
             .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
     }
-    let ours = crate::flow::local_addr(&host).unwrap_or(to);
+    let ours = crate::flow::local_addr(&target).unwrap_or(to);
     log::debug!(
         "UDP splice {}: {} -> {}, then {ours} -> {to}",
         r.index,
@@ -143,8 +167,8 @@ fn open(
         ini.ours
     );
     let flow = UdpSpliceFlow {
-        sides: Sides::new(ini, FlowSide::new(Side::Host, to, ours)),
-        socks: [ns, host],
+        sides: Sides::new(ini, FlowSide::new(at, to, ours)),
+        socks: [client, target],
         last: now,
     };
     let r = nf.commit(Flow::UdpSplice(flow)).map_err(|(_, f)| {
