@@ -251,11 +251,19 @@ impl<'c> Dispatch<'c> {
         let mut held = std::mem::take(&mut self.held);
         held.clear();
         self.hold_ahead = true;
+        self.udp.begin_batch(buf);
         for (i, frame) in batch.frames(buf).enumerate() {
             if self.frame(frame, tx, ev, flows, now) {
                 held.push(i);
             }
+            if self.udp.batch_full() {
+                self.flush_udp(buf, flows);
+            }
         }
+        // Datagrams go before held TCP segments are looked at again: only
+        // UDP's own order matters, and the passes below may send.
+        self.flush_udp(buf, flows);
+        self.udp.end_batch();
         // Each pass takes what the previous one filled the gap for; the
         // last one lets TCP answer what is still ahead (a duplicate ACK).
         for pass in 0..=REORDER_PASSES {
@@ -288,6 +296,12 @@ impl<'c> Dispatch<'c> {
         }
         self.hold_ahead = false;
         self.held = held;
+    }
+
+    /// Send the guest's datagrams waiting from this batch, counting drops.
+    fn flush_udp(&mut self, buf: &[u8], flows: &Flows) {
+        let drops = &mut self.drops;
+        self.udp.flush(buf, flows, |e| drops.bump(udp_reason(e)));
     }
 
     /// Handle one frame, counting a drop; true if TCP held it back.

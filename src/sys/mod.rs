@@ -8,6 +8,7 @@ pub mod nsfs;
 pub mod process;
 pub mod tcp;
 pub mod tun;
+pub mod udp;
 
 use std::io;
 

@@ -43,6 +43,7 @@
 //! opening new flows. Still to come: batching datagrams with
 //! `recvmmsg`/`sendmmsg`.
 
+pub mod batch;
 pub mod spliced;
 
 use crate::conf::Config;
@@ -63,7 +64,7 @@ use nix::sys::socket::{
     SockaddrStorage, bind, connect, recvmsg, send, setsockopt, socket, sockopt,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// A flow without traffic for this long is closed.
@@ -223,6 +224,9 @@ pub struct Udp {
     /// flow (and so the frame's addresses): later ones arrive on the
     /// flow's own socket and go straight into frames.
     first: Box<[u8]>,
+    /// The guest's datagrams of the tap batch being handled, to be sent
+    /// together.
+    out: batch::Outgoing,
 }
 
 fn bind_port(fd: RawFd, v6: bool, port: u16) -> nix::Result<()> {
@@ -445,6 +449,7 @@ impl Udp {
             socks: Sockets::new(flows.max_flows(Kind::Udp)),
             idle: idle_timeout_from(std::env::var_os(IDLE_SECS_ENV)),
             first: vec![0u8; 1 << 16].into_boxed_slice(),
+            out: batch::Outgoing::default(),
         }
     }
 
@@ -481,6 +486,9 @@ impl Udp {
             return Err(UdpDrop::TableFull);
         };
         flow.last = now;
+        if self.out.queue(r, payload) {
+            return Ok(());
+        }
         let fd = flow.sock.as_raw_fd();
         match send(fd, payload, MsgFlags::MSG_DONTWAIT) {
             Ok(_) => Ok(()),
@@ -493,6 +501,38 @@ impl Udp {
                 .map_err(UdpDrop::Socket),
             Err(e) => Err(UdpDrop::Socket(e)),
         }
+    }
+
+    /// A tap batch read into `buf` is about to be handled: the guest's
+    /// datagrams in it wait for [`Udp::flush`] (see `batch`).
+    pub fn begin_batch(&mut self, buf: &[u8]) {
+        self.out.begin(buf);
+    }
+
+    /// Whether waiting datagrams must be flushed before the next frame.
+    pub fn batch_full(&self) -> bool {
+        self.out.is_full()
+    }
+
+    /// Send the guest's waiting datagrams, read into `buf`; `dropped`
+    /// hears of each that didn't go.
+    pub fn flush(&mut self, buf: &[u8], flows: &Flows, mut dropped: impl FnMut(UdpDrop)) {
+        if self.out.is_empty() {
+            return;
+        }
+        self.out.flush(
+            buf,
+            |r| match flows.get(r) {
+                Some(Flow::Udp(f)) => Some(f.sock.as_fd()),
+                _ => None,
+            },
+            |e| dropped(UdpDrop::Socket(e)),
+        );
+    }
+
+    /// The tap batch is handled: datagrams go at once again.
+    pub fn end_batch(&mut self) {
+        self.out.end();
     }
 
     /// Datagrams on forwarded port `l` (`-u`): each opens a flow to the

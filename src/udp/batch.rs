@@ -1,0 +1,200 @@
+//! The guest's datagrams leave in batches: those of one tap read are
+//! queued as they are parsed, as places in the read buffer (no copy),
+//! and go out once the read is handled, one `sendmmsg` per run of
+//! datagrams of the same flow. A bulk sender's datagrams then cost one
+//! send call per `SEND_BATCH`, not one each.
+//!
+//! Only flow references are kept: a flow closed before the flush (an
+//! eviction to make room) is found gone, and its datagrams are dropped
+//! rather than sent on a socket that may have been reused.
+
+use crate::flow::FlowRef;
+use crate::sys::udp::{SEND_BATCH, send_batch};
+use nix::errno::Errno;
+use std::ops::Range;
+use std::os::fd::BorrowedFd;
+
+/// Datagrams waiting to be sent, in the order the guest sent them.
+pub struct Outgoing {
+    /// Where the tap batch's buffer is (by address) while one is handled.
+    buf: Range<usize>,
+    /// Each datagram's flow and place in the buffer.
+    queued: Vec<(FlowRef, Range<usize>)>,
+}
+
+impl Default for Outgoing {
+    fn default() -> Self {
+        Outgoing {
+            buf: 0..0,
+            queued: Vec::with_capacity(SEND_BATCH),
+        }
+    }
+}
+
+impl Outgoing {
+    /// A tap batch read into `buf` is about to be handled: datagrams
+    /// inside it may wait for [`Outgoing::flush`].
+    pub fn begin(&mut self, buf: &[u8]) {
+        let start = buf.as_ptr().addr();
+        self.buf = start..start + buf.len();
+        self.queued.clear();
+    }
+
+    /// The batch is handled (after the last flush): nothing may wait.
+    pub fn end(&mut self) {
+        self.buf = 0..0;
+        self.queued.clear();
+    }
+
+    /// Queue `payload` of flow `r`; false if it must go now instead (it
+    /// is not in the batch's buffer, or the queue is full).
+    pub fn queue(&mut self, r: FlowRef, payload: &[u8]) -> bool {
+        let start = payload.as_ptr().addr();
+        if self.is_full() || start < self.buf.start || start + payload.len() > self.buf.end {
+            return false;
+        }
+        let off = start - self.buf.start;
+        self.queued.push((r, off..off + payload.len()));
+        true
+    }
+
+    /// Whether the queue must be flushed before another datagram fits.
+    pub fn is_full(&self) -> bool {
+        self.queued.len() >= SEND_BATCH
+    }
+
+    /// Whether anything waits.
+    pub fn is_empty(&self) -> bool {
+        self.queued.is_empty()
+    }
+
+    /// Send what waits, from `buf` (the buffer given to `begin`): one call
+    /// per run of the same flow, on the socket `sock_of` names (`None`:
+    /// the flow is gone). `dropped` hears of each datagram that didn't go.
+    pub fn flush<'f>(
+        &mut self,
+        buf: &[u8],
+        mut sock_of: impl FnMut(FlowRef) -> Option<BorrowedFd<'f>>,
+        mut dropped: impl FnMut(Errno),
+    ) {
+        let mut slices: [&[u8]; SEND_BATCH] = [&[]; SEND_BATCH];
+        let mut i = 0;
+        while let Some((r, _)) = self.queued.get(i) {
+            let r = *r;
+            let run = self.queued[i..].iter().take_while(|(q, _)| *q == r).count();
+            let mut n = 0;
+            for ((_, range), s) in self.queued[i..i + run].iter().zip(slices.iter_mut()) {
+                *s = buf.get(range.clone()).unwrap_or(&[]);
+                n += 1;
+            }
+            i += run;
+            match sock_of(r) {
+                Some(fd) => send_all(fd, &slices[..n], &mut dropped),
+                None => (0..n).for_each(|_| dropped(Errno::EBADF)),
+            }
+        }
+        self.queued.clear();
+    }
+}
+
+/// Send `datagrams` on `fd` in order. An error on a datagram that a
+/// retry may clear (an ICMP error for an earlier datagram is reported,
+/// once, by failing the next send) gets one more try; otherwise that
+/// datagram is dropped and the rest go on, except on a full buffer
+/// (`EAGAIN`), which drops them all.
+fn send_all(fd: BorrowedFd<'_>, datagrams: &[&[u8]], dropped: &mut impl FnMut(Errno)) {
+    let mut at = 0;
+    let mut retried = false;
+    while let Some(rest) = datagrams.get(at..).filter(|r| !r.is_empty()) {
+        match send_batch(fd, rest) {
+            Ok(0) => {
+                rest.iter().for_each(|_| dropped(Errno::EIO));
+                return;
+            }
+            Ok(k) => {
+                at += k;
+                retried = false;
+            }
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => {
+                rest.iter().for_each(|_| dropped(Errno::EAGAIN));
+                return;
+            }
+            Err(_) if !retried => retried = true,
+            Err(e) => {
+                dropped(e);
+                at += 1;
+                retried = false;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsFd;
+
+    fn r(index: u32) -> FlowRef {
+        FlowRef {
+            index,
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn runs_of_one_flow_go_to_its_socket_in_order() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (a, b) = (
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+        );
+        a.connect(rx.local_addr().unwrap()).unwrap();
+        b.connect(rx.local_addr().unwrap()).unwrap();
+        let buf: Vec<u8> = (0..=255u8).collect();
+        let mut out = Outgoing::default();
+        out.begin(&buf);
+        assert!(out.queue(r(1), &buf[0..3]));
+        assert!(out.queue(r(1), &buf[3..10]));
+        assert!(out.queue(r(2), &buf[10..12]));
+        assert!(out.queue(r(1), &buf[12..13]));
+        // Outside the buffer: must go at once.
+        assert!(!out.queue(r(1), b"elsewhere"));
+        let mut drops = 0;
+        out.flush(
+            &buf,
+            |f| Some(if f == r(1) { a.as_fd() } else { b.as_fd() }),
+            |_| drops += 1,
+        );
+        assert_eq!(drops, 0);
+        assert!(out.is_empty());
+        let mut got = [0u8; 64];
+        for (want, from) in [
+            (&buf[0..3], a.local_addr().unwrap()),
+            (&buf[3..10], a.local_addr().unwrap()),
+            (&buf[10..12], b.local_addr().unwrap()),
+            (&buf[12..13], a.local_addr().unwrap()),
+        ] {
+            let (n, src) = rx.recv_from(&mut got).unwrap();
+            assert_eq!((&got[..n], src), (want, from));
+        }
+    }
+
+    #[test]
+    fn a_gone_flow_drops_its_datagrams_and_a_full_queue_says_so() {
+        let buf = vec![0u8; 4096];
+        let mut out = Outgoing::default();
+        out.begin(&buf);
+        for i in 0..SEND_BATCH {
+            assert!(out.queue(r(7), &buf[i..=i]));
+        }
+        assert!(out.is_full());
+        assert!(!out.queue(r(7), &buf[0..1]));
+        let mut drops = 0;
+        out.flush(&buf, |_| None, |_| drops += 1);
+        assert_eq!(drops, SEND_BATCH);
+        out.end();
+        assert!(!out.queue(r(7), &buf[0..1]), "no batch: nothing waits");
+    }
+}
