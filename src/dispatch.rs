@@ -11,6 +11,7 @@ use crate::flow::{Flow, Flows, Kind, SideRef};
 use crate::fwd::{self, listen::Listener};
 use crate::icmp::{self, IcmpDrop, Pings};
 use crate::l2::{self, dhcp, dhcpv6, ndp};
+use crate::tap::vnet::{Gso, RxCsum, RxOffload, VnetError};
 use crate::tap::{BATCH_MAX, Batch, MAX_FRAME, TxQueue};
 use crate::tcp::{self, Taken, Tcp, TcpDrop};
 use crate::udp::{self, Udp, UdpDrop};
@@ -66,11 +67,15 @@ pub enum DropReason {
     /// A new flow with no room: no room for TCP and every connection
     /// established (the SYN got an RST), or no flow to evict.
     FlowLimit,
+    /// A virtio-net header (pasta's tap) that makes no sense, by itself or
+    /// for its frame: segmentation of another protocol, a checksum
+    /// elsewhere than the L4 header's.
+    VnetHeader,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    const ALL: [DropReason; 18] = [
+    const ALL: [DropReason; 19] = [
         DropReason::Runt,
         DropReason::MalformedArp,
         DropReason::UnknownEtherType,
@@ -89,6 +94,7 @@ impl DropReason {
         DropReason::Tcp,
         DropReason::Destination,
         DropReason::FlowLimit,
+        DropReason::VnetHeader,
     ];
     /// Number of variants, for the counter array.
     const COUNT: usize = Self::ALL.len();
@@ -113,6 +119,7 @@ impl DropReason {
             DropReason::Tcp => 15,
             DropReason::Destination => 16,
             DropReason::FlowLimit => 17,
+            DropReason::VnetHeader => 18,
         }
     }
 
@@ -142,6 +149,7 @@ impl fmt::Display for DropReason {
             DropReason::Tcp => "TCP",
             DropReason::Destination => "destination refused",
             DropReason::FlowLimit => "flow limit",
+            DropReason::VnetHeader => "bad virtio-net header",
         })
     }
 }
@@ -211,6 +219,8 @@ pub struct Dispatch<'c> {
     hold_ahead: bool,
     /// The frame just handled was held back.
     held_last: bool,
+    /// What the virtio-net header of the frame being handled said.
+    rx: RxOffload,
 }
 
 impl<'c> Dispatch<'c> {
@@ -227,6 +237,7 @@ impl<'c> Dispatch<'c> {
             held: Vec::with_capacity(BATCH_MAX),
             hold_ahead: false,
             held_last: false,
+            rx: RxOffload::default(),
         }
     }
 
@@ -251,8 +262,10 @@ impl<'c> Dispatch<'c> {
         let mut held = std::mem::take(&mut self.held);
         held.clear();
         self.hold_ahead = true;
-        for (i, frame) in batch.frames(buf).enumerate() {
-            if self.frame(frame, tx, ev, flows, now) {
+        for i in 0..batch.len() {
+            if let Some(frame) = batch.frame(buf, i)
+                && self.frame(frame, batch.meta(i), tx, ev, flows, now)
+            {
                 held.push(i);
             }
         }
@@ -268,7 +281,7 @@ impl<'c> Dispatch<'c> {
             for j in 0..held.len() {
                 let i = held[j];
                 if let Some(frame) = batch.frame(buf, i)
-                    && self.frame(frame, tx, ev, flows, now)
+                    && self.frame(frame, batch.meta(i), tx, ev, flows, now)
                 {
                     held[kept] = i;
                     kept += 1;
@@ -280,7 +293,7 @@ impl<'c> Dispatch<'c> {
                 self.hold_ahead = false;
                 for &i in &held {
                     if let Some(frame) = batch.frame(buf, i) {
-                        self.frame(frame, tx, ev, flows, now);
+                        self.frame(frame, batch.meta(i), tx, ev, flows, now);
                     }
                 }
                 break;
@@ -290,17 +303,29 @@ impl<'c> Dispatch<'c> {
         self.held = held;
     }
 
-    /// Handle one frame, counting a drop; true if TCP held it back.
+    /// Handle one frame, with what its virtio-net header said, counting a
+    /// drop; true if TCP held it back.
     fn frame(
         &mut self,
         frame: &[u8],
+        meta: Result<RxOffload, VnetError>,
         tx: &mut TxQueue,
         ev: &EventLoop,
         flows: &mut Flows,
         now: Instant,
     ) -> bool {
         self.held_last = false;
-        if let Err(r) = self.handle_frame(frame, tx, ev, flows, now) {
+        let handled = match meta {
+            Ok(rx) => {
+                self.rx = rx;
+                self.handle_frame(frame, tx, ev, flows, now)
+            }
+            Err(e) => {
+                log::debug!("virtio-net header: {e}");
+                Err(DropReason::VnetHeader)
+            }
+        };
+        if let Err(r) = handled {
             self.drops.bump(r);
             log::trace!("dropped guest frame ({r}), {} bytes", frame.len());
         }
@@ -518,12 +543,19 @@ impl<'c> Dispatch<'c> {
         if self.guest.addrs.v4 != Some(ip.src) {
             self.guest.addrs.saw(IpAddr::V4(ip.src));
         }
+        // A super-segment can only be the TCP of its own family.
+        if self.rx.gso != Gso::None && (self.rx.gso != Gso::Tcp4 || ip.protocol != IpProtocol::Tcp)
+        {
+            return Err(DropReason::VnetHeader);
+        }
+        let l4_off = ethernet::HEADER_LEN + pkt.header_len();
         match ip.protocol {
             IpProtocol::Udp => self.handle_udp(
                 src,
                 IpAddr::V4(ip.src),
                 IpAddr::V4(ip.dst),
                 pkt.payload(),
+                l4_off,
                 tx,
                 ev,
                 flows,
@@ -545,6 +577,7 @@ impl<'c> Dispatch<'c> {
                 IpAddr::V4(ip.src),
                 IpAddr::V4(ip.dst),
                 pkt.payload(),
+                l4_off,
                 tx,
                 ev,
                 flows,
@@ -568,6 +601,11 @@ impl<'c> Dispatch<'c> {
         self.guest.addrs.saw(IpAddr::V6(ip.src));
         // A real fragment or a broken chain of extension headers ends here.
         let (proto, l4) = pkt.upper_layer().ok_or(DropReason::Fragment)?;
+        if self.rx.gso != Gso::None && (self.rx.gso != Gso::Tcp6 || proto != IpProtocol::Tcp) {
+            return Err(DropReason::VnetHeader);
+        }
+        // `l4` runs to the end of the payload, after the extension headers.
+        let l4_off = ethernet::HEADER_LEN + ipv6::HEADER_LEN + (pkt.payload().len() - l4.len());
         let conf = self.conf;
         match proto {
             IpProtocol::Icmpv6 => match l4.first() {
@@ -596,6 +634,7 @@ impl<'c> Dispatch<'c> {
                 IpAddr::V6(ip.src),
                 IpAddr::V6(ip.dst),
                 l4,
+                l4_off,
                 tx,
                 ev,
                 flows,
@@ -605,6 +644,7 @@ impl<'c> Dispatch<'c> {
                 IpAddr::V6(ip.src),
                 IpAddr::V6(ip.dst),
                 l4,
+                l4_off,
                 tx,
                 ev,
                 flows,
@@ -623,13 +663,14 @@ impl<'c> Dispatch<'c> {
         from: IpAddr,
         to: IpAddr,
         l4: &[u8],
+        l4_off: usize,
         tx: &mut TxQueue,
         ev: &EventLoop,
         flows: &mut Flows,
         now: Instant,
     ) -> Result<(), DropReason> {
         let u = wire_udp::Packet::new_checked(l4).map_err(|_| DropReason::MalformedUdp)?;
-        if !u.verify_checksum(from, to) {
+        if !self.csum_trusted(l4_off, wire_udp::CHECKSUM_OFFSET)? && !u.verify_checksum(from, to) {
             return Err(DropReason::MalformedUdp);
         }
         let conf = self.conf;
@@ -665,12 +706,14 @@ impl<'c> Dispatch<'c> {
         from: IpAddr,
         to: IpAddr,
         l4: &[u8],
+        l4_off: usize,
         tx: &mut TxQueue,
         ev: &EventLoop,
         flows: &mut Flows,
         now: Instant,
     ) -> Result<(), DropReason> {
         let t = wire_tcp::Packet::new_checked(l4).map_err(|_| DropReason::MalformedTcp)?;
+        let csum_ok = self.csum_trusted(l4_off, wire_tcp::CHECKSUM_OFFSET)?;
         let guest = SocketAddr::new(from, t.src_port());
         let remote = SocketAddr::new(to, t.dst_port());
         let link = self.link();
@@ -684,6 +727,7 @@ impl<'c> Dispatch<'c> {
                 guest,
                 remote,
                 l4,
+                csum_ok,
                 self.hold_ahead,
                 tx,
                 now,
@@ -691,6 +735,26 @@ impl<'c> Dispatch<'c> {
             .map_err(tcp_reason)?;
         self.held_last |= taken == Taken::Ahead;
         Ok(())
+    }
+
+    /// Whether the kernel vouched for the L4 checksum of the frame being
+    /// handled, whose L4 header starts `l4_off` bytes in and has its
+    /// checksum `field` bytes further: verified already, or partial (the
+    /// sender's own stack left it to offload; there is nothing to verify).
+    ///
+    /// # Errors
+    /// A partial checksum anywhere else: the header lies about the frame.
+    fn csum_trusted(&self, l4_off: usize, field: usize) -> Result<bool, DropReason> {
+        match self.rx.csum {
+            RxCsum::Verify => Ok(false),
+            RxCsum::Valid => Ok(true),
+            RxCsum::Partial { start, offset }
+                if usize::from(start) == l4_off && usize::from(offset) == field =>
+            {
+                Ok(true)
+            }
+            RxCsum::Partial { .. } => Err(DropReason::VnetHeader),
+        }
     }
 
     fn handle_arp(&mut self, src: Mac, payload: &[u8], tx: &mut TxQueue) -> Result<(), DropReason> {

@@ -378,7 +378,7 @@ fn paused_vm_costs_no_cpu_and_its_connection_survives() {
     let (g, r) = (HOST_ADDR4.parse().unwrap(), HOST_REMOTE4.parse().unwrap());
     let send = |c: &mut std::os::unix::net::UnixStream, hdr: &TcpRepr| {
         let mut f = vec![0u8; 128];
-        let n = compose::tcp4(&mut f, link, g, r, hdr, |_| 0);
+        let n = compose::tcp4(&mut f, link, g, r, hdr, compose::Csum::Full, |_| 0);
         c.write_all(&framed(&f[..n])).unwrap();
     };
     let mut hdr = TcpRepr {
