@@ -972,6 +972,106 @@ mod tests {
         );
     }
 
+    /// Dispatch `frames`, each with what its virtio-net header said.
+    fn run_vnet(conf: &Config, frames: &[(Vec<u8>, Result<RxOffload, VnetError>)]) -> DropCounters {
+        let mut buf = Vec::new();
+        let mut batch = Batch::default();
+        for (f, meta) in frames {
+            batch.push_meta(buf.len()..buf.len() + f.len(), *meta);
+            buf.extend_from_slice(f);
+        }
+        let mut tx = TxQueue::new(0, None);
+        let mut flows = Flows::new(64);
+        let mut d = Dispatch::new(conf, &flows);
+        let ev = EventLoop::new().unwrap();
+        d.handle_batch(&buf, &batch, &mut tx, &ev, &mut flows);
+        d.drops
+    }
+
+    #[test]
+    fn vnet_headers_are_checked_against_their_frame() {
+        let conf = test_config();
+        let link = compose::Link {
+            src: GUEST_MAC,
+            dst: Mac(conf.our_mac),
+        };
+        let (g, gw) = (Ipv4Addr::new(192, 0, 2, 2), Ipv4Addr::new(192, 0, 2, 1));
+        // A DHCP request of nonsense with a wrong checksum: only a frame
+        // whose checksum is trusted gets as far as the DHCP server.
+        let mut udp = vec![0u8; 100];
+        let n = compose::udp4(
+            &mut udp,
+            link,
+            std::net::SocketAddrV4::new(g, 68),
+            std::net::SocketAddrV4::new(gw, dhcp::SERVER_PORT),
+            |p| {
+                p[..4].fill(0xee);
+                Some(4)
+            },
+        );
+        udp.truncate(n);
+        udp[40] ^= 0x55;
+        let partial = |start, offset| RxOffload {
+            csum: RxCsum::Partial { start, offset },
+            gso: Gso::None,
+        };
+        let valid = RxOffload {
+            csum: RxCsum::Valid,
+            gso: Gso::None,
+        };
+        let udp_gso = RxOffload {
+            gso: Gso::Tcp4,
+            ..partial(34, 6)
+        };
+        let drops = run_vnet(
+            &conf,
+            &[
+                (udp.clone(), Ok(RxOffload::default())),
+                (udp.clone(), Ok(partial(34, 6))),
+                (udp.clone(), Ok(valid)),
+                (udp.clone(), Ok(partial(34, 16))),
+                (udp.clone(), Ok(partial(14, 6))),
+                (udp.clone(), Ok(udp_gso)),
+                (udp.clone(), Err(VnetError::GsoSize)),
+            ],
+        );
+        assert_eq!(drops.get(DropReason::MalformedUdp), 1, "{drops}");
+        assert_eq!(drops.get(DropReason::Dhcp), 2, "{drops}");
+        assert_eq!(drops.get(DropReason::VnetHeader), 4, "{drops}");
+
+        // TCP: a wrong checksum left partial is not verified (the segment,
+        // for no connection, gets an RST); the wrong family's super-segment
+        // is dropped.
+        let mut tcp = vec![0u8; 100];
+        let hdr = wire_tcp::TcpRepr {
+            src_port: 40000,
+            dst_port: 80,
+            seq: 1,
+            ack: 1,
+            flags: wire_tcp::Flags::ACK,
+            window: 100,
+            ..Default::default()
+        };
+        let n = compose::tcp4(&mut tcp, link, g, gw, &hdr, compose::Csum::Full, |_| 0);
+        tcp.truncate(n);
+        tcp[50] ^= 0x55;
+        let tcp6_gso = RxOffload {
+            gso: Gso::Tcp6,
+            ..partial(34, 16)
+        };
+        let drops = run_vnet(
+            &conf,
+            &[
+                (tcp.clone(), Ok(RxOffload::default())),
+                (tcp.clone(), Ok(partial(34, 16))),
+                (tcp.clone(), Ok(tcp6_gso)),
+            ],
+        );
+        assert_eq!(drops.get(DropReason::MalformedTcp), 1, "{drops}");
+        assert_eq!(drops.get(DropReason::VnetHeader), 1, "{drops}");
+        assert_eq!(drops.total(), 2, "{drops}");
+    }
+
     #[test]
     fn arp_ignored_without_ipv4() {
         let mut conf = test_config();

@@ -157,6 +157,40 @@ mod tests {
     }
 
     #[test]
+    fn vnet_frames_come_without_their_header() {
+        let mut rx = TunRx::default();
+        rx.set_vnet(true);
+        let mut batch = Batch::default();
+        let mut tso = vec![1u8, 1, 0, 0, 0xa8, 5, 34, 0, 16, 0];
+        tso.extend_from_slice(&[7; 3000]);
+        let mut bogus = vec![0u8, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0];
+        bogus.extend_from_slice(b"frame");
+        let reads = vec![tso, bogus, vec![0; 4]];
+        assert_eq!(rx.read_batch(FakeTun(reads), &mut batch).unwrap(), 3);
+        let got: Vec<usize> = batch.frames(rx.buf()).map(<[u8]>::len).collect();
+        assert_eq!(got, vec![3000, 5, 0]);
+        assert_eq!(batch.meta(0).map(|m| m.gso), Ok(vnet::Gso::Tcp4));
+        assert_eq!(batch.meta(1), Err(VnetError::HdrLen(0xffff)));
+        assert_eq!(batch.meta(2), Err(VnetError::Truncated));
+    }
+
+    #[test]
+    fn vnet_queue_entries_carry_their_header() {
+        let mut tx = TxQueue::new(0, None);
+        tx.set_vnet(true);
+        assert!(tx.offload());
+        tx.push_offload(5, |b, off| {
+            b[..5].copy_from_slice(b"frame");
+            off.csum = Some((34, 16));
+            off.hdr_len = 54;
+            5
+        });
+        let mut sink = Sink(Vec::new(), 10);
+        assert!(!flush(&mut sink, &mut tx).unwrap());
+        assert_eq!(sink.0, vec![b"\x01\0\x36\0\0\0\x22\0\x10\0frame".to_vec()]);
+    }
+
+    #[test]
     fn writes_whole_frames_and_keeps_the_rest() {
         let mut tx = TxQueue::new(0, None);
         for f in [&b"ab"[..], b"cde", b"f"] {
