@@ -11,6 +11,7 @@ use crate::flow::{Flow, Flows, Kind, SideRef};
 use crate::fwd::{self, listen::Listener};
 use crate::icmp::{self, IcmpDrop, Pings};
 use crate::l2::{self, dhcp, dhcpv6, ndp};
+use crate::tap::vnet::{Gso, RxCsum, RxOffload, VnetError};
 use crate::tap::{BATCH_MAX, Batch, MAX_FRAME, TxQueue};
 use crate::tcp::{self, Taken, Tcp, TcpDrop};
 use crate::udp::{self, Udp, UdpDrop};
@@ -66,11 +67,15 @@ pub enum DropReason {
     /// A new flow with no room: no room for TCP and every connection
     /// established (the SYN got an RST), or no flow to evict.
     FlowLimit,
+    /// A virtio-net header (pasta's tap) that makes no sense, by itself or
+    /// for its frame: segmentation of another protocol, a checksum
+    /// elsewhere than the L4 header's.
+    VnetHeader,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    const ALL: [DropReason; 18] = [
+    const ALL: [DropReason; 19] = [
         DropReason::Runt,
         DropReason::MalformedArp,
         DropReason::UnknownEtherType,
@@ -89,6 +94,7 @@ impl DropReason {
         DropReason::Tcp,
         DropReason::Destination,
         DropReason::FlowLimit,
+        DropReason::VnetHeader,
     ];
     /// Number of variants, for the counter array.
     const COUNT: usize = Self::ALL.len();
@@ -113,6 +119,7 @@ impl DropReason {
             DropReason::Tcp => 15,
             DropReason::Destination => 16,
             DropReason::FlowLimit => 17,
+            DropReason::VnetHeader => 18,
         }
     }
 
@@ -142,6 +149,7 @@ impl fmt::Display for DropReason {
             DropReason::Tcp => "TCP",
             DropReason::Destination => "destination refused",
             DropReason::FlowLimit => "flow limit",
+            DropReason::VnetHeader => "bad virtio-net header",
         })
     }
 }
@@ -211,6 +219,8 @@ pub struct Dispatch<'c> {
     hold_ahead: bool,
     /// The frame just handled was held back.
     held_last: bool,
+    /// What the virtio-net header of the frame being handled said.
+    rx: RxOffload,
 }
 
 impl<'c> Dispatch<'c> {
@@ -227,6 +237,7 @@ impl<'c> Dispatch<'c> {
             held: Vec::with_capacity(BATCH_MAX),
             hold_ahead: false,
             held_last: false,
+            rx: RxOffload::default(),
         }
     }
 
@@ -252,8 +263,10 @@ impl<'c> Dispatch<'c> {
         held.clear();
         self.hold_ahead = true;
         self.udp.begin_batch(buf);
-        for (i, frame) in batch.frames(buf).enumerate() {
-            if self.frame(frame, tx, ev, flows, now) {
+        for i in 0..batch.len() {
+            if let Some(frame) = batch.frame(buf, i)
+                && self.frame(frame, batch.meta(i), tx, ev, flows, now)
+            {
                 held.push(i);
             }
             if self.udp.batch_full() {
@@ -276,7 +289,7 @@ impl<'c> Dispatch<'c> {
             for j in 0..held.len() {
                 let i = held[j];
                 if let Some(frame) = batch.frame(buf, i)
-                    && self.frame(frame, tx, ev, flows, now)
+                    && self.frame(frame, batch.meta(i), tx, ev, flows, now)
                 {
                     held[kept] = i;
                     kept += 1;
@@ -288,7 +301,7 @@ impl<'c> Dispatch<'c> {
                 self.hold_ahead = false;
                 for &i in &held {
                     if let Some(frame) = batch.frame(buf, i) {
-                        self.frame(frame, tx, ev, flows, now);
+                        self.frame(frame, batch.meta(i), tx, ev, flows, now);
                     }
                 }
                 break;
@@ -304,17 +317,29 @@ impl<'c> Dispatch<'c> {
         self.udp.flush(buf, flows, |e| drops.bump(udp_reason(e)));
     }
 
-    /// Handle one frame, counting a drop; true if TCP held it back.
+    /// Handle one frame, with what its virtio-net header said, counting a
+    /// drop; true if TCP held it back.
     fn frame(
         &mut self,
         frame: &[u8],
+        meta: Result<RxOffload, VnetError>,
         tx: &mut TxQueue,
         ev: &EventLoop,
         flows: &mut Flows,
         now: Instant,
     ) -> bool {
         self.held_last = false;
-        if let Err(r) = self.handle_frame(frame, tx, ev, flows, now) {
+        let handled = match meta {
+            Ok(rx) => {
+                self.rx = rx;
+                self.handle_frame(frame, tx, ev, flows, now)
+            }
+            Err(e) => {
+                log::debug!("virtio-net header: {e}");
+                Err(DropReason::VnetHeader)
+            }
+        };
+        if let Err(r) = handled {
             self.drops.bump(r);
             log::trace!("dropped guest frame ({r}), {} bytes", frame.len());
         }
@@ -534,12 +559,19 @@ impl<'c> Dispatch<'c> {
         if self.guest.addrs.v4 != Some(ip.src) {
             self.guest.addrs.saw(IpAddr::V4(ip.src));
         }
+        // A super-segment can only be the TCP of its own family.
+        if self.rx.gso != Gso::None && (self.rx.gso != Gso::Tcp4 || ip.protocol != IpProtocol::Tcp)
+        {
+            return Err(DropReason::VnetHeader);
+        }
+        let l4_off = ethernet::HEADER_LEN + pkt.header_len();
         match ip.protocol {
             IpProtocol::Udp => self.handle_udp(
                 src,
                 IpAddr::V4(ip.src),
                 IpAddr::V4(ip.dst),
                 pkt.payload(),
+                l4_off,
                 tx,
                 ev,
                 flows,
@@ -561,6 +593,7 @@ impl<'c> Dispatch<'c> {
                 IpAddr::V4(ip.src),
                 IpAddr::V4(ip.dst),
                 pkt.payload(),
+                l4_off,
                 tx,
                 ev,
                 flows,
@@ -584,6 +617,11 @@ impl<'c> Dispatch<'c> {
         self.guest.addrs.saw(IpAddr::V6(ip.src));
         // A real fragment or a broken chain of extension headers ends here.
         let (proto, l4) = pkt.upper_layer().ok_or(DropReason::Fragment)?;
+        if self.rx.gso != Gso::None && (self.rx.gso != Gso::Tcp6 || proto != IpProtocol::Tcp) {
+            return Err(DropReason::VnetHeader);
+        }
+        // `l4` runs to the end of the payload, after the extension headers.
+        let l4_off = ethernet::HEADER_LEN + ipv6::HEADER_LEN + (pkt.payload().len() - l4.len());
         let conf = self.conf;
         match proto {
             IpProtocol::Icmpv6 => match l4.first() {
@@ -612,6 +650,7 @@ impl<'c> Dispatch<'c> {
                 IpAddr::V6(ip.src),
                 IpAddr::V6(ip.dst),
                 l4,
+                l4_off,
                 tx,
                 ev,
                 flows,
@@ -621,6 +660,7 @@ impl<'c> Dispatch<'c> {
                 IpAddr::V6(ip.src),
                 IpAddr::V6(ip.dst),
                 l4,
+                l4_off,
                 tx,
                 ev,
                 flows,
@@ -639,13 +679,14 @@ impl<'c> Dispatch<'c> {
         from: IpAddr,
         to: IpAddr,
         l4: &[u8],
+        l4_off: usize,
         tx: &mut TxQueue,
         ev: &EventLoop,
         flows: &mut Flows,
         now: Instant,
     ) -> Result<(), DropReason> {
         let u = wire_udp::Packet::new_checked(l4).map_err(|_| DropReason::MalformedUdp)?;
-        if !u.verify_checksum(from, to) {
+        if !self.csum_trusted(l4_off, wire_udp::CHECKSUM_OFFSET)? && !u.verify_checksum(from, to) {
             return Err(DropReason::MalformedUdp);
         }
         let conf = self.conf;
@@ -681,12 +722,14 @@ impl<'c> Dispatch<'c> {
         from: IpAddr,
         to: IpAddr,
         l4: &[u8],
+        l4_off: usize,
         tx: &mut TxQueue,
         ev: &EventLoop,
         flows: &mut Flows,
         now: Instant,
     ) -> Result<(), DropReason> {
         let t = wire_tcp::Packet::new_checked(l4).map_err(|_| DropReason::MalformedTcp)?;
+        let csum_ok = self.csum_trusted(l4_off, wire_tcp::CHECKSUM_OFFSET)?;
         let guest = SocketAddr::new(from, t.src_port());
         let remote = SocketAddr::new(to, t.dst_port());
         let link = self.link();
@@ -700,6 +743,7 @@ impl<'c> Dispatch<'c> {
                 guest,
                 remote,
                 l4,
+                csum_ok,
                 self.hold_ahead,
                 tx,
                 now,
@@ -707,6 +751,26 @@ impl<'c> Dispatch<'c> {
             .map_err(tcp_reason)?;
         self.held_last |= taken == Taken::Ahead;
         Ok(())
+    }
+
+    /// Whether the kernel vouched for the L4 checksum of the frame being
+    /// handled, whose L4 header starts `l4_off` bytes in and has its
+    /// checksum `field` bytes further: verified already, or partial (the
+    /// sender's own stack left it to offload; there is nothing to verify).
+    ///
+    /// # Errors
+    /// A partial checksum anywhere else: the header lies about the frame.
+    fn csum_trusted(&self, l4_off: usize, field: usize) -> Result<bool, DropReason> {
+        match self.rx.csum {
+            RxCsum::Verify => Ok(false),
+            RxCsum::Valid => Ok(true),
+            RxCsum::Partial { start, offset }
+                if usize::from(start) == l4_off && usize::from(offset) == field =>
+            {
+                Ok(true)
+            }
+            RxCsum::Partial { .. } => Err(DropReason::VnetHeader),
+        }
     }
 
     fn handle_arp(&mut self, src: Mac, payload: &[u8], tx: &mut TxQueue) -> Result<(), DropReason> {
@@ -922,6 +986,106 @@ mod tests {
             d.drops.to_string(),
             "runt frame: 1, malformed ARP: 1, unknown EtherType: 1"
         );
+    }
+
+    /// Dispatch `frames`, each with what its virtio-net header said.
+    fn run_vnet(conf: &Config, frames: &[(Vec<u8>, Result<RxOffload, VnetError>)]) -> DropCounters {
+        let mut buf = Vec::new();
+        let mut batch = Batch::default();
+        for (f, meta) in frames {
+            batch.push_meta(buf.len()..buf.len() + f.len(), *meta);
+            buf.extend_from_slice(f);
+        }
+        let mut tx = TxQueue::new(0, None);
+        let mut flows = Flows::new(64);
+        let mut d = Dispatch::new(conf, &flows);
+        let ev = EventLoop::new().unwrap();
+        d.handle_batch(&buf, &batch, &mut tx, &ev, &mut flows);
+        d.drops
+    }
+
+    #[test]
+    fn vnet_headers_are_checked_against_their_frame() {
+        let conf = test_config();
+        let link = compose::Link {
+            src: GUEST_MAC,
+            dst: Mac(conf.our_mac),
+        };
+        let (g, gw) = (Ipv4Addr::new(192, 0, 2, 2), Ipv4Addr::new(192, 0, 2, 1));
+        // A DHCP request of nonsense with a wrong checksum: only a frame
+        // whose checksum is trusted gets as far as the DHCP server.
+        let mut udp = vec![0u8; 100];
+        let n = compose::udp4(
+            &mut udp,
+            link,
+            std::net::SocketAddrV4::new(g, 68),
+            std::net::SocketAddrV4::new(gw, dhcp::SERVER_PORT),
+            |p| {
+                p[..4].fill(0xee);
+                Some(4)
+            },
+        );
+        udp.truncate(n);
+        udp[40] ^= 0x55;
+        let partial = |start, offset| RxOffload {
+            csum: RxCsum::Partial { start, offset },
+            gso: Gso::None,
+        };
+        let valid = RxOffload {
+            csum: RxCsum::Valid,
+            gso: Gso::None,
+        };
+        let udp_gso = RxOffload {
+            gso: Gso::Tcp4,
+            ..partial(34, 6)
+        };
+        let drops = run_vnet(
+            &conf,
+            &[
+                (udp.clone(), Ok(RxOffload::default())),
+                (udp.clone(), Ok(partial(34, 6))),
+                (udp.clone(), Ok(valid)),
+                (udp.clone(), Ok(partial(34, 16))),
+                (udp.clone(), Ok(partial(14, 6))),
+                (udp.clone(), Ok(udp_gso)),
+                (udp.clone(), Err(VnetError::GsoSize)),
+            ],
+        );
+        assert_eq!(drops.get(DropReason::MalformedUdp), 1, "{drops}");
+        assert_eq!(drops.get(DropReason::Dhcp), 2, "{drops}");
+        assert_eq!(drops.get(DropReason::VnetHeader), 4, "{drops}");
+
+        // TCP: a wrong checksum left partial is not verified (the segment,
+        // for no connection, gets an RST); the wrong family's super-segment
+        // is dropped.
+        let mut tcp = vec![0u8; 100];
+        let hdr = wire_tcp::TcpRepr {
+            src_port: 40000,
+            dst_port: 80,
+            seq: 1,
+            ack: 1,
+            flags: wire_tcp::Flags::ACK,
+            window: 100,
+            ..Default::default()
+        };
+        let n = compose::tcp4(&mut tcp, link, g, gw, &hdr, compose::Csum::Full, |_| 0);
+        tcp.truncate(n);
+        tcp[50] ^= 0x55;
+        let tcp6_gso = RxOffload {
+            gso: Gso::Tcp6,
+            ..partial(34, 16)
+        };
+        let drops = run_vnet(
+            &conf,
+            &[
+                (tcp.clone(), Ok(RxOffload::default())),
+                (tcp.clone(), Ok(partial(34, 16))),
+                (tcp.clone(), Ok(tcp6_gso)),
+            ],
+        );
+        assert_eq!(drops.get(DropReason::MalformedTcp), 1, "{drops}");
+        assert_eq!(drops.get(DropReason::VnetHeader), 1, "{drops}");
+        assert_eq!(drops.total(), 2, "{drops}");
     }
 
     #[test]

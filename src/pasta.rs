@@ -32,6 +32,10 @@ use std::time::Duration;
 /// After the command exits, how long its connections may take to close:
 /// data it wrote just before exiting is still on its way to the peer.
 pub const LINGER: Duration = Duration::from_secs(5);
+/// Set (to anything) in the environment, the tap is opened without
+/// virtio-net headers and offloads: the path kernels that refuse them
+/// take, forced for tests.
+pub const NO_OFFLOAD_ENV: &str = "PASST_RS_NO_OFFLOAD";
 use std::process::ExitCode;
 
 impl QuitSource for QuitWatch {
@@ -59,15 +63,19 @@ pub fn run(conf: &Config) -> Result<ExitCode, StartError> {
     let files = open_files(conf, &mut leftovers)?;
     let mut target = Target::prepare(p).map_err(ns_err)?;
 
-    let tap: Option<OwnedFd> = if p.splice_only {
+    let tap: Option<(OwnedFd, bool)> = if p.splice_only {
         // No tap: only the namespace's loopback, which splices reach.
         crate::ns::bring_up_loopback(&target).map_err(ns_err)?;
         None
     } else {
         let fd = target
-            .run_in(|| -> Result<OwnedFd, String> {
-                let fd = crate::sys::tun::open_tap(&p.ns_ifname)
-                    .map_err(|e| format!("/dev/net/tun: {}", crate::startup::plain(&e)))?;
+            .run_in(|| -> Result<(OwnedFd, bool), String> {
+                let fd = if std::env::var_os(NO_OFFLOAD_ENV).is_none() {
+                    crate::sys::tun::open_tap_offload(&p.ns_ifname)
+                } else {
+                    crate::sys::tun::open_tap(&p.ns_ifname).map(|f| (f, false))
+                }
+                .map_err(|e| format!("/dev/net/tun: {}", crate::startup::plain(&e)))?;
                 configure(conf, p)?;
                 Ok(fd)
             })
@@ -134,7 +142,17 @@ pub fn run(conf: &Config) -> Result<ExitCode, StartError> {
 
     let mut server = Server::new(
         conf,
-        tap.map_or(TapSide::Nothing, |t| TapSide::Tun(File::from(t))),
+        tap.map_or(TapSide::Nothing, |(t, vnet)| {
+            if vnet {
+                log::debug!("tap: virtio-net headers, checksum and TCP segmentation offload");
+            } else {
+                log::debug!("tap: no offloads, one frame of at most the MTU per read");
+            }
+            TapSide::Tun {
+                dev: File::from(t),
+                vnet,
+            }
+        }),
         pcap,
         quit,
         listeners,

@@ -50,7 +50,12 @@ pub enum TapSide {
         conn: Option<UnixStream>,
     },
     /// pasta: the tap device in the namespace.
-    Tun(File),
+    Tun {
+        /// The tap's fd.
+        dev: File,
+        /// Opened with virtio-net headers and offloads (`sys::tun::open_tap`).
+        vnet: bool,
+    },
     /// pasta `--splice-only`: no tap device, only spliced flows.
     Nothing,
 }
@@ -138,7 +143,7 @@ impl<'c> Server<'c> {
                 // --fd: nobody to listen for once this guest leaves.
                 conf.passt.one_off || listener.is_none()
             }
-            TapSide::Tun(dev) => {
+            TapSide::Tun { dev, .. } => {
                 ev.add(dev, EpollRef::TapTun, false).map_err(ep)?;
                 false
             }
@@ -174,7 +179,11 @@ impl<'c> Server<'c> {
             isolate::fd_limit(),
             reserved >> 10,
         );
-        let tx = TxQueue::new(TX_QUEUE_BYTES, pcap);
+        let vnet = matches!(side, TapSide::Tun { vnet: true, .. });
+        let mut tx = TxQueue::new(TX_QUEUE_BYTES, pcap);
+        tx.set_vnet(vnet);
+        let mut tun_rx = TunRx::default();
+        tun_rx.set_vnet(vnet);
         let dispatch = Dispatch::new(conf, &flows);
         let stats = conf
             .stats
@@ -187,7 +196,7 @@ impl<'c> Server<'c> {
             tap_out: false,
             one_off,
             stream_rx: StreamRx::default(),
-            tun_rx: TunRx::default(),
+            tun_rx,
             batch: Batch::default(),
             tx,
             dispatch,
@@ -385,7 +394,7 @@ impl<'c> Server<'c> {
     fn guest_present(&self) -> bool {
         match &self.side {
             TapSide::Stream { conn, .. } => conn.is_some(),
-            TapSide::Tun(_) | TapSide::Nothing => true,
+            TapSide::Tun { .. } | TapSide::Nothing => true,
         }
     }
 
@@ -596,7 +605,7 @@ impl<'c> Server<'c> {
         if flags.contains(EpollFlags::EPOLLOUT) && self.flush().is_err() {
             return Some(Outcome::TapError);
         }
-        let TapSide::Tun(dev) = &self.side else {
+        let TapSide::Tun { dev, .. } = &self.side else {
             return None;
         };
         loop {
@@ -692,7 +701,7 @@ impl<'c> Server<'c> {
                 self.tx.clear();
                 return Ok(());
             }
-            TapSide::Tun(dev) => match tun::flush(dev, &mut self.tx) {
+            TapSide::Tun { dev, .. } => match tun::flush(dev, &mut self.tx) {
                 Ok(left) => left,
                 Err(e) => {
                     log::error!("tap device: {e}");
@@ -705,7 +714,7 @@ impl<'c> Server<'c> {
                 TapSide::Stream { conn: Some(c), .. } => {
                     self.ev.modify(c, EpollRef::TapStream, left)
                 }
-                TapSide::Tun(dev) => self.ev.modify(dev, EpollRef::TapTun, left),
+                TapSide::Tun { dev, .. } => self.ev.modify(dev, EpollRef::TapTun, left),
                 TapSide::Stream { conn: None, .. } | TapSide::Nothing => Ok(()),
             };
             if let Err(e) = r {

@@ -41,7 +41,7 @@ fn probes(dst: IpAddr, sport: u16) -> Vec<Vec<u8>> {
         IpAddr::V4(d) => {
             let s: Ipv4Addr = HOST_ADDR4.parse().unwrap();
             (
-                compose::tcp4(&mut a, link(), s, d, &syn, |_| 0),
+                compose::tcp4(&mut a, link(), s, d, &syn, compose::Csum::Full, |_| 0),
                 compose::udp4(
                     &mut b,
                     link(),
@@ -57,7 +57,7 @@ fn probes(dst: IpAddr, sport: u16) -> Vec<Vec<u8>> {
         IpAddr::V6(d) => {
             let s: Ipv6Addr = HOST_ADDR6.parse().unwrap();
             (
-                compose::tcp6(&mut a, link(), s, d, &syn, |_| 0),
+                compose::tcp6(&mut a, link(), s, d, &syn, compose::Csum::Full, |_| 0),
                 compose::udp6(
                     &mut b,
                     link(),

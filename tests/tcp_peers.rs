@@ -96,6 +96,18 @@ fn each(test: impl Fn(&Setup, &Fam)) {
     }
 }
 
+/// Wait until something in `ns` listens on TCP `port` (a server started
+/// under load may take more than a fixed pause).
+fn listening(ns: &Netns, port: u16) {
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            let o = ns.run(&format!("ss -Hltn sport = :{port}"));
+            !String::from_utf8_lossy(&o.stdout).trim().is_empty()
+        }),
+        "nothing listens on {port}"
+    );
+}
+
 fn spawn(ns: &Netns, cmd: &str) -> Reaped {
     Reaped(
         ns.cmd("sh")
@@ -184,7 +196,7 @@ fn slow_host_reader_gets_a_whole_upload() {
                 out.display()
             ),
         );
-        std::thread::sleep(Duration::from_millis(400));
+        listening(s.host(), 7202);
         let t = Instant::now();
         s.guest().sh(&format!(
             "timeout 40 socat -u OPEN:{} {}:{}:7202",
@@ -216,7 +228,7 @@ fn guest_that_stops_reading_then_drains_everything() {
                 f.bracketed
             ),
         );
-        std::thread::sleep(Duration::from_millis(300));
+        listening(s.host(), 7203);
         let client = script(
             &dir,
             "pause.py",
@@ -277,7 +289,7 @@ fn two_percent_loss_both_ways_stays_intact() {
                 f.bracketed
             ),
         );
-        std::thread::sleep(Duration::from_millis(300));
+        listening(s.host(), 7205);
         let t = Instant::now();
         s.guest().sh(&format!(
             "timeout 90 socat -u OPEN:{} {}:{}:7204",
@@ -321,7 +333,7 @@ fn command_that_exits_right_after_writing_delivers_everything() {
             out.display()
         ),
     );
-    std::thread::sleep(Duration::from_millis(400));
+    listening(&host.ns, 7206);
     let t = Instant::now();
     let res = host
         .pasta(true)
@@ -369,7 +381,7 @@ fn paused_vm_costs_no_cpu_and_its_connection_survives() {
         &host.ns,
         &format!("socat -u OPEN:/dev/zero TCP4-LISTEN:7207,bind={HOST_REMOTE4},reuseaddr"),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    listening(&host.ns, 7207);
     let mut c = connect(&d.socket);
     let link = compose::Link {
         src: Mac([2, 0, 0, 0, 0, 1]),
@@ -378,7 +390,7 @@ fn paused_vm_costs_no_cpu_and_its_connection_survives() {
     let (g, r) = (HOST_ADDR4.parse().unwrap(), HOST_REMOTE4.parse().unwrap());
     let send = |c: &mut std::os::unix::net::UnixStream, hdr: &TcpRepr| {
         let mut f = vec![0u8; 128];
-        let n = compose::tcp4(&mut f, link, g, r, hdr, |_| 0);
+        let n = compose::tcp4(&mut f, link, g, r, hdr, compose::Csum::Full, |_| 0);
         c.write_all(&framed(&f[..n])).unwrap();
     };
     let mut hdr = TcpRepr {

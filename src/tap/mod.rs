@@ -6,13 +6,17 @@
 //! ranges inside their own receive buffer, which `dispatch` walks in one
 //! go. Replies are built in place in `TxQueue`, stored with qemu's 4-byte
 //! length prefix so a stream can send the queue as is, and a tun writer
-//! can still find every frame boundary.
+//! can still find every frame boundary. A tun with virtio-net headers
+//! (`vnet`) has each frame stored behind its header, so the tun writer
+//! still writes each entry as is; the header lives only here and in `tun`.
 
 pub mod stream;
 pub mod tun;
+pub mod vnet;
 
 use crate::pcap::Pcap;
 use std::ops::Range;
+use vnet::{RxOffload, TxOffload, VnetError};
 
 /// Largest Ethernet frame we accept from or send to the guest: a 14-byte
 /// header and the largest IPv4/IPv6 packet the 16-bit length fields allow.
@@ -25,12 +29,15 @@ pub const BATCH_MAX: usize = 512;
 #[derive(Debug)]
 pub struct Batch {
     ranges: Vec<Range<usize>>,
+    /// Per frame, what its virtio-net header said (the default without one).
+    meta: Vec<Result<RxOffload, VnetError>>,
 }
 
 impl Default for Batch {
     fn default() -> Self {
         Batch {
             ranges: Vec::with_capacity(BATCH_MAX),
+            meta: Vec::with_capacity(BATCH_MAX),
         }
     }
 }
@@ -39,6 +46,7 @@ impl Batch {
     /// Forget all ranges (keeps the allocation).
     pub fn clear(&mut self) {
         self.ranges.clear();
+        self.meta.clear();
     }
 
     /// Whether another frame fits in this batch.
@@ -48,7 +56,21 @@ impl Batch {
 
     /// Add a frame; the caller checks `is_full` first.
     pub fn push(&mut self, r: Range<usize>) {
+        self.push_meta(r, Ok(RxOffload::default()));
+    }
+
+    /// Add a frame with what its virtio-net header said (an error: drop it).
+    pub fn push_meta(&mut self, r: Range<usize>, meta: Result<RxOffload, VnetError>) {
         self.ranges.push(r);
+        self.meta.push(meta);
+    }
+
+    /// What frame `i`'s virtio-net header said (nothing without one).
+    pub fn meta(&self, i: usize) -> Result<RxOffload, VnetError> {
+        self.meta
+            .get(i)
+            .copied()
+            .unwrap_or(Ok(RxOffload::default()))
     }
 
     /// Number of frames.
@@ -72,7 +94,8 @@ impl Batch {
     }
 }
 
-/// Frames waiting to go to the guest, each behind a 4-byte big-endian length.
+/// Frames waiting to go to the guest, each behind a 4-byte big-endian length
+/// (and, on a tun with virtio-net headers, its header: the length covers both).
 ///
 /// The capacity is fixed at start-up: when the guest doesn't read fast
 /// enough and the queue is full, new frames are dropped and counted rather
@@ -81,6 +104,9 @@ pub struct TxQueue {
     buf: Box<[u8]>,
     head: usize,
     tail: usize,
+    /// Each frame is stored behind a virtio-net header (pasta's tap with
+    /// offloads): builders may leave checksums and segmentation to the kernel.
+    vnet: bool,
     /// Frames dropped because the queue was full.
     pub dropped: u64,
     /// Times a socket stopped being read because the queue was full (its
@@ -93,20 +119,52 @@ impl TxQueue {
     /// A queue holding at most `capacity` bytes of framed frames.
     pub fn new(capacity: usize, pcap: Option<Pcap>) -> Self {
         TxQueue {
-            buf: vec![0u8; capacity.max(MAX_FRAME + 4)].into_boxed_slice(),
+            buf: vec![0u8; capacity.max(MAX_FRAME + 4 + vnet::LEN)].into_boxed_slice(),
             head: 0,
             tail: 0,
+            vnet: false,
             dropped: 0,
             stalled: 0,
             pcap,
         }
     }
 
+    /// Store every frame behind a virtio-net header (a tun opened with
+    /// `IFF_VNET_HDR`); set before anything is queued.
+    pub fn set_vnet(&mut self, vnet: bool) {
+        self.clear();
+        self.vnet = vnet;
+    }
+
+    /// Whether frames may leave their L4 checksum and TCP segmentation to
+    /// the kernel (`push_offload`); never on a stream, which has no header.
+    pub fn offload(&self) -> bool {
+        self.vnet
+    }
+
+    /// Bytes stored before each frame besides its length.
+    fn headroom(&self) -> usize {
+        if self.vnet { vnet::LEN } else { 0 }
+    }
+
     /// Build one frame of at most `max_len` bytes in place: `build` gets the
     /// space and returns how many bytes it wrote (0: nothing to send).
     /// Returns false when nothing was queued; a full queue counts a drop.
     pub fn push_with(&mut self, max_len: usize, build: impl FnOnce(&mut [u8]) -> usize) -> bool {
-        let need = 4 + max_len.min(MAX_FRAME);
+        self.push_offload(max_len, |out, _| build(out))
+    }
+
+    /// `push_with` for a builder that may also leave work to the kernel,
+    /// by filling the `TxOffload` it is handed: only when `offload()`
+    /// says so (elsewhere it is ignored, and would send a frame with a
+    /// partial checksum).
+    pub fn push_offload(
+        &mut self,
+        max_len: usize,
+        build: impl FnOnce(&mut [u8], &mut TxOffload) -> usize,
+    ) -> bool {
+        let room = self.headroom();
+        let need = 4 + room + max_len.min(MAX_FRAME);
         if self.buf.len() - self.tail < need {
             self.compact();
             if self.buf.len() - self.tail < need {
@@ -114,18 +172,26 @@ impl TxQueue {
                 return false;
             }
         }
-        let start = self.tail + 4;
-        let space = &mut self.buf[start..start + need - 4];
-        let len = build(space).min(space.len());
+        let start = self.tail + 4 + room;
+        let space = &mut self.buf[start..self.tail + need];
+        let mut off = TxOffload::default();
+        let len = build(space, &mut off).min(space.len());
         // A zero length would desynchronise a stream peer: send nothing.
-        let Ok(len32) = u32::try_from(len) else {
+        let Ok(len32) = u32::try_from(len + room) else {
             return false;
         };
         if len == 0 {
             return false;
         }
-        self.buf[self.tail..start].copy_from_slice(&len32.to_be_bytes());
+        debug_assert!(self.vnet || off == TxOffload::default());
+        self.buf[self.tail..self.tail + 4].copy_from_slice(&len32.to_be_bytes());
+        if let Some(h) = self.buf[self.tail + 4..start].first_chunk_mut::<{ vnet::LEN }>() {
+            vnet::encode(&off, h);
+        }
         if let Some(p) = self.pcap.as_mut() {
+            // The capture shows the frame as the guest sees it: the
+            // header is for the kernel, and a super-segment is recorded
+            // whole, with its partial checksum.
             p.record(&self.buf[start..start + len]);
         }
         self.tail = start + len;
@@ -135,7 +201,7 @@ impl TxQueue {
     /// Whether a frame of up to `max_len` bytes fits now (`push_with` would
     /// take it); makes room by compacting if needed.
     pub fn has_room(&mut self, max_len: usize) -> bool {
-        let need = 4 + max_len.min(MAX_FRAME);
+        let need = 4 + self.headroom() + max_len.min(MAX_FRAME);
         if self.buf.len() - self.tail < need {
             self.compact();
         }
@@ -148,10 +214,11 @@ impl TxQueue {
     /// sockets in and out of epoll for every frame.
     pub fn drained(&self) -> bool {
         let used = self.tail - self.head;
-        used <= self.buf.len() / 2 && self.buf.len() - used >= 4 + MAX_FRAME
+        used <= self.buf.len() / 2 && self.buf.len() - used >= 4 + self.headroom() + MAX_FRAME
     }
 
-    /// Bytes not yet sent, in stream framing.
+    /// Bytes not yet sent, in stream framing (each entry's length covers
+    /// its virtio-net header, if any, and the frame).
     pub fn pending(&self) -> &[u8] {
         &self.buf[self.head..self.tail]
     }

@@ -1,6 +1,8 @@
 //! tun framing (pasta): every read or write on the tap fd is exactly one
-//! Ethernet frame, so batching means reading until the fd runs dry.
+//! Ethernet frame (behind a virtio-net header when the tap was opened with
+//! one, see `vnet`), so batching means reading until the fd runs dry.
 
+use super::vnet::{self, VnetError};
 use super::{Batch, MAX_FRAME, TxQueue};
 use std::io::{self, Read, Write};
 
@@ -10,17 +12,26 @@ pub const RX_BUF_SIZE: usize = 4 << 20;
 /// Collects frames read from a tun fd into one buffer.
 pub struct TunRx {
     buf: Box<[u8]>,
+    /// Each read starts with a virtio-net header.
+    vnet: bool,
 }
 
 impl Default for TunRx {
     fn default() -> Self {
         TunRx {
-            buf: vec![0u8; RX_BUF_SIZE.max(MAX_FRAME)].into_boxed_slice(),
+            buf: vec![0u8; RX_BUF_SIZE.max(MAX_FRAME + vnet::LEN)].into_boxed_slice(),
+            vnet: false,
         }
     }
 }
 
 impl TunRx {
+    /// Reads from a tap opened with `IFF_VNET_HDR`: each frame follows a
+    /// header, whose verdict goes into the batch beside the frame.
+    pub fn set_vnet(&mut self, vnet: bool) {
+        self.vnet = vnet;
+    }
+
     /// The buffer that `Batch` ranges point into.
     pub fn buf(&self) -> &[u8] {
         &self.buf
@@ -36,11 +47,23 @@ impl TunRx {
     pub fn read_batch(&mut self, mut src: impl Read, batch: &mut Batch) -> io::Result<usize> {
         batch.clear();
         let mut used = 0;
-        while !batch.is_full() && self.buf.len() - used >= MAX_FRAME {
-            match src.read(&mut self.buf[used..used + MAX_FRAME]) {
+        let room = if self.vnet { vnet::LEN } else { 0 };
+        while !batch.is_full() && self.buf.len() - used >= room + MAX_FRAME {
+            match src.read(&mut self.buf[used..used + room + MAX_FRAME]) {
                 Ok(0) => break,
-                Ok(n) => {
+                Ok(n) if room == 0 => {
                     batch.push(used..used + n);
+                    used += n;
+                }
+                Ok(n) => {
+                    // The frame is what follows the header; the header
+                    // stays where it is, unused by anything but this check.
+                    let frame = (used + room).min(used + n)..used + n;
+                    let meta = match self.buf[used..used + n].first_chunk::<{ vnet::LEN }>() {
+                        Some(h) => vnet::parse(h, frame.len()),
+                        None => Err(VnetError::Truncated),
+                    };
+                    batch.push_meta(frame, meta);
                     used += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -131,6 +154,40 @@ mod tests {
         assert_eq!(n, 2);
         let got: Vec<&[u8]> = batch.frames(rx.buf()).collect();
         assert_eq!(got, vec![&b"one"[..], &b"three"[..]]);
+    }
+
+    #[test]
+    fn vnet_frames_come_without_their_header() {
+        let mut rx = TunRx::default();
+        rx.set_vnet(true);
+        let mut batch = Batch::default();
+        let mut tso = vec![1u8, 1, 0, 0, 0xa8, 5, 34, 0, 16, 0];
+        tso.extend_from_slice(&[7; 3000]);
+        let mut bogus = vec![0u8, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0];
+        bogus.extend_from_slice(b"frame");
+        let reads = vec![tso, bogus, vec![0; 4]];
+        assert_eq!(rx.read_batch(FakeTun(reads), &mut batch).unwrap(), 3);
+        let got: Vec<usize> = batch.frames(rx.buf()).map(<[u8]>::len).collect();
+        assert_eq!(got, vec![3000, 5, 0]);
+        assert_eq!(batch.meta(0).map(|m| m.gso), Ok(vnet::Gso::Tcp4));
+        assert_eq!(batch.meta(1), Err(VnetError::HdrLen(0xffff)));
+        assert_eq!(batch.meta(2), Err(VnetError::Truncated));
+    }
+
+    #[test]
+    fn vnet_queue_entries_carry_their_header() {
+        let mut tx = TxQueue::new(0, None);
+        tx.set_vnet(true);
+        assert!(tx.offload());
+        tx.push_offload(5, |b, off| {
+            b[..5].copy_from_slice(b"frame");
+            off.csum = Some((34, 16));
+            off.hdr_len = 54;
+            5
+        });
+        let mut sink = Sink(Vec::new(), 10);
+        assert!(!flush(&mut sink, &mut tx).unwrap());
+        assert_eq!(sink.0, vec![b"\x01\0\x36\0\0\0\x22\0\x10\0frame".to_vec()]);
     }
 
     #[test]

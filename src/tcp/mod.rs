@@ -63,8 +63,9 @@ use crate::flow::{self, End, Flow, FlowRef, FlowSide, Flows, Kind, Side, SideRef
 use crate::fwd::listen::Listener;
 use crate::fwd::{self, GuestAddrs, Proto, Refused};
 use crate::sys;
+use crate::tap::vnet::Gso;
 use crate::tap::{MAX_FRAME, TxQueue};
-use crate::wire::tcp::{Flags, Packet, TcpRepr};
+use crate::wire::tcp::{self as wire_tcp, Flags, Packet, TcpRepr};
 use crate::wire::{compose, ethernet, ipv4, ipv6};
 use nix::errno::Errno;
 use nix::sys::epoll::EpollFlags;
@@ -107,6 +108,10 @@ pub const NO_PEEK_OFF_ENV: &str = "PASST_RS_NO_PEEK_OFF";
 const DEFAULT_MTU: usize = 65520;
 /// Ethernet + IPv6 + TCP with our SYN options: room for any header we build.
 const MAX_HEADERS: usize = ethernet::HEADER_LEN + ipv6::HEADER_LEN + 28;
+/// Payload of a TCP super-segment towards the guest (segmentation
+/// offload): what an IPv4 packet of 64 KiB holds after its headers, so
+/// it fits either family.
+const TSO_MAX_PAYLOAD: usize = 65535 - ipv4::HEADER_LEN - wire_tcp::HEADER_LEN;
 
 /// Why a segment from the guest was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -326,6 +331,17 @@ impl Conn {
         .unwrap_or(self.last + idle)
     }
 
+    /// The most payload one frame to the guest carries: its MSS, or with
+    /// segmentation offload as much as one IP packet holds, which the
+    /// kernel takes as MSS-sized segments.
+    fn seg_max(&self, tx: &TxQueue) -> usize {
+        if tx.offload() {
+            TSO_MAX_PAYLOAD.max(self.mss)
+        } else {
+            self.mss
+        }
+    }
+
     fn in_flight(&self) -> usize {
         self.snd_nxt.wrapping_sub(self.snd_una) as usize
     }
@@ -424,42 +440,51 @@ impl Conn {
         let hdr = self.header(Flags::ACK | Flags::PSH, seq);
         let fd = self.sock.as_fd();
         let mut got = Peeked::NoRoom;
-        emit_segment(link, tx, self.remote(), self.guest(), &hdr, len, |p| {
-            got = if self.peek_off {
-                match recv(
-                    fd.as_raw_fd(),
-                    p,
-                    MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
-                ) {
-                    // From the peek offset, 0 is the peer's FIN.
-                    Ok(0) => Peeked::Eof,
-                    Ok(n) => Peeked::Data(n),
-                    Err(Errno::EAGAIN | Errno::EINTR) => Peeked::Nothing,
-                    Err(e) => Peeked::Failed(e),
-                }
-            } else {
-                let Some(skip) = scratch.get_mut(..in_flight) else {
-                    return 0;
+        emit_data(
+            link,
+            tx,
+            self.remote(),
+            self.guest(),
+            &hdr,
+            len,
+            self.mss,
+            |p| {
+                got = if self.peek_off {
+                    match recv(
+                        fd.as_raw_fd(),
+                        p,
+                        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+                    ) {
+                        // From the peek offset, 0 is the peer's FIN.
+                        Ok(0) => Peeked::Eof,
+                        Ok(n) => Peeked::Data(n),
+                        Err(Errno::EAGAIN | Errno::EINTR) => Peeked::Nothing,
+                        Err(e) => Peeked::Failed(e),
+                    }
+                } else {
+                    let Some(skip) = scratch.get_mut(..in_flight) else {
+                        return 0;
+                    };
+                    match sys::tcp::peek_after(fd, skip, p) {
+                        Ok(0) if in_flight == 0 => Peeked::Eof,
+                        Ok(n) if n > in_flight => Peeked::Data(n - in_flight),
+                        // Nothing beyond what is in flight. A peek can't tell
+                        // "more to come" from "that was all" while data is
+                        // still queued: the FIN we saw on the socket can.
+                        Ok(_) if self.peer_eof => Peeked::Eof,
+                        Ok(_) => Peeked::Nothing,
+                        Err(e) => match Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
+                            Errno::EAGAIN | Errno::EINTR => Peeked::Nothing,
+                            e => Peeked::Failed(e),
+                        },
+                    }
                 };
-                match sys::tcp::peek_after(fd, skip, p) {
-                    Ok(0) if in_flight == 0 => Peeked::Eof,
-                    Ok(n) if n > in_flight => Peeked::Data(n - in_flight),
-                    // Nothing beyond what is in flight. A peek can't tell
-                    // "more to come" from "that was all" while data is
-                    // still queued: the FIN we saw on the socket can.
-                    Ok(_) if self.peer_eof => Peeked::Eof,
-                    Ok(_) => Peeked::Nothing,
-                    Err(e) => match Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
-                        Errno::EAGAIN | Errno::EINTR => Peeked::Nothing,
-                        e => Peeked::Failed(e),
-                    },
+                match got {
+                    Peeked::Data(n) => n,
+                    _ => 0,
                 }
-            };
-            match got {
-                Peeked::Data(n) => n,
-                _ => 0,
-            }
-        });
+            },
+        );
         got
     }
 
@@ -494,7 +519,7 @@ impl Conn {
             if in_flight >= limit {
                 break;
             }
-            let len = self.mss.min(limit - in_flight);
+            let len = self.seg_max(tx).min(limit - in_flight);
             match self.peek_segment(link, tx, scratch, self.snd_nxt, in_flight, len) {
                 Peeked::NoRoom => {
                     self.tap_blocked = true;
@@ -692,25 +717,66 @@ fn emit_segment(
     len: usize,
     payload: impl FnOnce(&mut [u8]) -> usize,
 ) -> bool {
+    emit_data(link, tx, from, to, hdr, len, usize::MAX, payload)
+}
+
+/// `emit_segment` for data towards a guest whose MSS is `mss`. Where the
+/// tap takes offloads (`TxQueue::offload`), the checksum is left partial
+/// for the kernel, and a payload longer than `mss` goes as one
+/// super-segment with `gso_size` = `mss`, which the kernel delivers
+/// whole (or cuts, if it ever forwards it).
+#[allow(clippy::too_many_arguments)]
+fn emit_data(
+    link: compose::Link,
+    tx: &mut TxQueue,
+    from: SocketAddr,
+    to: SocketAddr,
+    hdr: &TcpRepr,
+    len: usize,
+    mss: usize,
+    payload: impl FnOnce(&mut [u8]) -> usize,
+) -> bool {
     let max = (MAX_HEADERS + len).min(MAX_FRAME);
-    tx.push_with(max, |out| {
+    let csum = if tx.offload() {
+        compose::Csum::Partial
+    } else {
+        compose::Csum::Full
+    };
+    tx.push_offload(max, |out, off| {
         let mut written = 0;
         let body = |p: &mut [u8]| {
             let l = len.min(p.len());
             written = payload(&mut p[..l]);
             written
         };
-        let n = match (from, to) {
-            (SocketAddr::V4(s), SocketAddr::V4(d)) => {
-                compose::tcp4(out, link, *s.ip(), *d.ip(), hdr, body)
-            }
-            (SocketAddr::V6(s), SocketAddr::V6(d)) => {
-                compose::tcp6(out, link, *s.ip(), *d.ip(), hdr, body)
-            }
-            _ => 0,
+        let (n, l4_off, gso) = match (from, to) {
+            (SocketAddr::V4(s), SocketAddr::V4(d)) => (
+                compose::tcp4(out, link, *s.ip(), *d.ip(), hdr, csum, body),
+                compose::L4_OFF_V4,
+                Gso::Tcp4,
+            ),
+            (SocketAddr::V6(s), SocketAddr::V6(d)) => (
+                compose::tcp6(out, link, *s.ip(), *d.ip(), hdr, csum, body),
+                compose::L4_OFF_V6,
+                Gso::Tcp6,
+            ),
+            _ => (0, 0, Gso::None),
         };
         // Data segments with nothing read aren't sent.
-        if len > 0 && written == 0 { 0 } else { n }
+        if n == 0 || (len > 0 && written == 0) {
+            return 0;
+        }
+        if csum == compose::Csum::Partial {
+            let hdr_len = l4_off + hdr.buffer_len();
+            // Frames and their headers are at most 64 KiB.
+            off.csum = Some((l4_off as u16, wire_tcp::CHECKSUM_OFFSET as u16));
+            off.hdr_len = hdr_len as u16;
+            if written > mss {
+                off.gso = gso;
+                off.gso_size = u16::try_from(mss).unwrap_or(u16::MAX);
+            }
+        }
+        n
     })
 }
 
@@ -850,6 +916,7 @@ impl Tcp {
         guest: SocketAddr,
         remote: SocketAddr,
         segment: &[u8],
+        csum_ok: bool,
         hold_ahead: bool,
         tx: &mut TxQueue,
         now: Instant,
@@ -858,7 +925,11 @@ impl Tcp {
             return Err(TcpDrop::Disabled);
         }
         let pkt = Packet::new_checked(segment).map_err(|_| TcpDrop::Malformed)?;
-        let seg = TcpRepr::parse(&pkt, guest.ip(), remote.ip()).map_err(|_| TcpDrop::Malformed)?;
+        let seg = if csum_ok {
+            TcpRepr::parse_offloaded(&pkt)
+        } else {
+            TcpRepr::parse(&pkt, guest.ip(), remote.ip()).map_err(|_| TcpDrop::Malformed)?
+        };
         let payload = pkt.payload();
         let ini = FlowSide::new(Side::Tap, guest, remote);
         let Some(found) = flows.lookup(Proto::Tcp, &ini) else {

@@ -60,14 +60,18 @@ fn no_tcp_and_bad_segments_are_dropped() {
     let now = Instant::now();
     c.services.tcp = false;
     assert_eq!(
-        t.segment(&c, &ev, &mut flows, link, g, r, &syn, false, &mut tx, now),
+        t.segment(
+            &c, &ev, &mut flows, link, g, r, &syn, false, false, &mut tx, now
+        ),
         Err(TcpDrop::Disabled)
     );
     c.services.tcp = true;
     let mut bad = syn.clone();
     bad[5] ^= 1;
     assert_eq!(
-        t.segment(&c, &ev, &mut flows, link, g, r, &bad, false, &mut tx, now),
+        t.segment(
+            &c, &ev, &mut flows, link, g, r, &bad, false, false, &mut tx, now
+        ),
         Err(TcpDrop::Malformed)
     );
     assert_eq!(
@@ -80,6 +84,7 @@ fn no_tcp_and_bad_segments_are_dropped() {
             r,
             &syn[..12],
             false,
+            false,
             &mut tx,
             now
         ),
@@ -90,7 +95,7 @@ fn no_tcp_and_bad_segments_are_dropped() {
     Packet::new_unchecked(&mut syn_b[..]).fill_checksum_v4([10, 0, 0, 2].into(), [255; 4].into());
     assert_eq!(
         t.segment(
-            &c, &ev, &mut flows, link, g, bcast, &syn_b, false, &mut tx, now
+            &c, &ev, &mut flows, link, g, bcast, &syn_b, false, false, &mut tx, now
         ),
         Err(TcpDrop::Destination(Refused::NotUnicast))
     );
@@ -221,6 +226,7 @@ impl Rig {
             self.guest,
             self.remote,
             &b,
+            false,
             hold,
             &mut self.tx,
             now,
@@ -604,6 +610,7 @@ impl Crowd {
             guest,
             self.remote,
             &b,
+            false,
             false,
             &mut self.tx,
             now,

@@ -28,6 +28,20 @@ pub struct Link {
 
 const UDP4_OFF: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN;
 const UDP6_OFF: usize = ethernet::HEADER_LEN + ipv6::HEADER_LEN;
+/// Where the L4 header starts in an IPv4 frame we build.
+pub const L4_OFF_V4: usize = UDP4_OFF;
+/// Where the L4 header starts in an IPv6 frame we build.
+pub const L4_OFF_V6: usize = UDP6_OFF;
+
+/// How much of a TCP checksum to compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Csum {
+    /// All of it.
+    Full,
+    /// The pseudo-header only, not inverted: the kernel completes or
+    /// trusts it (a frame sent with a virtio-net header's `NEEDS_CSUM`).
+    Partial,
+}
 
 /// Largest UDP payload an IPv4 frame can carry.
 const MAX_UDP4_PAYLOAD: usize = 65535 - ipv4::HEADER_LEN - udp::HEADER_LEN;
@@ -168,14 +182,15 @@ pub fn icmp4(
 }
 
 /// Build an Ethernet/IPv4/TCP frame with header `hdr` (ports, sequence
-/// numbers, flags, window, SYN options); returns its length, or 0 if
-/// `out` can't even hold the headers.
+/// numbers, flags, window, SYN options) and the checksum `csum` says;
+/// returns its length, or 0 if `out` can't even hold the headers.
 pub fn tcp4(
     out: &mut [u8],
     link: Link,
     src: Ipv4Addr,
     dst: Ipv4Addr,
     hdr: &tcp::TcpRepr,
+    csum: Csum,
     payload: impl FnOnce(&mut [u8]) -> usize,
 ) -> usize {
     let hl = hdr.buffer_len();
@@ -187,7 +202,11 @@ pub fn tcp4(
     let plen = payload(&mut out[payload_off..payload_off + room]).min(room);
     let seg_len = hl + plen;
     hdr.emit(&mut out[UDP4_OFF..]);
-    tcp::Packet::new_unchecked(&mut out[UDP4_OFF..UDP4_OFF + seg_len]).fill_checksum_v4(src, dst);
+    let mut seg = tcp::Packet::new_unchecked(&mut out[UDP4_OFF..UDP4_OFF + seg_len]);
+    match csum {
+        Csum::Full => seg.fill_checksum_v4(src, dst),
+        Csum::Partial => seg.fill_partial_checksum_v4(src, dst),
+    }
     ipv4::Ipv4Repr {
         src,
         dst,
@@ -207,6 +226,7 @@ pub fn tcp6(
     src: Ipv6Addr,
     dst: Ipv6Addr,
     hdr: &tcp::TcpRepr,
+    csum: Csum,
     payload: impl FnOnce(&mut [u8]) -> usize,
 ) -> usize {
     let hl = hdr.buffer_len();
@@ -218,7 +238,11 @@ pub fn tcp6(
     let plen = payload(&mut out[payload_off..payload_off + room]).min(room);
     let seg_len = hl + plen;
     hdr.emit(&mut out[UDP6_OFF..]);
-    tcp::Packet::new_unchecked(&mut out[UDP6_OFF..UDP6_OFF + seg_len]).fill_checksum_v6(src, dst);
+    let mut seg = tcp::Packet::new_unchecked(&mut out[UDP6_OFF..UDP6_OFF + seg_len]);
+    match csum {
+        Csum::Full => seg.fill_checksum_v6(src, dst),
+        Csum::Partial => seg.fill_partial_checksum_v6(src, dst),
+    }
     ip6_header(out, src, dst, IpProtocol::Tcp, seg_len, 255);
     Frame::new_unchecked(&mut out[..]).set_header(link.dst, link.src, EtherType::Ipv6);
     UDP6_OFF + seg_len
@@ -340,7 +364,7 @@ mod tests {
             window: 1000,
             ..Default::default()
         };
-        let n = tcp4(&mut out, LINK, a, b, &hdr, |p| {
+        let n = tcp4(&mut out, LINK, a, b, &hdr, Csum::Full, |p| {
             p[..3].copy_from_slice(b"xyz");
             3
         });
@@ -365,7 +389,7 @@ mod tests {
             wscale: Some(7),
             ..hdr
         };
-        let n = tcp6(&mut out, LINK, a6, b6, &syn, |_| 0);
+        let n = tcp6(&mut out, LINK, a6, b6, &syn, Csum::Full, |_| 0);
         assert_eq!(n, 14 + 40 + 28);
         let f = Frame::new_checked(&out[..n]).unwrap();
         let ip = ipv6::Packet::new_checked(f.payload()).unwrap();
@@ -373,6 +397,42 @@ mod tests {
         assert_eq!(proto, IpProtocol::Tcp);
         let t = tcp::Packet::new_checked(l4).unwrap();
         assert_eq!(tcp::TcpRepr::parse(&t, a6.into(), b6.into()), Ok(syn));
+    }
+
+    #[test]
+    fn partial_checksum_completes_to_the_full_one() {
+        let mut full = [0u8; 200];
+        let mut part = [0u8; 200];
+        let (a, b) = (Ipv4Addr::new(203, 0, 113, 1), Ipv4Addr::new(192, 0, 2, 2));
+        let hdr = tcp::TcpRepr {
+            src_port: 80,
+            dst_port: 40000,
+            flags: tcp::Flags::ACK,
+            ..Default::default()
+        };
+        let body = |p: &mut [u8]| {
+            p[..5].copy_from_slice(b"hello");
+            5
+        };
+        let n = tcp4(&mut full, LINK, a, b, &hdr, Csum::Full, body);
+        assert_eq!(tcp4(&mut part, LINK, a, b, &hdr, Csum::Partial, body), n);
+        // What the kernel does with CHECKSUM_PARTIAL: sum from the L4
+        // header on, over the pseudo-header sum in the field, and invert.
+        let l4 = &mut part[L4_OFF_V4..n];
+        let done = crate::wire::checksum::fold(crate::wire::checksum::sum(l4, 0));
+        l4[16..18].copy_from_slice(&done.to_be_bytes());
+        assert_eq!(full[..n], part[..n]);
+
+        let (a6, b6): (Ipv6Addr, Ipv6Addr) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        );
+        let n = tcp6(&mut full, LINK, a6, b6, &hdr, Csum::Full, body);
+        tcp6(&mut part, LINK, a6, b6, &hdr, Csum::Partial, body);
+        let l4 = &mut part[L4_OFF_V6..n];
+        let done = crate::wire::checksum::fold(crate::wire::checksum::sum(l4, 0));
+        l4[16..18].copy_from_slice(&done.to_be_bytes());
+        assert_eq!(full[..n], part[..n]);
     }
 
     #[test]

@@ -13,6 +13,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub const HEADER_LEN: usize = 20;
 /// Longest header: data offset 15 words.
 pub const MAX_HEADER_LEN: usize = 60;
+/// Where the checksum field sits in the header (virtio-net `csum_offset`).
+pub const CHECKSUM_OFFSET: usize = field::CHECKSUM.start;
 
 mod field {
     use std::ops::Range;
@@ -205,6 +207,27 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.fill_checksum_with(checksum::pseudo_v6(src, dst, PROTO, len));
     }
 
+    /// Store only the IPv4 pseudo-header's sum, not inverted, in the
+    /// checksum field: a partial checksum, which whoever offloads it
+    /// completes by summing the segment from its header on (Linux
+    /// `CHECKSUM_PARTIAL`). Header and payload must be set.
+    pub fn fill_partial_checksum_v4(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
+        let len = u32::try_from(self.buffer.as_ref().len()).unwrap_or(u32::MAX);
+        self.fill_partial_with(checksum::pseudo_v4(src, dst, PROTO, len));
+    }
+
+    /// The same for IPv6.
+    pub fn fill_partial_checksum_v6(&mut self, src: Ipv6Addr, dst: Ipv6Addr) {
+        let len = u32::try_from(self.buffer.as_ref().len()).unwrap_or(u32::MAX);
+        self.fill_partial_with(checksum::pseudo_v6(src, dst, PROTO, len));
+    }
+
+    fn fill_partial_with(&mut self, pseudo: u32) {
+        // `fold` inverts: invert back for the plain folded sum.
+        let sum = !checksum::fold(pseudo);
+        self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&sum.to_be_bytes());
+    }
+
     fn fill_checksum_with(&mut self, pseudo: u32) {
         let b = self.buffer.as_mut();
         b[field::CHECKSUM].copy_from_slice(&[0, 0]);
@@ -250,6 +273,13 @@ impl TcpRepr {
         if !packet.verify_checksum(src, dst) {
             return Err(WireError::Malformed);
         }
+        Ok(Self::parse_offloaded(packet))
+    }
+
+    /// Parse a segment whose checksum is not to be verified: the kernel
+    /// vouched for it (a virtio-net header's `NEEDS_CSUM`, the sender
+    /// left it partial, or `DATA_VALID`). Otherwise as `parse`.
+    pub fn parse_offloaded<T: AsRef<[u8]>>(packet: &Packet<T>) -> Self {
         let mut r = TcpRepr {
             src_port: packet.src_port(),
             dst_port: packet.dst_port(),
@@ -283,7 +313,7 @@ impl TcpRepr {
             }
             o = &o[len..];
         }
-        Ok(r)
+        r
     }
 
     /// Header length this repr emits, options included.

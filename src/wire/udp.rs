@@ -10,6 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Length of a UDP header.
 pub const HEADER_LEN: usize = 8;
+/// Where the checksum field sits in the header (virtio-net `csum_offset`).
+pub const CHECKSUM_OFFSET: usize = field::CHECKSUM.start;
 
 mod field {
     use std::ops::Range;
