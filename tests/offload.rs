@@ -1,7 +1,8 @@
 //! pasta at `-m 1500` with the tap's virtio-net offloads: bulk TCP both
 //! ways, IPv4 and IPv6, compared by SHA-256; UDP both ways; and proof that
 //! the offloads are in use: pasta's `-d` log says so and the capture (`-p`)
-//! holds valid frames larger than the MTU in both directions.
+//! holds valid frames larger than the MTU in both directions; and the
+//! checksums left partial are right once the kernel completes them.
 //!
 //! `scripts/test` runs this file again with `PASST_RS_NO_OFFLOAD` set:
 //! the same transfers on the plain tap, whose capture then never holds a
@@ -267,4 +268,70 @@ fn udp_both_ways_at_mtu_1500() {
             "{addr}: every datagram echoed intact"
         );
     }
+}
+
+/// A namespace behind pasta's: `c0` (10.99.0.2) on a veth pair whose
+/// pasta side, `p0`, computes checksums in software (tx offload off), so
+/// every checksum we leave partial is completed by the kernel there and
+/// verified by the receiving stack. pasta's namespace routes and
+/// masquerades, as a container host inside it would.
+fn routed_behind(p: &AttachedPasta) -> Netns {
+    let c = Netns::new("prs-c");
+    p.ns.sh(&format!(
+        "ip link add p0 type veth peer name c0 netns {c} && \
+         ip addr add 10.99.0.1/24 dev p0 && ip link set p0 up && \
+         ethtool -K p0 tx off >/dev/null && \
+         sysctl -qw net.ipv4.ip_forward=1 && \
+         nft add table ip prs && \
+         nft add chain ip prs post '{{ type nat hook postrouting priority 100; }}' && \
+         nft add rule ip prs post oifname eth0 masquerade",
+        c = c.name
+    ));
+    c.sh("ip addr add 10.99.0.2/24 dev c0 && ip link set c0 up && ip route add default via 10.99.0.1");
+    c
+}
+
+/// Kernel counters of packets dropped for a bad checksum in `ns`.
+fn csum_errors(ns: &Netns) -> u64 {
+    ns.sh(
+        "nstat -az UdpInCsumErrors TcpInCsumErrors | awk 'NR > 1 { s += $2 } END { print s + 0 }'",
+    )
+    .trim()
+    .parse()
+    .unwrap_or(u64::MAX)
+}
+
+#[test]
+fn checksums_left_to_the_kernel_come_out_right_when_forwarded() {
+    let host = Host::new();
+    let p = pasta(&host, &[]);
+    let c = routed_behind(&p);
+    let _udp = server(&host.ns, &["UDP4-RECVFROM:7310,fork", "PIPE"]);
+    // UDP: replies leave pasta with partial checksums.
+    let r = c.sh(
+        "python3 -c 'import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(2)\ns.connect((\"203.0.113.1\",7310))\nok=0\nfor n in (1,100,1000,1400):\n    d=bytes(range(256))*6\n    s.send(d[:n])\n    try:\n        ok+=s.recv(9000)==d[:n]\n    except socket.timeout:\n        pass\nprint(ok)'",
+    );
+    assert_eq!(r.trim(), "4", "UDP echoes through the routed namespace");
+    // TCP: 8 MiB down from the host in super-segments, cut and summed by
+    // the kernel at p0.
+    let dir = TempDir::new();
+    let src = random_file(&dir, "src", 8);
+    let down = dir.join("down");
+    let _tcp = server(
+        &host.ns,
+        &[
+            &format!("OPEN:{}", src.display()),
+            "TCP4-LISTEN:7311,reuseaddr",
+        ],
+    );
+    c.sh(&format!(
+        "timeout 30 socat -u TCP4:203.0.113.1:7311 CREATE:{}",
+        down.display()
+    ));
+    assert_eq!(
+        sha256(&down),
+        sha256(&src),
+        "TCP through the routed namespace"
+    );
+    assert_eq!(csum_errors(&c), 0, "checksum errors behind pasta");
 }

@@ -53,6 +53,7 @@ use crate::event::{EpollRef, EventLoop};
 use crate::flow::{self, End, Flow, FlowRef, FlowSide, Flows, Kind, Side, SideRef, Sides};
 use crate::fwd::listen::Listener;
 use crate::fwd::{self, GuestAddrs, Proto, Refused};
+use crate::tap::vnet::TxOffload;
 use crate::tap::{MAX_FRAME, TxQueue};
 use crate::tcp::spliced::Splicer;
 use crate::wire::icmp_error::Quoted;
@@ -609,15 +610,7 @@ impl Udp {
                 p[..k].copy_from_slice(&data[..k]);
                 Some(k)
             };
-            match (flow.remote(), flow.guest()) {
-                (SocketAddr::V4(src), SocketAddr::V4(dst)) => {
-                    tx.push_with(MAX_FRAME, |out| compose::udp4(out, link, src, dst, copy))
-                }
-                (SocketAddr::V6(src), SocketAddr::V6(dst)) => {
-                    tx.push_with(MAX_FRAME, |out| compose::udp6(out, link, src, dst, copy))
-                }
-                _ => false,
-            };
+            push_datagram(tx, link, flow.remote(), flow.guest(), copy);
         }
     }
 
@@ -683,16 +676,50 @@ fn receive(flow: &UdpFlow, link: compose::Link, tx: &mut TxQueue) -> Rx {
     let fd = flow.sock.as_raw_fd();
     dgram::receive(tx, |tx, failed| {
         let recv = |p: &mut [u8]| dgram::recv_into(fd, p, failed);
-        Some(match (flow.remote(), flow.guest()) {
-            (SocketAddr::V4(src), SocketAddr::V4(dst)) => {
-                tx.push_with(MAX_FRAME, |out| compose::udp4(out, link, src, dst, recv))
-            }
-            (SocketAddr::V6(src), SocketAddr::V6(dst)) => {
-                tx.push_with(MAX_FRAME, |out| compose::udp6(out, link, src, dst, recv))
-            }
-            _ => return None,
-        })
+        push_datagram(tx, link, flow.remote(), flow.guest(), recv)
     })
+}
+
+/// Queue a datagram for the guest from `src` to `dst`, its payload
+/// written in place by `payload`: whether a frame was queued, `None` for
+/// addresses of two families. On a tap with offloads the kernel is left
+/// the checksum: only the pseudo-header is summed here, not the payload
+/// (it trusts the rest on local delivery, and completes it if it ever
+/// forwards the datagram).
+fn push_datagram(
+    tx: &mut TxQueue,
+    link: compose::Link,
+    src: SocketAddr,
+    dst: SocketAddr,
+    payload: impl FnOnce(&mut [u8]) -> Option<usize>,
+) -> Option<bool> {
+    let csum = if tx.offload() {
+        compose::Csum::Partial
+    } else {
+        compose::Csum::Full
+    };
+    Some(match (src, dst) {
+        (SocketAddr::V4(s), SocketAddr::V4(d)) => tx.push_offload(MAX_FRAME, |out, off| {
+            let n = compose::udp4_csum(out, link, s, d, csum, payload);
+            mark_partial(off, csum, compose::L4_OFF_V4, n)
+        }),
+        (SocketAddr::V6(s), SocketAddr::V6(d)) => tx.push_offload(MAX_FRAME, |out, off| {
+            let n = compose::udp6_csum(out, link, s, d, csum, payload);
+            mark_partial(off, csum, compose::L4_OFF_V6, n)
+        }),
+        _ => return None,
+    })
+}
+
+/// Tell the kernel where a partial UDP checksum is (frame of `n` bytes,
+/// UDP header at `l4`); passes `n` on.
+fn mark_partial(off: &mut TxOffload, csum: compose::Csum, l4: usize, n: usize) -> usize {
+    if n > 0 && csum == compose::Csum::Partial {
+        // Headers are a few dozen bytes: always within u16.
+        off.csum = Some((l4 as u16, compose::UDP_CSUM_OFFSET as u16));
+        off.hdr_len = (l4 + crate::wire::udp::HEADER_LEN) as u16;
+    }
+    n
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub const L4_OFF_V4: usize = UDP4_OFF;
 /// Where the L4 header starts in an IPv6 frame we build.
 pub const L4_OFF_V6: usize = UDP6_OFF;
 
-/// How much of a TCP checksum to compute.
+/// How much of a TCP or UDP checksum to compute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Csum {
     /// All of it.
@@ -48,6 +48,9 @@ const MAX_UDP4_PAYLOAD: usize = 65535 - ipv4::HEADER_LEN - udp::HEADER_LEN;
 /// Largest UDP payload an IPv6 frame can carry (no jumbograms).
 const MAX_UDP6_PAYLOAD: usize = 65535 - udp::HEADER_LEN;
 
+/// Where the checksum field is in a UDP header.
+pub const UDP_CSUM_OFFSET: usize = 6;
+
 /// Build an Ethernet/IPv4/UDP frame; returns its length, or 0 if `out`
 /// can't even hold the headers or `payload` had nothing to send.
 pub fn udp4(
@@ -55,6 +58,18 @@ pub fn udp4(
     link: Link,
     src: SocketAddrV4,
     dst: SocketAddrV4,
+    payload: impl FnOnce(&mut [u8]) -> Option<usize>,
+) -> usize {
+    udp4_csum(out, link, src, dst, Csum::Full, payload)
+}
+
+/// `udp4` computing only as much of the checksum as `csum` says.
+pub fn udp4_csum(
+    out: &mut [u8],
+    link: Link,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    csum: Csum,
     payload: impl FnOnce(&mut [u8]) -> Option<usize>,
 ) -> usize {
     let payload_off = UDP4_OFF + udp::HEADER_LEN;
@@ -72,8 +87,11 @@ pub fn udp4(
         dst_port: dst.port(),
     }
     .emit(&mut out[UDP4_OFF..], plen);
-    udp::Packet::new_unchecked(&mut out[UDP4_OFF..UDP4_OFF + udp_len])
-        .fill_checksum_v4(*src.ip(), *dst.ip());
+    let mut dgram = udp::Packet::new_unchecked(&mut out[UDP4_OFF..UDP4_OFF + udp_len]);
+    match csum {
+        Csum::Full => dgram.fill_checksum_v4(*src.ip(), *dst.ip()),
+        Csum::Partial => dgram.fill_partial_checksum_v4(*src.ip(), *dst.ip()),
+    }
     ipv4::Ipv4Repr {
         src: *src.ip(),
         dst: *dst.ip(),
@@ -95,6 +113,18 @@ pub fn udp6(
     dst: SocketAddrV6,
     payload: impl FnOnce(&mut [u8]) -> Option<usize>,
 ) -> usize {
+    udp6_csum(out, link, src, dst, Csum::Full, payload)
+}
+
+/// `udp6` computing only as much of the checksum as `csum` says.
+pub fn udp6_csum(
+    out: &mut [u8],
+    link: Link,
+    src: SocketAddrV6,
+    dst: SocketAddrV6,
+    csum: Csum,
+    payload: impl FnOnce(&mut [u8]) -> Option<usize>,
+) -> usize {
     let payload_off = UDP6_OFF + udp::HEADER_LEN;
     if out.len() < payload_off {
         return 0;
@@ -110,8 +140,11 @@ pub fn udp6(
         dst_port: dst.port(),
     }
     .emit(&mut out[UDP6_OFF..], plen);
-    udp::Packet::new_unchecked(&mut out[UDP6_OFF..UDP6_OFF + udp_len])
-        .fill_checksum_v6(*src.ip(), *dst.ip());
+    let mut dgram = udp::Packet::new_unchecked(&mut out[UDP6_OFF..UDP6_OFF + udp_len]);
+    match csum {
+        Csum::Full => dgram.fill_checksum_v6(*src.ip(), *dst.ip()),
+        Csum::Partial => dgram.fill_partial_checksum_v6(*src.ip(), *dst.ip()),
+    }
     ip6_header(out, *src.ip(), *dst.ip(), IpProtocol::Udp, udp_len, 255);
     Frame::new_unchecked(&mut out[..]).set_header(link.dst, link.src, EtherType::Ipv6);
     UDP6_OFF + udp_len
@@ -397,6 +430,38 @@ mod tests {
         assert_eq!(proto, IpProtocol::Tcp);
         let t = tcp::Packet::new_checked(l4).unwrap();
         assert_eq!(tcp::TcpRepr::parse(&t, a6.into(), b6.into()), Ok(syn));
+    }
+
+    #[test]
+    fn partial_udp_checksum_completes_to_the_full_one() {
+        let (mut full, mut part) = ([0u8; 200], [0u8; 200]);
+        let body = |p: &mut [u8]| {
+            p[..5].copy_from_slice(b"hello");
+            Some(5)
+        };
+        // What the kernel does with CHECKSUM_PARTIAL (UDP turns a zero
+        // result into all ones, as we do).
+        let complete = |l4: &mut [u8]| {
+            let done = crate::wire::checksum::fold(crate::wire::checksum::sum(l4, 0));
+            let done = if done == 0 { 0xffff } else { done };
+            l4[UDP_CSUM_OFFSET..UDP_CSUM_OFFSET + 2].copy_from_slice(&done.to_be_bytes());
+        };
+        let (a, b): (SocketAddrV4, SocketAddrV4) = (
+            "203.0.113.1:53".parse().unwrap(),
+            "192.0.2.2:40000".parse().unwrap(),
+        );
+        let n = udp4(&mut full, LINK, a, b, body);
+        assert_eq!(udp4_csum(&mut part, LINK, a, b, Csum::Partial, body), n);
+        complete(&mut part[L4_OFF_V4..n]);
+        assert_eq!(full[..n], part[..n]);
+        let (a6, b6): (SocketAddrV6, SocketAddrV6) = (
+            "[2001:db8::1]:53".parse().unwrap(),
+            "[2001:db8::2]:40000".parse().unwrap(),
+        );
+        let n = udp6(&mut full, LINK, a6, b6, body);
+        assert_eq!(udp6_csum(&mut part, LINK, a6, b6, Csum::Partial, body), n);
+        complete(&mut part[L4_OFF_V6..n]);
+        assert_eq!(full[..n], part[..n]);
     }
 
     #[test]

@@ -164,6 +164,20 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.fill_checksum_with(pseudo);
     }
 
+    /// Store only the pseudo-header's sum, not inverted, for the kernel
+    /// to complete or trust (a frame sent with a virtio-net header's
+    /// `NEEDS_CSUM`); Length must be set.
+    pub fn fill_partial_checksum_v4(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
+        let pseudo = checksum::pseudo_v4(src, dst, PROTO, u32::from(self.len()));
+        self.set_checksum(!checksum::fold(pseudo));
+    }
+
+    /// The same for IPv6.
+    pub fn fill_partial_checksum_v6(&mut self, src: Ipv6Addr, dst: Ipv6Addr) {
+        let pseudo = checksum::pseudo_v6(src, dst, PROTO, u32::from(self.len()));
+        self.set_checksum(!checksum::fold(pseudo));
+    }
+
     /// Payload, writable; Length must be set.
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let end = usize::from(self.len());
