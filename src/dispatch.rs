@@ -251,6 +251,7 @@ impl<'c> Dispatch<'c> {
         let mut held = std::mem::take(&mut self.held);
         held.clear();
         self.hold_ahead = true;
+        self.tcp.begin_batch();
         for (i, frame) in batch.frames(buf).enumerate() {
             if self.frame(frame, tx, ev, flows, now) {
                 held.push(i);
@@ -288,6 +289,8 @@ impl<'c> Dispatch<'c> {
         }
         self.hold_ahead = false;
         self.held = held;
+        let link = self.link();
+        self.tcp.end_batch(flows, link, ev, tx);
     }
 
     /// Handle one frame, counting a drop; true if TCP held it back.
