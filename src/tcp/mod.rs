@@ -113,6 +113,13 @@ pub const NO_PEEK_OFF_ENV: &str = "PASST_RS_NO_PEEK_OFF";
 const DEFAULT_MTU: usize = 65520;
 /// Ethernet + IPv6 + TCP with our SYN options: room for any header we build.
 const MAX_HEADERS: usize = ethernet::HEADER_LEN + ipv6::HEADER_LEN + 28;
+/// Most of the guest's full-size segments our window lets it have in
+/// flight. They wait in the tap device's queue until we read them, and
+/// the device drops what doesn't fit (`txqueuelen`, 1000 frames by
+/// default): with a small MTU, a window as large as the socket's buffer
+/// made the guest burst past it, lose frames and fall back to
+/// retransmissions. This is also what one batch of frames holds.
+const GUEST_SEGMENTS_IN_FLIGHT: usize = crate::tap::BATCH_MAX;
 /// Memory the kernel charges per segment queued on a socket beyond its
 /// data (an skb's head and bookkeeping: about 1.3 KiB on Linux 6.x),
 /// rounded up: a send buffer holds less data than its size, the less the
@@ -417,7 +424,7 @@ impl Conn {
                 ratio = (data, mem);
             }
         }
-        let room = free as u64 * ratio.0 / ratio.1;
+        let room = (free as u64 * ratio.0 / ratio.1).min((seg * GUEST_SEGMENTS_IN_FLIGHT) as u64);
         // tcp_poll() calls a socket writable while its free space is at
         // least half of what is queued (sk_stream_is_writeable).
         (

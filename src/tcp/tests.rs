@@ -815,6 +815,14 @@ fn a_full_send_buffer_reopens_our_window_on_the_sockets_event() {
             r.gseq = r.gseq.wrapping_add(1000);
             sent += chunk.len();
             window = usize::from(ack.window);
+            // Never more full-size segments in flight than the tap's queue
+            // takes.
+            let c = r.conn();
+            assert!(
+                c.adv_wnd <= GUEST_SEGMENTS_IN_FLIGHT * c.mss,
+                "{}",
+                c.adv_wnd
+            );
         }
         // The peer reads everything now. No timer runs: the window update
         // must come from the socket's own event, once room is freed.
