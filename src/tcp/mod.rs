@@ -408,11 +408,12 @@ impl Conn {
         let free = buf.saturating_sub(queued);
         // A write is taken while the queue's memory is below the buffer;
         // how much data that memory holds depends on how the writes are
-        // cut into segments. Each of the guest's segments (its MSS, as the
-        // guest sends in bulk) may cost its data and `SKB_OVERHEAD`, or more, as the
-        // queue itself says when it holds enough to tell (SIOCOUTQ: its
-        // data); whichever is less. Queued data that was coalesced says
-        // more than the next segments may get, if they leave at once.
+        // cut into segments. Each of the guest's segments (its MSS, as it
+        // sends in bulk) may cost its data and `SKB_OVERHEAD`, or more, as
+        // the queue itself says when it holds enough to tell (SIOCOUTQ:
+        // its data); whichever is less. Queued data that was coalesced
+        // says more than the next segments may get if they leave at once.
+        // And never more than `GUEST_SEGMENTS_IN_FLIGHT` segments.
         let seg = self.mss.clamp(536, usize::from(self.our_mss).max(536));
         let mut ratio = (seg as u64, (seg + SKB_OVERHEAD) as u64);
         if queued >= buf / 8
