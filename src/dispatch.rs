@@ -263,6 +263,7 @@ impl<'c> Dispatch<'c> {
         held.clear();
         self.hold_ahead = true;
         self.udp.begin_batch(buf);
+        self.tcp.begin_batch();
         for i in 0..batch.len() {
             if let Some(frame) = batch.frame(buf, i)
                 && self.frame(frame, batch.meta(i), tx, ev, flows, now)
@@ -309,6 +310,8 @@ impl<'c> Dispatch<'c> {
         }
         self.hold_ahead = false;
         self.held = held;
+        let link = self.link();
+        self.tcp.end_batch(flows, link, ev, tx);
     }
 
     /// Send the guest's datagrams waiting from this batch, counting drops.

@@ -163,6 +163,18 @@ impl EventLoop {
         Ok(self.epoll.add(fd, EpollEvent::new(f, r.into()))?)
     }
 
+    /// Register `fd` (added with `add_edge`) again, unchanged: the kernel
+    /// looks at its readiness anew, and a TCP socket it finds with a full
+    /// send buffer then reports `EPOLLOUT` once room is freed (without
+    /// this, only after a write that failed).
+    ///
+    /// # Errors
+    /// `epoll_ctl` failure.
+    pub fn rearm_edge(&self, fd: impl AsFd, r: EpollRef) -> io::Result<()> {
+        let mut ev = EpollEvent::new(flags(true) | EpollFlags::EPOLLET, r.into());
+        Ok(self.epoll.modify(fd, &mut ev)?)
+    }
+
     /// Change whether `fd` is watched for output.
     ///
     /// # Errors

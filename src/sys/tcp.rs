@@ -45,6 +45,49 @@ pub fn outq(fd: BorrowedFd<'_>) -> io::Result<usize> {
     }
 }
 
+/// The socket's send buffer size and the memory its write queue holds,
+/// both as the kernel accounts them (`SO_MEMINFO`: `SK_MEMINFO_SNDBUF`,
+/// `SK_MEMINFO_WMEM_QUEUED`, Linux 4.6 and later). A write is taken while
+/// the second is below the first, so this is the room a write will find,
+/// in one call (`SO_SNDBUF` and `SIOCOUTQ` are two, and count data, not
+/// memory).
+///
+/// # Errors
+/// The `getsockopt` error.
+pub fn send_mem(fd: BorrowedFd<'_>) -> io::Result<(usize, usize)> {
+    let mut info = [0u32; 9];
+    let mut len = libc::socklen_t::try_from(std::mem::size_of_val(&info)).unwrap_or(36);
+    // SAFETY: the kernel writes at most `len` bytes (the array's size) to
+    // the pointer, which points to the live array, and updates `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &raw mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let get = |i: libc::c_int| {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| info.get(i))
+            .map_or(0, |&v| v as usize)
+    };
+    let (buf, queued) = (
+        get(libc::SK_MEMINFO_SNDBUF),
+        get(libc::SK_MEMINFO_WMEM_QUEUED),
+    );
+    // An older kernel with fewer fields would leave these zero.
+    if buf == 0 {
+        return Err(io::ErrorKind::Unsupported.into());
+    }
+    Ok((buf, queued))
+}
+
 /// Peek at the bytes after the first `skip.len()` unread ones into `out`,
 /// without `SO_PEEK_OFF`: the skipped prefix is copied into `skip` and
 /// thrown away. Returns how many bytes the peek found in all, prefix

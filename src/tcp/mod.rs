@@ -12,9 +12,15 @@
 //! - guest → host: an in-order payload is written to the socket and the
 //!   guest is acknowledged for what the kernel took, no more; out-of-order
 //!   segments are dropped and the expected sequence number is ACKed again,
-//!   so the guest retransmits. The window we advertise is the room left in
-//!   the socket's send buffer (half of `SO_SNDBUF`, for the kernel's
-//!   overhead, minus `SIOCOUTQ`).
+//!   so the guest retransmits. The window we advertise is the data the
+//!   socket's send buffer surely still takes (`Conn::room`: its free memory
+//!   from `SO_MEMINFO`, less the kernel's overhead per segment), so a
+//!   segment inside it is never refused. When that leaves the socket full
+//!   in the kernel's eyes, epoll looks at it again (`Conn::arm_space`):
+//!   the kernel then reports `EPOLLOUT` as soon as the host peer's ACKs
+//!   free room, and the guest gets its window update at once. Within a
+//!   batch of frames, in-order data is acknowledged once per connection,
+//!   at the end (`Tcp::end_batch`).
 //! - host → guest: data stays in the socket's receive queue until the
 //!   guest acknowledges it. It is read with `MSG_PEEK` straight into frames
 //!   in the guest's queue, from `SO_PEEK_OFF`, up to the guest's window;
@@ -112,6 +118,18 @@ const MAX_HEADERS: usize = ethernet::HEADER_LEN + ipv6::HEADER_LEN + 28;
 /// offload): what an IPv4 packet of 64 KiB holds after its headers, so
 /// it fits either family.
 const TSO_MAX_PAYLOAD: usize = 65535 - ipv4::HEADER_LEN - wire_tcp::HEADER_LEN;
+/// Most of the guest's full-size segments our window lets it have in
+/// flight. They wait in the tap device's queue until we read them, and
+/// the device drops what doesn't fit (`txqueuelen`, 1000 frames by
+/// default): with a small MTU, a window as large as the socket's buffer
+/// made the guest burst past it, lose frames and fall back to
+/// retransmissions. This is also what one batch of frames holds.
+const GUEST_SEGMENTS_IN_FLIGHT: usize = crate::tap::BATCH_MAX;
+/// Memory the kernel charges per segment queued on a socket beyond its
+/// data (an skb's head and bookkeeping: about 1.3 KiB on Linux 6.x),
+/// rounded up: a send buffer holds less data than its size, the less the
+/// smaller the guest's segments.
+const SKB_OVERHEAD: usize = 2048;
 
 /// Why a segment from the guest was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -229,11 +247,33 @@ pub struct Conn {
     poll_backoff: u8,
     /// The guest's queue was full: push again once it drains.
     tap_blocked: bool,
+    /// Whether we wait for room in the socket's send buffer (`arm_space`).
+    space: Space,
+    /// The socket may hold data we haven't peeked: set by every socket
+    /// event, cleared when a peek finds nothing new. Saves a failing peek
+    /// per guest segment while data only flows towards the host.
+    host_unread: bool,
     /// Listed in `Tcp::blocked` (at most once).
     listed_blocked: bool,
+    /// Listed in `Tcp::acks_due`: an ACK goes at the end of the batch.
+    ack_due: bool,
     last: Instant,
     /// `SO_PEEK_OFF` works on this socket.
     peek_off: bool,
+}
+
+/// Whether a connection waits for the kernel to report room in its
+/// socket's send buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Space {
+    /// Not waiting.
+    Idle,
+    /// Our window is low and the kernel would call the socket full: ask
+    /// epoll to look at it again (`arm_space`), so the kernel notes that
+    /// we wait for room and reports `EPOLLOUT` when some is freed.
+    Want,
+    /// Asked, and no `EPOLLOUT` since.
+    Armed,
 }
 
 /// What a peek for the next bytes to send found.
@@ -286,7 +326,10 @@ impl Conn {
             poll_at: None,
             poll_backoff: 0,
             tap_blocked: false,
+            space: Space::Idle,
+            host_unread: true,
             listed_blocked: false,
+            ack_due: false,
             last: now,
             peek_off: false,
         }
@@ -365,12 +408,69 @@ impl Conn {
         }
     }
 
-    /// Room in the socket's send buffer, as the window for the guest.
-    fn room(&self) -> usize {
+    /// Room in the socket's send buffer, as the window for the guest: the
+    /// data the kernel will surely take, so a segment inside our window is
+    /// never refused. Also whether the kernel calls the socket full now
+    /// (it only signals write space later if someone saw it full).
+    fn room(&self) -> (usize, bool) {
         let fd = self.sock.as_fd();
-        let buf = getsockopt(&fd, sockopt::SndBuf).unwrap_or(0);
-        let queued = sys::tcp::outq(fd).unwrap_or(usize::MAX);
-        (buf / 2).saturating_sub(queued)
+        let Ok((buf, queued)) = sys::tcp::send_mem(fd) else {
+            // No SO_MEMINFO: half the buffer for data (the kernel doubles
+            // SO_SNDBUF for its overhead), less what is queued.
+            let buf = getsockopt(&fd, sockopt::SndBuf).unwrap_or(0);
+            let queued = sys::tcp::outq(fd).unwrap_or(usize::MAX);
+            return ((buf / 2).saturating_sub(queued), false);
+        };
+        let free = buf.saturating_sub(queued);
+        // A write is taken while the queue's memory is below the buffer;
+        // how much data that memory holds depends on how the writes are
+        // cut into segments. Each of the guest's segments (its MSS, as it
+        // sends in bulk) may cost its data and `SKB_OVERHEAD`, or more, as
+        // the queue itself says when it holds enough to tell (SIOCOUTQ:
+        // its data); whichever is less. Queued data that was coalesced
+        // says more than the next segments may get if they leave at once.
+        // And never more than `GUEST_SEGMENTS_IN_FLIGHT` segments.
+        let seg = self.mss.clamp(536, usize::from(self.our_mss).max(536));
+        let mut ratio = (seg as u64, (seg + SKB_OVERHEAD) as u64);
+        if queued >= buf / 8
+            && queued > 0
+            && let Ok(outq) = sys::tcp::outq(fd)
+        {
+            let (data, mem) = (outq.min(queued) as u64, queued as u64);
+            if data * ratio.1 < ratio.0 * mem {
+                ratio = (data, mem);
+            }
+        }
+        let room = (free as u64 * ratio.0 / ratio.1).min((seg * GUEST_SEGMENTS_IN_FLIGHT) as u64);
+        // tcp_poll() calls a socket writable while its free space is at
+        // least half of what is queued (sk_stream_is_writeable).
+        (
+            usize::try_from(room).unwrap_or(usize::MAX),
+            free < queued / 2,
+        )
+    }
+
+    /// When our window is low (`refresh_window`): have epoll look at the
+    /// socket again, which makes the kernel note that we wait for room
+    /// (SOCK_NOSPACE): freed space is then an EPOLLOUT edge, and the
+    /// guest's window reopens as soon as the host peer acknowledges,
+    /// rather than at our next poll.
+    fn arm_space(&mut self, r: FlowRef, ev: &EventLoop) {
+        if self.space == Space::Want {
+            let armed = ev
+                .rearm_edge(&self.sock, epoll_ref(r, self.sides.host_end()))
+                .is_ok();
+            self.space = if armed { Space::Armed } else { Space::Idle };
+        }
+    }
+
+    /// Take our window from the socket's room (`room`).
+    fn refresh_window(&mut self) {
+        let (room, full) = self.room();
+        self.adv_wnd = room;
+        if full && self.space == Space::Idle {
+            self.space = Space::Want;
+        }
     }
 
     /// Queue a segment without payload.
@@ -380,7 +480,8 @@ impl Conn {
 
     /// Refresh our window and acknowledge.
     fn ack(&mut self, link: compose::Link, tx: &mut TxQueue, now: Instant) {
-        self.adv_wnd = self.room();
+        self.ack_due = false;
+        self.refresh_window();
         // The window is scaled: what the guest sees is rounded down.
         let wnd = (self.adv_wnd >> self.our_ws << self.our_ws) as u32;
         let edge = self.rcv_nxt.wrapping_add(wnd);
@@ -388,9 +489,9 @@ impl Conn {
             self.rcv_edge = edge;
         }
         if self.adv_wnd < self.mss.max(usize::from(self.our_mss)) {
-            // The kernel only signals write space after a write failed,
-            // which never happens while the guest respects our window: look
-            // again, sooner at first, then backing off while it stays shut.
+            // The socket's EPOLLOUT (`arm_space`) usually tells us first;
+            // in case the kernel didn't see it full after all, look again,
+            // sooner at first, then backing off while it stays shut.
             self.poll_at = Some(now + POLL * (1u32 << self.poll_backoff.min(POLL_MAX_SHIFT)));
         } else {
             self.poll_backoff = 0;
@@ -400,7 +501,7 @@ impl Conn {
     }
 
     fn syn_ack(&mut self, link: compose::Link, tx: &mut TxQueue, now: Instant) {
-        self.adv_wnd = self.room();
+        self.adv_wnd = self.room().0;
         self.rcv_edge = self
             .rcv_nxt
             .wrapping_add(u32::try_from(self.adv_wnd.min(0xffff)).unwrap_or(0));
@@ -416,7 +517,7 @@ impl Conn {
     /// Our SYN, for a connection accepted through a forwarded port: we
     /// always offer window scaling, and keep it only if the guest does.
     fn syn(&mut self, link: compose::Link, tx: &mut TxQueue, now: Instant) {
-        self.adv_wnd = self.room();
+        self.adv_wnd = self.room().0;
         let mut hdr = self.header(Flags::SYN, self.iss);
         hdr.ack = 0;
         hdr.window = seq::window_field(self.adv_wnd, 0);
@@ -513,7 +614,7 @@ impl Conn {
         };
         // Set when a peek found the socket at EOF with everything sent.
         let mut at_end = false;
-        while !self.fin_in_flight() && !self.fin_acked {
+        while !self.fin_in_flight() && !self.fin_acked && self.host_unread {
             let limit = self.snd_wnd.min(cap);
             let in_flight = self.in_flight();
             if in_flight >= limit {
@@ -537,7 +638,10 @@ impl Conn {
                     }
                     self.rto_at.get_or_insert(now + backoff(self.retries));
                 }
-                Peeked::Nothing => break,
+                Peeked::Nothing => {
+                    self.host_unread = false;
+                    break;
+                }
                 Peeked::Failed(e) => {
                     log::debug!("TCP {} -> {}: {e}", self.guest(), self.remote());
                     return Next::Abort;
@@ -631,6 +735,7 @@ impl Conn {
     /// Go back to the first unacknowledged byte (retransmission timeout).
     fn rewind(&mut self) {
         self.snd_nxt = self.snd_una;
+        self.host_unread = true;
         self.dup_acks = 0;
         self.recover = None;
         self.retransmit = false;
@@ -793,6 +898,12 @@ pub struct Tcp {
     blocked: Waiting,
     /// Guest segments that arrived past a gap.
     ooo: ooo::OooStore,
+    /// Inside a batch of the guest's frames (`begin_batch`): ACKs for
+    /// in-order data wait for its end.
+    batching: bool,
+    /// Connections owing the guest an ACK at the end of the batch, each
+    /// once; never more than a batch has frames, reserved up front.
+    acks_due: Vec<FlowRef>,
 }
 
 /// The TCP connection of `r`, if it is one.
@@ -884,6 +995,8 @@ impl Tcp {
             no_peek_off: std::env::var_os(NO_PEEK_OFF_ENV).is_some(),
             blocked: Waiting::new(flows.max_flows(Kind::Tcp)),
             ooo: ooo::OooStore::default(),
+            batching: false,
+            acks_due: Vec::with_capacity(crate::tap::BATCH_MAX),
         }
     }
 
@@ -1336,6 +1449,7 @@ impl Tcp {
         if !pure {
             let fin = seg.flags.has(Flags::FIN);
             let mut next = Next::Keep;
+            let start = c.rcv_nxt;
             if after(seg.seq, c.rcv_nxt) {
                 // Past a gap: keep a copy if there's room (see `ooo`).
                 if c.state == State::Established && !c.guest_fin {
@@ -1357,7 +1471,26 @@ impl Tcp {
                     self.ooo.release(slot);
                 }
             }
-            c.ack(link, tx, now);
+            // In-order data taken whole, in a batch of frames: one ACK for
+            // the connection at the end of the batch (`end_batch`) covers it
+            // and every segment after it, with the window the socket has
+            // left by then. Everything else (a partial write, a FIN, a
+            // duplicate, a gap filled, held segments taken) is answered now.
+            let end = seg.seq.wrapping_add(payload.len() as u32);
+            let whole = seg.seq == start && c.rcv_nxt == end && !payload.is_empty();
+            if self.batching
+                && next == Next::Keep
+                && !fin
+                && whole
+                && (c.ack_due || self.acks_due.len() < self.acks_due.capacity())
+            {
+                if !c.ack_due {
+                    c.ack_due = true;
+                    self.acks_due.push(r);
+                }
+            } else {
+                c.ack(link, tx, now);
+            }
             if next != Next::Keep {
                 return next;
             }
@@ -1399,13 +1532,19 @@ impl Tcp {
             if events.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP) {
                 c.peer_eof = true;
             }
-            if events.contains(EpollFlags::EPOLLOUT)
-                && c.state == State::Established
-                && !c.guest_fin
-                && c.room() > c.adv_wnd + c.mss.min(c.adv_wnd.max(1))
-            {
-                // Room in the send buffer again: a window update.
-                c.ack(link, tx, now);
+            c.host_unread = true;
+            if events.contains(EpollFlags::EPOLLOUT) {
+                // Any event reports a writable socket: look only when we
+                // asked, or when our window is low.
+                let asked = std::mem::replace(&mut c.space, Space::Idle) == Space::Armed;
+                if c.state == State::Established
+                    && !c.guest_fin
+                    && (asked || c.adv_wnd < c.mss.max(usize::from(c.our_mss)) * 4)
+                    && c.room().0 > c.adv_wnd + c.mss.min(c.adv_wnd.max(1))
+                {
+                    // Room in the send buffer again: a window update.
+                    c.ack(link, tx, now);
+                }
             }
             c.push(link, tx, &mut self.scratch, now)
         };
@@ -1429,6 +1568,7 @@ impl Tcp {
             let Some(c) = conn_mut(flows, r) else {
                 return;
             };
+            c.arm_space(r, ev);
             let deadline = c.deadline();
             let established = c.state == State::Established;
             if c.tap_blocked && !c.listed_blocked {
@@ -1526,7 +1666,7 @@ impl Tcp {
         } else if c.poll_at.is_some_and(|t| t <= now) {
             c.poll_at = None;
             if c.state == State::Established && !c.guest_fin {
-                if c.room() > c.adv_wnd {
+                if c.room().0 > c.adv_wnd {
                     // Room again: a window update, without waiting
                     // for the guest's probe.
                     c.ack(link, tx, now);
@@ -1576,8 +1716,46 @@ impl Tcp {
         self.blocked.give_back(waiting);
     }
 
+    /// A batch of the guest's frames starts: ACKs for in-order data wait
+    /// for `end_batch`.
+    pub fn begin_batch(&mut self) {
+        self.batching = true;
+    }
+
+    /// The batch is through: one ACK per connection that took data in it,
+    /// carrying the window left after all of it. Per segment, that saves a
+    /// frame to the guest (a write to the tap) and its processing there.
+    pub fn end_batch(
+        &mut self,
+        flows: &mut Flows,
+        link: compose::Link,
+        ev: &EventLoop,
+        tx: &mut TxQueue,
+    ) {
+        self.batching = false;
+        let now = Instant::now();
+        for i in 0..self.acks_due.len() {
+            let Some(&r) = self.acks_due.get(i) else {
+                break;
+            };
+            // Closed during the batch, or acknowledged since (any ACK we
+            // sent carried everything taken).
+            if let Some(c) = conn_mut(flows, r)
+                && c.ack_due
+            {
+                c.ack(link, tx, now);
+                c.arm_space(r, ev);
+                let deadline = c.deadline();
+                flows.rearm(r, deadline, now);
+            }
+        }
+        self.acks_due.clear();
+    }
+
     /// The guest went away: its connections are gone.
     pub fn clear(&mut self) {
+        self.acks_due.clear();
+        self.batching = false;
         self.blocked.clear();
         self.ooo.clear();
     }
@@ -1655,6 +1833,16 @@ fn take_data(c: &mut Conn, seq: u32, payload: &[u8], fin: bool) -> Next {
             }
         }
         // At most one segment, which fits in u32.
+        if taken < data.len() {
+            // Past the room our window promised: the guest sends the rest
+            // again, after its retransmission timeout.
+            log::debug!(
+                "TCP {} -> {}: socket took {taken} of {} bytes",
+                c.guest(),
+                c.remote(),
+                data.len()
+            );
+        }
         c.rcv_nxt = c.rcv_nxt.wrapping_add(taken as u32);
     }
     let end = seq.wrapping_add(payload.len() as u32);

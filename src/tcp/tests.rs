@@ -796,3 +796,128 @@ fn a_connect_that_never_completes_times_out() {
     );
     assert_eq!(out[0].1.ack, 1001, "acknowledging its SYN");
 }
+
+#[test]
+fn a_full_send_buffer_reopens_our_window_on_the_sockets_event() {
+    for no_peek_off in [false, true] {
+        let mut r = Rig::new(no_peek_off);
+        // A small send buffer and a peer that doesn't read yet: our window
+        // shuts after a few hundred KiB of the guest's 1000-byte segments.
+        setsockopt(&r.conn().sock, sockopt::SndBuf, &(64 << 10)).unwrap();
+        let chunk = [7u8; 1000];
+        let mut sent = 0usize;
+        let mut window = usize::from(u16::MAX);
+        while window >= chunk.len() {
+            assert!(sent < 64 << 20, "our window never shut");
+            let h = TcpRepr {
+                flags: Flags::ACK | Flags::PSH,
+                ..r.hdr()
+            };
+            r.send(&h, &chunk);
+            let out = r.out();
+            let (ack, _) = out.last().expect("an ACK for every segment");
+            // Our window is a promise: whatever the guest sends inside it
+            // is taken at once, never left for the guest to send again.
+            assert_eq!(ack.ack, r.gseq.wrapping_add(1000), "after {sent} bytes");
+            r.gseq = r.gseq.wrapping_add(1000);
+            sent += chunk.len();
+            window = usize::from(ack.window);
+            // Never more full-size segments in flight than the tap's queue
+            // takes.
+            let c = r.conn();
+            assert!(
+                c.adv_wnd <= GUEST_SEGMENTS_IN_FLIGHT * c.mss,
+                "{}",
+                c.adv_wnd
+            );
+        }
+        // The peer reads everything now. No timer runs: the window update
+        // must come from the socket's own event, once room is freed.
+        let mut peer = r.peer.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = vec![0u8; 1 << 16];
+            let mut got = 0;
+            while got < sent {
+                match peer.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+            }
+            (got, peer)
+        });
+        let until = Instant::now() + Duration::from_secs(5);
+        let reopened = loop {
+            r.pump(20);
+            let out = r.out();
+            if let Some((h, _)) = out.iter().find(|(h, p)| p.is_empty() && h.window > 1000) {
+                break h.window;
+            }
+            assert!(Instant::now() < until, "no window update without a timer");
+        };
+        assert!(usize::from(reopened) >= 8 * chunk.len(), "{reopened}");
+        let (got, peer) = reader.join().unwrap();
+        assert_eq!(got, sent);
+        r.peer = Some(peer);
+        // And the guest goes on.
+        let h = TcpRepr {
+            flags: Flags::ACK | Flags::PSH,
+            ..r.hdr()
+        };
+        r.send(&h, &chunk);
+        let out = r.out();
+        assert_eq!(out.last().unwrap().0.ack, r.gseq.wrapping_add(1000));
+    }
+}
+
+#[test]
+fn in_a_batch_in_order_data_waits_for_one_ack_and_gaps_are_answered_at_once() {
+    for no_peek_off in [false, true] {
+        let mut r = Rig::new(no_peek_off);
+        let base = r.gseq;
+        let seg = |r: &Rig, off: u32| TcpRepr {
+            seq: base.wrapping_add(off),
+            flags: Flags::ACK | Flags::PSH,
+            ..r.hdr()
+        };
+        let chunk = |off: u32| vec![(off / 1000) as u8; 1000];
+        r.t.begin_batch();
+        for off in [0, 1000, 2000] {
+            let h = seg(&r, off);
+            r.send(&h, &chunk(off));
+        }
+        assert!(r.out().is_empty(), "in-order data: the ACK waits");
+        // Past a gap: a duplicate ACK at once, which also covers the rest.
+        let h = seg(&r, 4000);
+        r.send(&h, &chunk(4000));
+        let out = r.out();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0.ack, base.wrapping_add(3000));
+        // The gap filled: it and the held segment go, acknowledged at once.
+        let h = seg(&r, 3000);
+        r.send(&h, &chunk(3000));
+        let out = r.out();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0.ack, base.wrapping_add(5000));
+        r.t.end_batch(&mut r.flows, r.link, &r.ev, &mut r.tx);
+        assert!(r.out().is_empty(), "nothing owed any more");
+        // Next batch: one ACK at its end, with our window.
+        r.t.begin_batch();
+        let h = seg(&r, 5000);
+        r.send(&h, &chunk(5000));
+        let h = seg(&r, 6000);
+        r.send(&h, &chunk(6000));
+        assert!(r.out().is_empty());
+        r.t.end_batch(&mut r.flows, r.link, &r.ev, &mut r.tx);
+        let out = r.out();
+        assert_eq!(out.len(), 1, "one ACK for the batch");
+        assert_eq!(out[0].0.ack, base.wrapping_add(7000));
+        assert!(out[0].0.window > 0);
+        // Everything reached the peer, in order.
+        use std::io::Read;
+        let mut got = vec![0u8; 7000];
+        r.peer.as_ref().unwrap().read_exact(&mut got).unwrap();
+        let want: Vec<u8> = (0..7u8).flat_map(|i| [i; 1000]).collect();
+        assert_eq!(got, want);
+    }
+}
