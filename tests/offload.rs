@@ -20,18 +20,6 @@ fn forced_off() -> bool {
     std::env::var_os("PASST_RS_NO_OFFLOAD").is_some()
 }
 
-/// A socat server in the host, given socat's two addresses.
-fn server(ns: &Netns, args: &[&str]) -> Reaped {
-    let c = ns
-        .cmd("socat")
-        .args(args)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    Reaped(c)
-}
-
 fn sha256(p: &Path) -> String {
     let out = sh(&format!("sha256sum {}", p.display()));
     out.split_whitespace()
@@ -59,7 +47,7 @@ fn both_ways(host: &Host, p: &AttachedPasta, dir: &TempDir, fam: &str, addr: &st
     let src = random_file(dir, &format!("src{fam}"), mib);
     let want = sha256(&src);
     let up = dir.join(&format!("up{fam}"));
-    let _s = server(
+    let _s = socat_server(
         &host.ns,
         &[
             "-u",
@@ -87,7 +75,7 @@ fn both_ways(host: &Host, p: &AttachedPasta, dir: &TempDir, fam: &str, addr: &st
     eprintln!("{mib} MiB {fam} namespace -> host in {:?}", t.elapsed());
 
     let down = dir.join(&format!("down{fam}"));
-    let _s2 = server(
+    let _s2 = socat_server(
         &host.ns,
         &[
             "-u",
@@ -306,7 +294,7 @@ fn checksums_left_to_the_kernel_come_out_right_when_forwarded() {
     let host = Host::new();
     let p = pasta(&host, &[]);
     let c = routed_behind(&p);
-    let _udp = server(&host.ns, &["UDP4-RECVFROM:7310,fork", "PIPE"]);
+    let _udp = socat_server(&host.ns, &["UDP4-RECVFROM:7310,fork", "PIPE"]);
     // UDP: replies leave pasta with partial checksums.
     let r = c.sh(
         "python3 -c 'import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(2)\ns.connect((\"203.0.113.1\",7310))\nok=0\nfor n in (1,100,1000,1400):\n    d=bytes(range(256))*6\n    s.send(d[:n])\n    try:\n        ok+=s.recv(9000)==d[:n]\n    except socket.timeout:\n        pass\nprint(ok)'",
@@ -317,7 +305,7 @@ fn checksums_left_to_the_kernel_come_out_right_when_forwarded() {
     let dir = TempDir::new();
     let src = random_file(&dir, "src", 8);
     let down = dir.join("down");
-    let _tcp = server(
+    let _tcp = socat_server(
         &host.ns,
         &[
             &format!("OPEN:{}", src.display()),

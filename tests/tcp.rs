@@ -8,26 +8,13 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::*;
 
-/// A socat TCP server in `ns`: socat's arguments, typically a listening
-/// address and what each connection gets.
-fn server(ns: &Netns, args: &[&str]) -> Reaped {
-    let c = ns
-        .cmd("socat")
-        .args(args)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    Reaped(c)
-}
-
 #[test]
 fn guest_bulk_transfer_both_ways() {
     let (h, dir, _d, g) = routed_guest(&[]);
     let src = random_file(&dir, "src", 20);
     // Guest to host: the server writes what it receives.
     let up = dir.join("up");
-    let _s = server(
+    let _s = socat_server(
         &h.ns,
         &[
             "-u",
@@ -48,7 +35,7 @@ fn guest_bulk_transfer_both_ways() {
 
     // Host to guest: the server sends the file.
     let down = dir.join("down");
-    let _s2 = server(
+    let _s2 = socat_server(
         &h.ns,
         &[
             "-u",
@@ -83,7 +70,7 @@ fn pasta_curl_fetches_a_file_as_nobody() {
     )
     .unwrap();
     sh(&format!("chmod 0755 {}", script.display()));
-    let _srv = server(
+    let _srv = socat_server(
         &host.ns,
         &[
             &format!("TCP4-LISTEN:8080,bind={HOST_REMOTE4},reuseaddr,fork"),
@@ -132,7 +119,7 @@ fn refused_connection_fails_fast() {
 fn half_close_both_directions_complete() {
     let (h, _dir, _d, g) = routed_guest(&[]);
     // The server answers only after the client's EOF.
-    let _s = server(
+    let _s = socat_server(
         &h.ns,
         &[
             &format!("TCP4-LISTEN:7003,bind={HOST_REMOTE4},reuseaddr"),
@@ -148,14 +135,14 @@ fn half_close_both_directions_complete() {
 #[test]
 fn guest_ipv6_and_gateway_as_loopback() {
     let (h, _dir, _d, g) = routed_guest(&[]);
-    let _s6 = server(
+    let _s6 = socat_server(
         &h.ns,
         &[
             &format!("TCP6-LISTEN:7004,bind=[{HOST_REMOTE6}],reuseaddr"),
             "SYSTEM:'echo hello6'",
         ],
     );
-    let _lo = server(
+    let _lo = socat_server(
         &h.ns,
         &[
             "TCP4-LISTEN:7005,bind=127.0.0.1,reuseaddr",
@@ -178,7 +165,7 @@ fn guest_ipv6_and_gateway_as_loopback() {
 #[test]
 fn no_tcp_connection_fails() {
     let (h, _dir, _d, g) = routed_guest(&["--no-tcp"]);
-    let _s = server(
+    let _s = socat_server(
         &h.ns,
         &[
             &format!("TCP4-LISTEN:7006,bind={HOST_REMOTE4},reuseaddr"),

@@ -24,19 +24,6 @@ const MIB: u64 = 32;
 /// Generous: every swap of guest segments costs a retransmission.
 const LIMIT: Duration = Duration::from_secs(180);
 
-/// A socat server in `ns`: socat's arguments, typically a listening
-/// address and what each connection gets.
-fn server(ns: &Netns, args: &[&str]) -> Reaped {
-    let c = ns
-        .cmd("socat")
-        .args(args)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    Reaped(c)
-}
-
 /// Swaps made since `before`.
 fn since(g: &Guest, before: Swaps) -> Swaps {
     let now = g.swaps();
@@ -66,7 +53,7 @@ fn upload(v6: bool, listen: &str, connect: &str) {
     let (h, dir, _d, g) = reordering_guest(v6);
     let src = random_file(&dir, "src", MIB as usize);
     let up = dir.join("up");
-    let _s = server(
+    let _s = socat_server(
         &h.ns,
         &[
             "-u",
@@ -107,7 +94,7 @@ fn download(v6: bool, listen: &str, connect: &str) {
     let (h, dir, _d, g) = reordering_guest(v6);
     let src = random_file(&dir, "src", MIB as usize);
     let down = dir.join("down");
-    let _s = server(
+    let _s = socat_server(
         &h.ns,
         &[
             "-u",

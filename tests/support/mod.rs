@@ -261,6 +261,19 @@ pub fn alive(pid: i32) -> bool {
             .unwrap_or(true)
 }
 
+/// A socat server in `ns` given socat's arguments (typically a listening
+/// address and what each connection gets), given 300 ms to start.
+pub fn socat_server(ns: &Netns, args: &[&str]) -> Reaped {
+    let c = ns
+        .cmd("socat")
+        .args(args)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    Reaped(c)
+}
+
 /// Poll `cond` every 10 ms for up to `limit`.
 pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let until = Instant::now() + limit;
