@@ -611,13 +611,22 @@ impl<'c> Server<'c> {
         loop {
             match self.tun_rx.read_batch(dev, &mut self.batch) {
                 Ok(0) => return None,
-                Ok(_) => self.dispatch.handle_batch(
-                    self.tun_rx.buf(),
-                    &self.batch,
-                    &mut self.tx,
-                    &self.ev,
-                    &mut self.flows,
-                ),
+                Ok(_) => {
+                    self.dispatch.handle_batch(
+                        self.tun_rx.buf(),
+                        &self.batch,
+                        &mut self.tx,
+                        &self.ev,
+                        &mut self.flows,
+                    );
+                    // The device is level-triggered: what arrived since it
+                    // ran dry comes up in the next wait, without a read
+                    // here that would only say EAGAIN (one syscall per
+                    // wake-up, a twelfth of a 1-byte request/response).
+                    if self.tun_rx.dry() {
+                        return None;
+                    }
+                }
                 Err(e) => {
                     log::error!("tap device: {e}");
                     return Some(Outcome::TapError);

@@ -14,6 +14,8 @@ pub struct TunRx {
     buf: Box<[u8]>,
     /// Each read starts with a virtio-net header.
     vnet: bool,
+    /// The last `read_batch` ended on an empty device, not a full batch.
+    dry: bool,
 }
 
 impl Default for TunRx {
@@ -21,6 +23,7 @@ impl Default for TunRx {
         TunRx {
             buf: vec![0u8; RX_BUF_SIZE.max(MAX_FRAME + vnet::LEN)].into_boxed_slice(),
             vnet: false,
+            dry: false,
         }
     }
 }
@@ -37,6 +40,12 @@ impl TunRx {
         &self.buf
     }
 
+    /// Whether the last `read_batch` found the device empty: reading
+    /// again before the next readiness event would only return `EAGAIN`.
+    pub fn dry(&self) -> bool {
+        self.dry
+    }
+
     /// Read frames from `src` into `batch` until it would block, the batch
     /// is full, or there is no room for another full-size frame. Returns
     /// the number of frames read; `Ok(0)` means nothing was pending.
@@ -46,11 +55,15 @@ impl TunRx {
     /// namespace's interface went away).
     pub fn read_batch(&mut self, mut src: impl Read, batch: &mut Batch) -> io::Result<usize> {
         batch.clear();
+        self.dry = false;
         let mut used = 0;
         let room = if self.vnet { vnet::LEN } else { 0 };
         while !batch.is_full() && self.buf.len() - used >= room + MAX_FRAME {
             match src.read(&mut self.buf[used..used + room + MAX_FRAME]) {
-                Ok(0) => break,
+                Ok(0) => {
+                    self.dry = true;
+                    break;
+                }
                 Ok(n) if room == 0 => {
                     batch.push(used..used + n);
                     used += n;
@@ -67,7 +80,10 @@ impl TunRx {
                     used += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.dry = true;
+                    break;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -154,6 +170,17 @@ mod tests {
         assert_eq!(n, 2);
         let got: Vec<&[u8]> = batch.frames(rx.buf()).collect();
         assert_eq!(got, vec![&b"one"[..], &b"three"[..]]);
+        assert!(rx.dry(), "it read until EAGAIN");
+    }
+
+    #[test]
+    fn a_full_batch_is_not_dry() {
+        let mut rx = TunRx::default();
+        let mut batch = Batch::default();
+        let frames = vec![b"f".to_vec(); crate::tap::BATCH_MAX + 3];
+        let n = rx.read_batch(FakeTun(frames), &mut batch).unwrap();
+        assert_eq!(n, crate::tap::BATCH_MAX);
+        assert!(!rx.dry(), "frames are left to read now");
     }
 
     #[test]

@@ -280,8 +280,10 @@ enum Space {
 enum Peeked {
     /// The guest's queue had no room: nothing was tried.
     NoRoom,
-    /// This many new bytes, now in a frame.
-    Data(usize),
+    /// This many new bytes, now in a frame; and whether they were all the
+    /// socket held (a peek from `SO_PEEK_OFF` that came back short: TCP
+    /// hands a peek everything queued up to its length).
+    Data(usize, bool),
     /// Nothing new yet.
     Nothing,
     /// The peer closed and everything it sent is in flight.
@@ -558,7 +560,7 @@ impl Conn {
                     ) {
                         // From the peek offset, 0 is the peer's FIN.
                         Ok(0) => Peeked::Eof,
-                        Ok(n) => Peeked::Data(n),
+                        Ok(n) => Peeked::Data(n, n < p.len()),
                         Err(Errno::EAGAIN | Errno::EINTR) => Peeked::Nothing,
                         Err(e) => Peeked::Failed(e),
                     }
@@ -568,7 +570,7 @@ impl Conn {
                     };
                     match sys::tcp::peek_after(fd, skip, p) {
                         Ok(0) if in_flight == 0 => Peeked::Eof,
-                        Ok(n) if n > in_flight => Peeked::Data(n - in_flight),
+                        Ok(n) if n > in_flight => Peeked::Data(n - in_flight, false),
                         // Nothing beyond what is in flight. A peek can't tell
                         // "more to come" from "that was all" while data is
                         // still queued: the FIN we saw on the socket can.
@@ -581,7 +583,7 @@ impl Conn {
                     }
                 };
                 match got {
-                    Peeked::Data(n) => n,
+                    Peeked::Data(n, _) => n,
                     _ => 0,
                 }
             },
@@ -630,13 +632,22 @@ impl Conn {
                     at_end = true;
                     break;
                 }
-                Peeked::Data(n) => {
+                Peeked::Data(n, drained) => {
                     // At most `len`, which fits in u32.
                     self.snd_nxt = self.snd_nxt.wrapping_add(n as u32);
                     if after(self.snd_nxt, self.snd_max) {
                         self.snd_max = self.snd_nxt;
                     }
                     self.rto_at.get_or_insert(now + backoff(self.retries));
+                    // Everything queued is in flight: another peek would
+                    // only say EAGAIN (a syscall per reply of a
+                    // request/response peer). New data, or the peer's FIN,
+                    // is a new edge on the socket; a FIN already seen
+                    // (`peer_eof`) still needs the peek that finds it.
+                    if drained && !self.peer_eof {
+                        self.host_unread = false;
+                        break;
+                    }
                 }
                 Peeked::Nothing => {
                     self.host_unread = false;
