@@ -716,7 +716,7 @@ fn push_datagram(
 fn mark_partial(off: &mut TxOffload, csum: compose::Csum, l4: usize, n: usize) -> usize {
     if n > 0 && csum == compose::Csum::Partial {
         // Headers are a few dozen bytes: always within u16.
-        off.csum = Some((l4 as u16, compose::UDP_CSUM_OFFSET as u16));
+        off.csum = Some((l4 as u16, crate::wire::udp::CHECKSUM_OFFSET as u16));
         off.hdr_len = (l4 + crate::wire::udp::HEADER_LEN) as u16;
     }
     n

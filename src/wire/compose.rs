@@ -48,9 +48,6 @@ const MAX_UDP4_PAYLOAD: usize = 65535 - ipv4::HEADER_LEN - udp::HEADER_LEN;
 /// Largest UDP payload an IPv6 frame can carry (no jumbograms).
 const MAX_UDP6_PAYLOAD: usize = 65535 - udp::HEADER_LEN;
 
-/// Where the checksum field is in a UDP header.
-pub const UDP_CSUM_OFFSET: usize = 6;
-
 /// Build an Ethernet/IPv4/UDP frame; returns its length, or 0 if `out`
 /// can't even hold the headers or `payload` had nothing to send.
 pub fn udp4(
@@ -444,7 +441,8 @@ mod tests {
         let complete = |l4: &mut [u8]| {
             let done = crate::wire::checksum::fold(crate::wire::checksum::sum(l4, 0));
             let done = if done == 0 { 0xffff } else { done };
-            l4[UDP_CSUM_OFFSET..UDP_CSUM_OFFSET + 2].copy_from_slice(&done.to_be_bytes());
+            let at = udp::CHECKSUM_OFFSET;
+            l4[at..at + 2].copy_from_slice(&done.to_be_bytes());
         };
         let (a, b): (SocketAddrV4, SocketAddrV4) = (
             "203.0.113.1:53".parse().unwrap(),
