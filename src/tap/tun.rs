@@ -16,6 +16,10 @@ pub struct TunRx {
     vnet: bool,
     /// The last `read_batch` ended on an empty device, not a full batch.
     dry: bool,
+    /// Frames come one per wake-up (request/response, handshakes): read
+    /// one and let the level-triggered device report the next, rather
+    /// than spend a read on the `EAGAIN` that nearly always follows.
+    sparse: bool,
 }
 
 impl Default for TunRx {
@@ -24,6 +28,7 @@ impl Default for TunRx {
             buf: vec![0u8; RX_BUF_SIZE.max(MAX_FRAME + vnet::LEN)].into_boxed_slice(),
             vnet: false,
             dry: false,
+            sparse: false,
         }
     }
 }
@@ -40,10 +45,18 @@ impl TunRx {
         &self.buf
     }
 
-    /// Whether the last `read_batch` found the device empty: reading
-    /// again before the next readiness event would only return `EAGAIN`.
+    /// Whether the last `read_batch` found the device empty, or stopped
+    /// after its one frame when frames come sparsely: either way, the next
+    /// read waits for the next readiness event (the device is
+    /// level-triggered, so nothing is missed).
     pub fn dry(&self) -> bool {
         self.dry
+    }
+
+    /// The device was readable at two wake-ups in a row: frames come in
+    /// bursts now, so read each batch until `EAGAIN` again.
+    pub fn busy(&mut self) {
+        self.sparse = false;
     }
 
     /// Read frames from `src` into `batch` until it would block, the batch
@@ -59,6 +72,10 @@ impl TunRx {
         let mut used = 0;
         let room = if self.vnet { vnet::LEN } else { 0 };
         while !batch.is_full() && self.buf.len() - used >= room + MAX_FRAME {
+            if self.sparse && !batch.is_empty() {
+                self.dry = true;
+                break;
+            }
             match src.read(&mut self.buf[used..used + room + MAX_FRAME]) {
                 Ok(0) => {
                     self.dry = true;
@@ -86,6 +103,10 @@ impl TunRx {
                 }
                 Err(e) => return Err(e),
             }
+        }
+        // One frame, then EAGAIN: the guest sends a frame at a time.
+        if self.dry && batch.len() == 1 {
+            self.sparse = true;
         }
         Ok(batch.len())
     }
@@ -171,6 +192,22 @@ mod tests {
         let got: Vec<&[u8]> = batch.frames(rx.buf()).collect();
         assert_eq!(got, vec![&b"one"[..], &b"three"[..]]);
         assert!(rx.dry(), "it read until EAGAIN");
+    }
+
+    #[test]
+    fn one_frame_at_a_time_stops_probing_until_busy() {
+        let mut rx = TunRx::default();
+        let mut batch = Batch::default();
+        let frames = |n| FakeTun(vec![b"f".to_vec(); n]);
+        assert_eq!(rx.read_batch(frames(1), &mut batch).unwrap(), 1);
+        assert!(rx.dry());
+        // Sparse now: one frame a batch, without the read that finds EAGAIN.
+        assert_eq!(rx.read_batch(frames(3), &mut batch).unwrap(), 1);
+        assert!(rx.dry(), "the device reports the rest");
+        rx.busy();
+        assert_eq!(rx.read_batch(frames(3), &mut batch).unwrap(), 3);
+        assert!(rx.dry());
+        assert_eq!(rx.read_batch(frames(2), &mut batch).unwrap(), 2);
     }
 
     #[test]

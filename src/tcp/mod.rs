@@ -483,7 +483,10 @@ impl Conn {
     /// Refresh our window and acknowledge.
     fn ack(&mut self, link: compose::Link, tx: &mut TxQueue, now: Instant) {
         self.ack_due = false;
-        self.refresh_window();
+        // Past the guest's FIN, its window means nothing.
+        if !self.guest_fin {
+            self.refresh_window();
+        }
         // The window is scaled: what the guest sees is rounded down.
         let wnd = (self.adv_wnd >> self.our_ws << self.our_ws) as u32;
         let edge = self.rcv_nxt.wrapping_add(wnd);
@@ -1117,14 +1120,12 @@ impl Tcp {
         // kinds' flows never do. With every connection
         // established, the new one is refused at once, as a closed port
         // would be, rather than left to time out.
-        if !flows.room_for(Kind::Tcp) && !self.make_room(flows, link, ev, tx) {
+        if !flows.room_for(Kind::Tcp) && !self.make_room(flows, link, tx) {
             emit_segment(link, tx, remote, guest, &rst_for(syn, 0), 0, |_| 0);
             return Err(TcpDrop::TableFull);
         }
         let mut opened = open_socket(tgt.peer);
-        if matches!(opened, Err(Errno::EMFILE | Errno::ENFILE))
-            && self.make_room(flows, link, ev, tx)
-        {
+        if matches!(opened, Err(Errno::EMFILE | Errno::ENFILE)) && self.make_room(flows, link, tx) {
             // Out of descriptors: the same, one handshake for this one.
             opened = open_socket(tgt.peer);
         }
@@ -1184,7 +1185,7 @@ impl Tcp {
         // Either way through `finish`, which arms the handshake's timer: a
         // connect that never completes must still time out.
         let next = if connected {
-            self.connected(flows, r, link, tx, now)
+            self.connected(flows, r, link, tx, now, false)
         } else {
             Next::Keep
         };
@@ -1216,7 +1217,7 @@ impl Tcp {
                 Err(e @ (Errno::EMFILE | Errno::ENFILE)) => {
                     // Out of descriptors: a handshake makes way, else the
                     // peer waits in the backlog.
-                    if !self.make_room(flows, link, ev, tx) {
+                    if !self.make_room(flows, link, tx) {
                         return Err(TcpDrop::Socket(e));
                     }
                     continue;
@@ -1267,7 +1268,7 @@ impl Tcp {
                 return Err(TcpDrop::Destination(why));
             }
         };
-        if !flows.room_for(Kind::Tcp) && !self.make_room(flows, link, ev, tx) {
+        if !flows.room_for(Kind::Tcp) && !self.make_room(flows, link, tx) {
             close_reset(sock);
             return Err(TcpDrop::TableFull);
         }
@@ -1315,7 +1316,11 @@ impl Tcp {
         Ok(())
     }
 
-    /// The connect finished: SYN-ACK or RST to the guest.
+    /// A connect completed: SYN-ACK or RST to the guest. `failed` when
+    /// epoll reported an error or a hang-up with it. Without either,
+    /// `EPOLLOUT` alone means it succeeded (the kernel reports a failed
+    /// connect as `EPOLLERR`), so the common case costs no `SO_ERROR`
+    /// lookup.
     fn connected(
         &mut self,
         flows: &mut Flows,
@@ -1323,20 +1328,23 @@ impl Tcp {
         link: compose::Link,
         tx: &mut TxQueue,
         now: Instant,
+        failed: bool,
     ) -> Next {
         let idx = r.index;
         let Some(c) = conn_mut(flows, r) else {
             return Next::Keep;
         };
-        match getsockopt(&c.sock, sockopt::SocketError) {
-            Ok(0) => {}
-            Ok(e) => {
-                log::debug!("TCP {idx}: connect: {}", Errno::from_raw(e));
-                return Next::Abort;
-            }
-            Err(e) => {
-                log::debug!("TCP {idx}: connect: {e}");
-                return Next::Abort;
+        if failed {
+            match getsockopt(&c.sock, sockopt::SocketError) {
+                Ok(0) => {}
+                Ok(e) => {
+                    log::debug!("TCP {idx}: connect: {}", Errno::from_raw(e));
+                    return Next::Abort;
+                }
+                Err(e) => {
+                    log::debug!("TCP {idx}: connect: {e}");
+                    return Next::Abort;
+                }
             }
         }
         c.peek_off = !self.no_peek_off && sys::tcp::set_peek_off(c.sock.as_fd(), 0).is_ok();
@@ -1528,7 +1536,8 @@ impl Tcp {
         let next = if c.state == State::Connecting {
             if events.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP)
             {
-                self.connected(flows, r, link, tx, now)
+                let failed = events.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP);
+                self.connected(flows, r, link, tx, now, failed)
             } else {
                 Next::Keep
             }
@@ -1600,7 +1609,7 @@ impl Tcp {
         }
         self.ooo.forget(ooo_key(r));
         if let Some(Flow::Tcp(c)) = flows.remove(r) {
-            end(r, c, next, link, ev, tx);
+            end(r, c, next, link, tx);
         }
     }
 
@@ -1608,13 +1617,7 @@ impl Tcp {
     /// out of descriptors, the oldest connection still in the handshake
     /// goes (an RST to its guest). False when every connection is
     /// established: those are never evicted for a new one.
-    fn make_room(
-        &mut self,
-        flows: &mut Flows,
-        link: compose::Link,
-        ev: &EventLoop,
-        tx: &mut TxQueue,
-    ) -> bool {
+    fn make_room(&mut self, flows: &mut Flows, link: compose::Link, tx: &mut TxQueue) -> bool {
         match flows.evict(Kind::Tcp) {
             Some((r, Flow::Tcp(c))) => {
                 log::debug!(
@@ -1624,7 +1627,7 @@ impl Tcp {
                     c.remote()
                 );
                 self.ooo.forget(ooo_key(r));
-                end(r, c, Next::Abort, link, ev, tx);
+                end(r, c, Next::Abort, link, tx);
                 true
             }
             // Only TCP connections are in TCP's list; dropping anything
@@ -1774,9 +1777,10 @@ impl Tcp {
 
 /// The end of connection `r`, taken out of the table, as `next` says:
 /// an RST both ways (`Abort`), to the host peer only (`Reset`), or a
-/// plain close.
-fn end(r: FlowRef, c: Conn, next: Next, link: compose::Link, ev: &EventLoop, tx: &mut TxQueue) {
-    let _ = ev.remove(&c.sock);
+/// plain close. Closing the socket takes it out of epoll: no
+/// `EPOLL_CTL_DEL` first (a syscall per connection), as nothing else holds
+/// the descriptor.
+fn end(r: FlowRef, c: Conn, next: Next, link: compose::Link, tx: &mut TxQueue) {
     log::debug!(
         "TCP {}: {} -> {} closed ({next:?})",
         r.index,
@@ -1860,7 +1864,13 @@ fn take_data(c: &mut Conn, seq: u32, payload: &[u8], fin: bool) -> Next {
     if fin && c.rcv_nxt == end {
         c.rcv_nxt = c.rcv_nxt.wrapping_add(1);
         c.guest_fin = true;
-        if let Err(e) = shutdown(c.sock.as_raw_fd(), Shutdown::Write) {
+        // With our FIN acknowledged the connection closes right after
+        // this, and close() sends the FIN itself: everything the peer sent
+        // was acknowledged and read, so it is a FIN, not an RST. One
+        // syscall less per connection the host peer closed first.
+        if !c.fin_acked
+            && let Err(e) = shutdown(c.sock.as_raw_fd(), Shutdown::Write)
+        {
             log::debug!("TCP {} -> {}: shutdown: {e}", c.guest(), c.remote());
         }
     }
