@@ -108,6 +108,8 @@ pub struct Server<'c> {
     /// (`next_events`); `None` where polling would only delay the peer we
     /// wait for (a single CPU) or `NO_BUSY_POLL_ENV` turns it off.
     busy_poll: Option<Duration>,
+    /// Bytes read from the tap in this round.
+    round_bytes: usize,
     /// Wake-ups so far, the last one that found the tun device readable,
     /// and how many in a row did before it: `TUN_BUSY` of those tell
     /// `TunRx` that frames come in bursts.
@@ -121,6 +123,11 @@ pub struct Server<'c> {
 /// request/response through pasta twice as fast, with no more CPU time
 /// per transaction; at most this much CPU time per burst of traffic.
 const BUSY_POLL: Duration = Duration::from_micros(50);
+
+/// A round that moved this much through the tap, both ways, was bulk
+/// transfer: the next event comes on its own, and polling for it would
+/// only add CPU time per byte (about a tenth in passt mode).
+const BUSY_POLL_MAX_BYTES: u64 = 32 << 10;
 
 /// Set (to anything) in the environment, the loop never polls: it
 /// sleeps in `epoll_wait` as soon as nothing is ready.
@@ -244,6 +251,7 @@ impl<'c> Server<'c> {
             stats,
             stats_due: None,
             busy_poll: busy_poll(),
+            round_bytes: 0,
             round: 0,
             tun_round: 0,
             tun_streak: 0,
@@ -300,13 +308,15 @@ impl<'c> Server<'c> {
     /// Run until something ends the program.
     pub fn serve(&mut self) -> Outcome {
         let mut events = [EpollEvent::empty(); 64];
-        // Whether the last round had events: only then is the next one
-        // likely to follow soon enough to poll for.
+        // Whether the last round had events but moved little through the
+        // tap: only then is the next one likely to be an answer worth
+        // polling for (`BUSY_POLL_MAX_BYTES`).
         let mut active = false;
         loop {
             let timeout = self.timeout();
             let polled = self.next_events(&mut events, timeout, active);
-            active = matches!(polled, Ok(n) if n > 0);
+            let sent = self.tx.sent;
+            self.round_bytes = 0;
             let n = match polled {
                 Ok(n) => {
                     self.round = self.round.wrapping_add(1);
@@ -397,6 +407,8 @@ impl<'c> Server<'c> {
             if let Err(o) = self.flush() {
                 return o;
             }
+            let moved = self.round_bytes as u64 + (self.tx.sent - sent);
+            active = n > 0 && moved < BUSY_POLL_MAX_BYTES;
             self.stats_round();
             if let Some(until) = self.draining_until
                 && (self.flows.count(Kind::Tcp) == 0 || Instant::now() >= until)
@@ -652,21 +664,26 @@ impl<'c> Server<'c> {
         };
         let reason = match self.stream_rx.read_from(c) {
             Ok(0) => "guest disconnected".to_string(),
-            Ok(_) => loop {
-                match self.stream_rx.frames(&mut self.batch) {
-                    Ok(()) if self.batch.is_empty() => return None,
-                    Ok(()) => self.dispatch.handle_batch(
-                        self.stream_rx.buf(),
-                        &self.batch,
-                        &mut self.tx,
-                        &self.ev,
-                        &mut self.flows,
-                    ),
-                    Err(e) => {
-                        break format!("guest stream out of sync ({e}), closing the connection");
+            Ok(n) => {
+                self.round_bytes += n;
+                loop {
+                    match self.stream_rx.frames(&mut self.batch) {
+                        Ok(()) if self.batch.is_empty() => return None,
+                        Ok(()) => self.dispatch.handle_batch(
+                            self.stream_rx.buf(),
+                            &self.batch,
+                            &mut self.tx,
+                            &self.ev,
+                            &mut self.flows,
+                        ),
+                        Err(e) => {
+                            break format!(
+                                "guest stream out of sync ({e}), closing the connection"
+                            );
+                        }
                     }
                 }
-            },
+            }
             Err(e)
                 if e.kind() == io::ErrorKind::WouldBlock
                     || e.kind() == io::ErrorKind::Interrupted =>
@@ -698,6 +715,7 @@ impl<'c> Server<'c> {
             match self.tun_rx.read_batch(dev, &mut self.batch) {
                 Ok(0) => return None,
                 Ok(_) => {
+                    self.round_bytes += self.tun_rx.bytes();
                     self.dispatch.handle_batch(
                         self.tun_rx.buf(),
                         &self.batch,

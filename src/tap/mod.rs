@@ -112,6 +112,8 @@ pub struct TxQueue {
     /// Times a socket stopped being read because the queue was full (its
     /// data waits in the kernel, which drops what doesn't fit there).
     pub stalled: u64,
+    /// Bytes written out so far, framing included.
+    pub sent: u64,
     pcap: Option<Pcap>,
 }
 
@@ -125,6 +127,7 @@ impl TxQueue {
             vnet: false,
             dropped: 0,
             stalled: 0,
+            sent: 0,
             pcap,
         }
     }
@@ -225,7 +228,9 @@ impl TxQueue {
 
     /// Mark `n` bytes of `pending()` as sent.
     pub fn consume(&mut self, n: usize) {
-        self.head = (self.head + n).min(self.tail);
+        let n = n.min(self.tail - self.head);
+        self.sent += n as u64;
+        self.head += n;
         if self.head == self.tail {
             self.head = 0;
             self.tail = 0;

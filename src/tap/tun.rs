@@ -20,6 +20,8 @@ pub struct TunRx {
     /// one and let the level-triggered device report the next, rather
     /// than spend a read on the `EAGAIN` that nearly always follows.
     sparse: bool,
+    /// Bytes the last `read_batch` read.
+    used: usize,
 }
 
 impl Default for TunRx {
@@ -29,6 +31,7 @@ impl Default for TunRx {
             vnet: false,
             dry: false,
             sparse: false,
+            used: 0,
         }
     }
 }
@@ -38,6 +41,11 @@ impl TunRx {
     /// header, whose verdict goes into the batch beside the frame.
     pub fn set_vnet(&mut self, vnet: bool) {
         self.vnet = vnet;
+    }
+
+    /// Bytes the last `read_batch` read, headers included.
+    pub fn bytes(&self) -> usize {
+        self.used
     }
 
     /// The buffer that `Batch` ranges point into.
@@ -108,6 +116,7 @@ impl TunRx {
         if self.dry && batch.len() == 1 {
             self.sparse = true;
         }
+        self.used = used;
         Ok(batch.len())
     }
 }

@@ -182,6 +182,16 @@ mod tests {
     }
 
     #[test]
+    fn frame_sized_buffers_match_reference() {
+        for len in [65535, 65536, 65521] {
+            let data = pseudo_random(len, 3);
+            assert_eq!(sum(&data, 0x1234), reference(&data, 0x1234), "len {len}");
+            let ones = vec![0xff; len];
+            assert_eq!(sum(&ones, 0), reference(&ones, 0), "ones, len {len}");
+        }
+    }
+
+    #[test]
     fn chaining() {
         let data = pseudo_random(257, 7);
         let (a, b) = data.split_at(100);
