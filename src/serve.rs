@@ -408,7 +408,9 @@ impl<'c> Server<'c> {
                 return o;
             }
             let moved = self.round_bytes as u64 + (self.tx.sent - sent);
-            active = n > 0 && moved < BUSY_POLL_MAX_BYTES;
+            // With frames waiting for the tap to take them, what comes
+            // next is paced by the guest's reader, not an answer.
+            active = n > 0 && moved < BUSY_POLL_MAX_BYTES && !self.tap_out;
             self.stats_round();
             if let Some(until) = self.draining_until
                 && (self.flows.count(Kind::Tcp) == 0 || Instant::now() >= until)
