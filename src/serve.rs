@@ -24,6 +24,7 @@ use crate::tap::tun::{self, TunRx};
 use crate::tap::{Batch, TxQueue};
 use nix::sys::epoll::{EpollEvent, EpollFlags};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{setsockopt, sockopt};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
@@ -632,6 +633,14 @@ impl<'c> Server<'c> {
             // One guest at a time; the connection closes when `c` drops.
             log::warn!("refusing a second guest connection");
             return;
+        }
+        // Room in the kernel for as much as we queue ourselves: the
+        // default (net.core.wmem_default, 208 KiB) holds three 64 KiB
+        // frames, and each time it fills, our next write and the guest's
+        // reader wait on each other's wake-ups. The kernel caps the size
+        // at net.core.wmem_max; failing, the default stays.
+        if let Err(e) = setsockopt(&c, sockopt::SndBuf, &TX_QUEUE_BYTES) {
+            log::debug!("guest connection: SO_SNDBUF: {e}");
         }
         let attach = c
             .set_nonblocking(true)

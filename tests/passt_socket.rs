@@ -302,7 +302,8 @@ fn slow_guest_does_not_stall_and_drops_are_counted() {
     let log = dir.join("log");
     let d = Daemon::start(&host, &dir, &["-l", log.to_str().unwrap()]);
     let mut c = connect(&d.socket);
-    // Many requests, no reads: replies pile up far past socket buffers.
+    // Many requests, no reads: replies pile up far past socket buffers
+    // (passt's, up to net.core.wmem_max, and ours).
     let one = framed(&arp_request([192, 0, 2, 1]));
     let burst: Vec<u8> = one
         .iter()
@@ -310,7 +311,7 @@ fn slow_guest_does_not_stall_and_drops_are_counted() {
         .cycle()
         .take(one.len() * 50_000)
         .collect();
-    for _ in 0..4 {
+    for _ in 0..16 {
         c.write_all(&burst)
             .expect("passt keeps reading while the guest doesn't");
     }
