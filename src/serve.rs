@@ -118,12 +118,9 @@ pub struct Server<'c> {
     busy_poll: Option<Duration>,
     /// Bytes read from the tap in this round.
     round_bytes: usize,
-    /// Wake-ups so far, the last one that found the tun device readable,
-    /// and how many in a row did before it: `TUN_BUSY` of those tell
-    /// `TunRx` that frames come in bursts.
+    /// Wake-ups so far (`TunRx::woke` counts the ones in a row that find
+    /// the tun device readable).
     round: u64,
-    tun_round: u64,
-    tun_streak: u8,
 }
 
 /// Longest poll for events before sleeping, after a round with events
@@ -150,11 +147,6 @@ fn busy_poll() -> Option<Duration> {
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     (cpus > 1).then_some(BUSY_POLL)
 }
-
-/// Wake-ups in a row that find the tun device readable, beyond the first,
-/// before reading it to `EAGAIN` again (`TunRx::busy`). A closing
-/// connection and the next one's SYN make two, which is not a burst.
-const TUN_BUSY: u8 = 2;
 
 impl<'c> Server<'c> {
     /// Set up the loop around a tap side.
@@ -261,8 +253,6 @@ impl<'c> Server<'c> {
             busy_poll: busy_poll(),
             round_bytes: 0,
             round: 0,
-            tun_round: 0,
-            tun_streak: 0,
         };
         if s.guest_present() {
             s.guest_attached();
@@ -722,15 +712,7 @@ impl<'c> Server<'c> {
         let TapSide::Tun { dev, .. } = &self.side else {
             return None;
         };
-        self.tun_streak = if self.tun_round.wrapping_add(1) == self.round {
-            self.tun_streak.saturating_add(1)
-        } else {
-            0
-        };
-        self.tun_round = self.round;
-        if self.tun_streak >= TUN_BUSY {
-            self.tun_rx.busy();
-        }
+        self.tun_rx.woke(self.round);
         loop {
             match self.tun_rx.read_batch(dev, &mut self.batch) {
                 Ok(0) => return None,

@@ -6,6 +6,11 @@ use super::vnet::{self, VnetError};
 use super::{Batch, MAX_FRAME, TxQueue};
 use std::io::{self, Read, Write};
 
+/// Wake-ups in a row that find the device readable, beyond the first,
+/// before it is read to `EAGAIN` again (`TunRx::woke`). A closing
+/// connection and the next one's SYN make two, which is not a burst.
+const BUSY: u8 = 2;
+
 /// Receive buffer size: room for a batch of full-size frames.
 pub const RX_BUF_SIZE: usize = 4 << 20;
 
@@ -20,6 +25,10 @@ pub struct TunRx {
     /// one and let the level-triggered device report the next, rather
     /// than spend a read on the `EAGAIN` that nearly always follows.
     sparse: bool,
+    /// The last wake-up (the event loop's count) that found the device
+    /// readable, and how many in a row did before it.
+    woke_at: u64,
+    streak: u8,
     /// Bytes the last `read_batch` read.
     used: usize,
 }
@@ -31,6 +40,8 @@ impl Default for TunRx {
             vnet: false,
             dry: false,
             sparse: false,
+            woke_at: 0,
+            streak: 0,
             used: 0,
         }
     }
@@ -61,10 +72,19 @@ impl TunRx {
         self.dry
     }
 
-    /// The device was readable at two wake-ups in a row: frames come in
-    /// bursts now, so read each batch until `EAGAIN` again.
-    pub fn busy(&mut self) {
-        self.sparse = false;
+    /// The device is readable at wake-up `round` of the event loop. At
+    /// `BUSY` wake-ups in a row beyond the first, frames come in bursts:
+    /// read each batch until `EAGAIN` again.
+    pub fn woke(&mut self, round: u64) {
+        self.streak = if self.woke_at.wrapping_add(1) == round {
+            self.streak.saturating_add(1)
+        } else {
+            0
+        };
+        self.woke_at = round;
+        if self.streak >= BUSY {
+            self.sparse = false;
+        }
     }
 
     /// Read frames from `src` into `batch` until it would block, the batch
@@ -213,7 +233,13 @@ mod tests {
         // Sparse now: one frame a batch, without the read that finds EAGAIN.
         assert_eq!(rx.read_batch(frames(3), &mut batch).unwrap(), 1);
         assert!(rx.dry(), "the device reports the rest");
-        rx.busy();
+        // Readable at wake-ups 7, 9 and 10: two in a row, still sparse;
+        // at 11, the third in a row: bursts.
+        rx.woke(7);
+        rx.woke(9);
+        rx.woke(10);
+        assert_eq!(rx.read_batch(frames(3), &mut batch).unwrap(), 1);
+        rx.woke(11);
         assert_eq!(rx.read_batch(frames(3), &mut batch).unwrap(), 3);
         assert!(rx.dry());
         assert_eq!(rx.read_batch(frames(2), &mut batch).unwrap(), 2);
