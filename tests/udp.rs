@@ -508,3 +508,107 @@ fn interleaved_flows_keep_their_own_datagrams() {
     }));
     interleaved_flows(&p.ns, &host.ns, HOST_REMOTE6, (6014, 6015));
 }
+
+/// Watches `lo` in its namespace for UDP to port argv[1] and, once a
+/// datagram starting with "done" goes by, prints the longest UDP length
+/// it saw there: longer than any datagram sent means a segmented send.
+const LO_SNIFFER: &str = r#"
+import socket, struct, sys
+port = int(sys.argv[1])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+s.bind(('lo', 0))
+print('ready', flush=True)
+longest = 0
+while True:
+    d = s.recv(128)
+    if len(d) < 28 or d[9] != 17:
+        continue
+    ihl = (d[0] & 15) * 4
+    _, dport, ulen = struct.unpack('!HHH', d[ihl:ihl + 6])
+    if dport != port:
+        continue
+    if d[ihl + 8:ihl + 12] == b'done':
+        print(longest, flush=True)
+        break
+    longest = max(longest, ulen)
+"#;
+
+/// Bursts of `count` datagrams from one socket: `size` bytes each, the
+/// last of every burst of 40 half as long; then "done", printing the
+/// sink's answer.
+const EQUAL_BURSTS: &str = r#"
+import socket, sys, time
+a, p, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+s = socket.socket(socket.AF_INET6 if ':' in a else socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
+s.connect((a, p))
+out = []
+for i in range(count):
+    n = size if i % 40 != 39 else size // 2
+    head = b'%d %d %d ' % (p, i, n)
+    out.append(head + b'x' * (n - len(head)))
+for i in range(0, count, 40):
+    for d in out[i:i + 40]:
+        s.send(d)
+    time.sleep(0.005)
+s.settimeout(2)
+s.send(b'done')
+print(s.recv(100).decode())
+"#;
+
+/// The guest's bursts of equal datagrams to `addr`:`port` in the host
+/// namespace: the sink gets every one, whole and its own; and, seen on
+/// the host's `lo` (IPv4), some crossed the stack as one segmented send.
+fn equal_bursts(ns: &Netns, host: &Netns, addr: &str, port: u16) {
+    let sink = host
+        .cmd("python3")
+        .args(["-c", TWO_SINKS, addr, &port.to_string()])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _sink = Reaped(sink);
+    let v4 = !addr.contains(':');
+    let mut sniffer = v4.then(|| {
+        let mut c = host
+            .cmd("python3")
+            .args(["-c", LO_SNIFFER, &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(c.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        (Reaped(c), out)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let out = ns
+        .cmd("python3")
+        .args(["-c", EQUAL_BURSTS, addr, &port.to_string(), "800", "1000"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.trim(), "800 ok", "{addr}");
+    if let Some((_c, out)) = sniffer.as_mut() {
+        let mut line = String::new();
+        std::io::BufRead::read_line(out, &mut line).unwrap();
+        let longest: usize = line.trim().parse().unwrap();
+        assert!(longest > 1008, "no segmented send: longest UDP {longest}");
+    }
+}
+
+#[test]
+fn equal_datagrams_in_bursts_go_segmented_and_arrive_whole() {
+    let (h, _dir, _d, g) = routed_guest(&[]);
+    equal_bursts(&g.ns, &h.ns, HOST_REMOTE4, 6020);
+    let host = Host::new();
+    let p = AttachedPasta::start(&host, &["-q"]);
+    equal_bursts(&p.ns, &host.ns, HOST_REMOTE4, 6021);
+    assert!(wait_for(Duration::from_secs(5), || {
+        p.ns.run("ip -6 route show default")
+            .stdout
+            .starts_with(b"default")
+    }));
+    equal_bursts(&p.ns, &host.ns, HOST_REMOTE6, 6022);
+}

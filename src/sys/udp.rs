@@ -46,6 +46,78 @@ pub fn send_batch(fd: BorrowedFd<'_>, datagrams: &[&[u8]]) -> Result<usize, Errn
     usize::try_from(rc).map_err(|_| Errno::last())
 }
 
+/// The most payload one segmented send carries: what an IP packet
+/// holds after the largest IPv4 header and the UDP header.
+pub const GSO_MAX_BYTES: usize = 65_535 - 60 - 8;
+
+/// Send `datagrams` on connected socket `fd` as one segmented send
+/// (`UDP_SEGMENT`): the kernel cuts the joined payload into datagrams of
+/// `seg` bytes, so the whole batch crosses the stack once. The caller
+/// makes every datagram but the last exactly `seg` bytes, the last at
+/// most that, at most `SEND_BATCH` of them and `GSO_MAX_BYTES` in all.
+///
+/// # Errors
+/// As for `send_batch`; also `EINVAL` or `EIO` where the route can't
+/// take segmented sends (no checksum offload, a smaller MTU, IPsec),
+/// after which the datagrams may still go one by one. Nothing went.
+pub fn send_segmented(fd: BorrowedFd<'_>, datagrams: &[&[u8]], seg: u16) -> Result<(), Errno> {
+    let n = datagrams.len().min(SEND_BATCH);
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; SEND_BATCH];
+    for (v, d) in iov.iter_mut().zip(datagrams) {
+        // The kernel only reads through `iov_base` for a send.
+        v.iov_base = d.as_ptr().cast_mut().cast();
+        v.iov_len = d.len();
+    }
+    // Room for one `cmsghdr` and its u16, aligned as the kernel wants.
+    #[repr(C, align(8))]
+    struct Cmsg([u8; 32]);
+    let mut cbuf = Cmsg([0; 32]);
+    // SAFETY: CMSG_SPACE only computes a length.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
+    // SAFETY: an all-zero `msghdr` is valid: null pointers, zero lengths.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = n;
+    msg.msg_control = cbuf.0.as_mut_ptr().cast();
+    msg.msg_controllen = space.min(cbuf.0.len());
+    // SAFETY: `msg` points at `cbuf`, aligned and at least CMSG_SPACE(2)
+    // long, so CMSG_FIRSTHDR is a valid header inside it and CMSG_DATA
+    // has room for the u16 written (unaligned, as CMSG_DATA may be).
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = libc::UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg);
+    }
+    // SAFETY: `msg` points at `iov[..n]` (into `datagrams`) and `cbuf`,
+    // all live and unmoved for the call, which only reads them.
+    let rc = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
+    if rc < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// Send `fd`'s datagrams without UDP checksums (`SO_NO_CHECK`): the
+/// kernel then refuses segmented sends, as a route without checksum
+/// offload does. For tests of that refusal.
+#[cfg(test)]
+pub fn no_checksums(fd: BorrowedFd<'_>) {
+    let one: libc::c_int = 1;
+    // SAFETY: a c_int option value, its size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NO_CHECK,
+            std::ptr::from_ref(&one).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+    };
+    assert_eq!(rc, 0, "SO_NO_CHECK");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +139,37 @@ mod tests {
             let n = rx.recv(&mut buf).unwrap();
             assert_eq!(&buf[..n], d.as_slice());
         }
+    }
+
+    #[test]
+    fn a_segmented_send_arrives_as_separate_datagrams() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.connect(rx.local_addr().unwrap()).unwrap();
+        let data: Vec<Vec<u8>> = (0..10u8)
+            .map(|i| vec![i; 1000])
+            .chain([vec![99; 10]])
+            .collect();
+        let slices: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        assert_eq!(send_segmented(tx.as_fd(), &slices, 1000), Ok(()));
+        let mut buf = [0u8; 4096];
+        for d in &data {
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], d.as_slice());
+        }
+    }
+
+    #[test]
+    fn a_socket_without_checksums_refuses_segmented_sends() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.connect(rx.local_addr().unwrap()).unwrap();
+        no_checksums(tx.as_fd());
+        let d = [7u8; 100];
+        assert_eq!(
+            send_segmented(tx.as_fd(), &[&d, &d], 100),
+            Err(Errno::EINVAL)
+        );
     }
 
     #[test]

@@ -40,8 +40,7 @@
 //! either way. When UDP has no room (or the descriptors run out), its
 //! least recently used flow (a datagram either way is a use) is closed to
 //! make room, so UDP can neither take another kind's reserve nor stop
-//! opening new flows. Still to come: batching datagrams with
-//! `recvmmsg`/`sendmmsg`.
+//! opening new flows. The guest's datagrams leave in batches (`batch`).
 
 pub mod batch;
 pub mod spliced;
@@ -116,6 +115,8 @@ pub struct UdpFlow {
     last: Instant,
     /// Not watched for input: the guest's queue was full.
     paused: bool,
+    /// The route refused a segmented send (`batch`): none are tried again.
+    no_gso: std::cell::Cell<bool>,
 }
 
 impl UdpFlow {
@@ -415,6 +416,7 @@ fn install(
         sock,
         last: now,
         paused: false,
+        no_gso: std::cell::Cell::new(false),
     };
     let r = nf.commit(Flow::Udp(flow)).map_err(|(_, f)| {
         if let Flow::Udp(f) = f {
@@ -524,7 +526,7 @@ impl Udp {
         self.out.flush(
             buf,
             |r| match flows.get(r) {
-                Some(Flow::Udp(f)) => Some(f.sock.as_fd()),
+                Some(Flow::Udp(f)) => Some((f.sock.as_fd(), &f.no_gso)),
                 _ => None,
             },
             |e| dropped(UdpDrop::Socket(e)),
