@@ -118,6 +118,10 @@ pub struct Server<'c> {
     busy_poll: Option<Duration>,
     /// Bytes read from the tap in this round.
     round_bytes: usize,
+    /// Whether the round just handled makes polling worthwhile.
+    poll_policy: PollPolicy,
+    /// The guest sent frames in this round.
+    guest_in: bool,
     /// Wake-ups so far (`TunRx::woke` counts the ones in a row that find
     /// the tun device readable).
     round: u64,
@@ -133,6 +137,43 @@ const BUSY_POLL: Duration = Duration::from_micros(50);
 /// transfer: the next event comes on its own, and polling for it would
 /// only add CPU time per byte (about a tenth in passt mode).
 const BUSY_POLL_MAX_BYTES: u64 = 32 << 10;
+
+/// After this many rounds in a row with frames from the guest, it is
+/// streaming (a flood of small datagrams, say): its next frame comes on
+/// its own, and polling for it only takes CPU time from the processes at
+/// either end. A 1400-byte UDP flood from the namespace reached the
+/// receiver at 1.8–1.9 Gbit/s with polling and 2.1–2.2 without. A
+/// request/response exchange alternates guest rounds with socket rounds.
+const BUSY_POLL_MAX_GUEST_ROUNDS: u8 = 4;
+
+/// Whether to poll for the next events rather than sleep, from what the
+/// rounds so far were like.
+#[derive(Default)]
+struct PollPolicy {
+    /// Rounds in a row, the last one included, with frames from the guest.
+    guest_rounds: u8,
+}
+
+impl PollPolicy {
+    /// A round handled `events` events and moved `moved` bytes through
+    /// the tap, with frames still waiting for the tap (`tap_out`) and
+    /// frames from the guest (`guest_in`) or not: is the next event
+    /// likely an answer worth polling for? Not after a quiet round, bulk
+    /// transfer (`BUSY_POLL_MAX_BYTES`), a guest streaming frames
+    /// (`BUSY_POLL_MAX_GUEST_ROUNDS`), or with frames waiting, since
+    /// what comes next is then paced by the guest's reader.
+    fn after_round(&mut self, events: usize, moved: u64, tap_out: bool, guest_in: bool) -> bool {
+        self.guest_rounds = if guest_in {
+            self.guest_rounds.saturating_add(1)
+        } else {
+            0
+        };
+        events > 0
+            && moved < BUSY_POLL_MAX_BYTES
+            && !tap_out
+            && self.guest_rounds < BUSY_POLL_MAX_GUEST_ROUNDS
+    }
+}
 
 /// Set (to anything) in the environment, the loop never polls: it
 /// sleeps in `epoll_wait` as soon as nothing is ready.
@@ -252,6 +293,8 @@ impl<'c> Server<'c> {
             stats_due: None,
             busy_poll: busy_poll(),
             round_bytes: 0,
+            poll_policy: PollPolicy::default(),
+            guest_in: false,
             round: 0,
         };
         if s.guest_present() {
@@ -306,15 +349,15 @@ impl<'c> Server<'c> {
     /// Run until something ends the program.
     pub fn serve(&mut self) -> Outcome {
         let mut events = [EpollEvent::empty(); 64];
-        // Whether the last round had events but moved little through the
-        // tap: only then is the next one likely to be an answer worth
-        // polling for (`BUSY_POLL_MAX_BYTES`).
+        // Whether the next events are likely an answer worth polling for
+        // (`PollPolicy`).
         let mut active = false;
         loop {
             let timeout = self.timeout();
             let polled = self.next_events(&mut events, timeout, active);
             let sent = self.tx.sent;
             self.round_bytes = 0;
+            self.guest_in = false;
             let n = match polled {
                 Ok(n) => {
                     self.round = self.round.wrapping_add(1);
@@ -406,9 +449,9 @@ impl<'c> Server<'c> {
                 return o;
             }
             let moved = self.round_bytes as u64 + (self.tx.sent - sent);
-            // With frames waiting for the tap to take them, what comes
-            // next is paced by the guest's reader, not an answer.
-            active = n > 0 && moved < BUSY_POLL_MAX_BYTES && !self.tap_out;
+            active = self
+                .poll_policy
+                .after_round(n, moved, self.tap_out, self.guest_in);
             self.stats_round();
             if let Some(until) = self.draining_until
                 && (self.flows.count(Kind::Tcp) == 0 || Instant::now() >= until)
@@ -676,6 +719,7 @@ impl<'c> Server<'c> {
             Ok(0) => "guest disconnected".to_string(),
             Ok(n) => {
                 self.round_bytes += n;
+                self.guest_in = true;
                 loop {
                     match self.stream_rx.frames(&mut self.batch) {
                         Ok(()) if self.batch.is_empty() => return None,
@@ -718,6 +762,7 @@ impl<'c> Server<'c> {
                 Ok(0) => return None,
                 Ok(_) => {
                     self.round_bytes += self.tun_rx.bytes();
+                    self.guest_in = true;
                     self.dispatch.handle_batch(
                         self.tun_rx.buf(),
                         &self.batch,
@@ -857,4 +902,30 @@ fn flush_stream(conn: &mut impl Write, tx: &mut TxQueue) -> bool {
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polling_follows_exchanges_not_bulk_or_streams() {
+        let mut p = PollPolicy::default();
+        assert!(!p.after_round(0, 0, false, false), "a quiet round");
+        assert!(!p.after_round(3, BUSY_POLL_MAX_BYTES, false, true), "bulk");
+        assert!(!p.after_round(1, 100, true, false), "frames wait");
+        // Request/response: the guest's round, then the socket's, for ever.
+        for _ in 0..100 {
+            assert!(p.after_round(1, 100, false, true));
+            assert!(p.after_round(1, 100, false, false));
+        }
+        // A guest that sends in every round streams: polls stop at the
+        // limit and start again after a round without its frames.
+        let mut polled = 0;
+        for _ in 0..100 {
+            polled += usize::from(p.after_round(1, 1400, false, true));
+        }
+        assert_eq!(polled, usize::from(BUSY_POLL_MAX_GUEST_ROUNDS) - 1);
+        assert!(p.after_round(1, 100, false, false));
+    }
 }
