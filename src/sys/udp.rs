@@ -9,6 +9,20 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 /// The most datagrams one call takes.
 pub const SEND_BATCH: usize = 64;
 
+/// An `iovec` for each of the first `SEND_BATCH` of `datagrams`, for a
+/// send (the kernel only reads through them).
+fn iovecs(datagrams: &[&[u8]]) -> [libc::iovec; SEND_BATCH] {
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; SEND_BATCH];
+    for (v, d) in iov.iter_mut().zip(datagrams) {
+        v.iov_base = d.as_ptr().cast_mut().cast();
+        v.iov_len = d.len();
+    }
+    iov
+}
+
 /// Send `datagrams` (at most `SEND_BATCH` of them; the rest are left
 /// alone) on connected socket `fd` without blocking, each as one
 /// datagram, in order: how many went.
@@ -22,15 +36,7 @@ pub fn send_batch(fd: BorrowedFd<'_>, datagrams: &[&[u8]]) -> Result<usize, Errn
     if n == 0 {
         return Ok(0);
     }
-    let mut iov = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; SEND_BATCH];
-    for (v, d) in iov.iter_mut().zip(datagrams) {
-        // The kernel only reads through `iov_base` for a send.
-        v.iov_base = d.as_ptr().cast_mut().cast();
-        v.iov_len = d.len();
-    }
+    let mut iov = iovecs(datagrams);
     // SAFETY: an all-zero `mmsghdr` is valid: null pointers with zero
     // lengths, no flags.
     let mut msgs: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
@@ -62,15 +68,7 @@ pub const GSO_MAX_BYTES: usize = 65_535 - 60 - 8;
 /// after which the datagrams may still go one by one. Nothing went.
 pub fn send_segmented(fd: BorrowedFd<'_>, datagrams: &[&[u8]], seg: u16) -> Result<(), Errno> {
     let n = datagrams.len().min(SEND_BATCH);
-    let mut iov = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; SEND_BATCH];
-    for (v, d) in iov.iter_mut().zip(datagrams) {
-        // The kernel only reads through `iov_base` for a send.
-        v.iov_base = d.as_ptr().cast_mut().cast();
-        v.iov_len = d.len();
-    }
+    let mut iov = iovecs(datagrams);
     // Room for one `cmsghdr` and its u16, aligned as the kernel wants.
     #[repr(C, align(8))]
     struct Cmsg([u8; 32]);
@@ -124,46 +122,49 @@ mod tests {
     use std::net::UdpSocket;
     use std::os::fd::AsFd;
 
-    #[test]
-    fn every_datagram_goes_whole_and_in_order() {
+    /// A receiving socket, and a sending one connected to it.
+    fn pair() -> (UdpSocket, UdpSocket) {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         tx.connect(rx.local_addr().unwrap()).unwrap();
-        let data: Vec<Vec<u8>> = (0..70u8).map(|i| vec![i; usize::from(i) * 7]).collect();
-        let slices: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
-        assert_eq!(send_batch(tx.as_fd(), &slices), Ok(SEND_BATCH));
-        assert_eq!(send_batch(tx.as_fd(), &slices[SEND_BATCH..]), Ok(6));
-        assert_eq!(send_batch(tx.as_fd(), &[]), Ok(0));
-        let mut buf = [0u8; 1024];
-        for d in &data {
+        (rx, tx)
+    }
+
+    /// `rx` gets exactly `data`, one datagram each, in order.
+    fn receives(rx: &UdpSocket, data: &[Vec<u8>]) {
+        let mut buf = [0u8; 4096];
+        for d in data {
             let n = rx.recv(&mut buf).unwrap();
             assert_eq!(&buf[..n], d.as_slice());
         }
     }
 
     #[test]
+    fn every_datagram_goes_whole_and_in_order() {
+        let (rx, tx) = pair();
+        let data: Vec<Vec<u8>> = (0..70u8).map(|i| vec![i; usize::from(i) * 7]).collect();
+        let slices: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        assert_eq!(send_batch(tx.as_fd(), &slices), Ok(SEND_BATCH));
+        assert_eq!(send_batch(tx.as_fd(), &slices[SEND_BATCH..]), Ok(6));
+        assert_eq!(send_batch(tx.as_fd(), &[]), Ok(0));
+        receives(&rx, &data);
+    }
+
+    #[test]
     fn a_segmented_send_arrives_as_separate_datagrams() {
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        tx.connect(rx.local_addr().unwrap()).unwrap();
+        let (rx, tx) = pair();
         let data: Vec<Vec<u8>> = (0..10u8)
             .map(|i| vec![i; 1000])
             .chain([vec![99; 10]])
             .collect();
         let slices: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
         assert_eq!(send_segmented(tx.as_fd(), &slices, 1000), Ok(()));
-        let mut buf = [0u8; 4096];
-        for d in &data {
-            let n = rx.recv(&mut buf).unwrap();
-            assert_eq!(&buf[..n], d.as_slice());
-        }
+        receives(&rx, &data);
     }
 
     #[test]
     fn a_socket_without_checksums_refuses_segmented_sends() {
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        tx.connect(rx.local_addr().unwrap()).unwrap();
+        let (_rx, tx) = pair();
         no_checksums(tx.as_fd());
         let d = [7u8; 100];
         assert_eq!(
