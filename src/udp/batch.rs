@@ -157,9 +157,10 @@ fn send_all(
                     retried = true;
                     continue;
                 }
-                // Failed twice: let the datagrams go one by one, which
-                // drops only the ones that fail.
-                Err(_) => {}
+                // Failed twice, so not an error reported for an earlier
+                // datagram: one by one from now on, which drops only the
+                // datagrams that fail.
+                Err(_) => no_gso.set(true),
             }
         }
         match send_batch(fd, rest) {
