@@ -125,13 +125,14 @@ impl Outgoing {
 
 /// How many of `datagrams`, from the first, one segmented send can
 /// carry, and their size: all as long as the first but the last, which
-/// may be shorter. `None` unless that makes two or more.
+/// may be shorter but not empty (an empty datagram would vanish into
+/// the joined payload). `None` unless that makes two or more.
 fn segmentable(datagrams: &[&[u8]]) -> Option<(usize, u16)> {
     let seg = datagrams.first()?.len();
     let seg16 = u16::try_from(seg).ok().filter(|&s| s > 0)?;
     let (mut n, mut total) = (0, 0);
     for d in datagrams.iter().take(SEND_BATCH) {
-        if d.len() > seg || total + d.len() > GSO_MAX_BYTES {
+        if d.is_empty() || d.len() > seg || total + d.len() > GSO_MAX_BYTES {
             break;
         }
         total += d.len();
@@ -269,6 +270,10 @@ mod tests {
         let v = [d(0), d(0)];
         let s: Vec<&[u8]> = v.iter().map(Vec::as_slice).collect();
         assert_eq!(segmentable(&s), None, "empty datagrams can't be cut");
+        let v = [d(100), d(100), d(0)];
+        let s: Vec<&[u8]> = v.iter().map(Vec::as_slice).collect();
+        assert_eq!(segmentable(&s), Some((2, 100)), "nor end a run");
+        assert_eq!(segmentable(&s[1..]), None);
         let v = vec![d(1400); 64];
         let s: Vec<&[u8]> = v.iter().map(Vec::as_slice).collect();
         assert_eq!(segmentable(&s), Some((GSO_MAX_BYTES / 1400, 1400)));
@@ -302,6 +307,26 @@ mod tests {
                 let n = rx.recv(&mut got).unwrap();
                 assert_eq!(&got[..n], &buf[i * 100..i * 100 + 100]);
             }
+        }
+    }
+
+    #[test]
+    fn an_empty_datagram_after_a_run_of_equal_ones_arrives_too() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.connect(rx.local_addr().unwrap()).unwrap();
+        let buf: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let mut out = Outgoing::default();
+        out.begin(&buf);
+        for range in [0..100, 100..200, 200..200, 200..300, 300..300] {
+            assert!(out.queue(r(1), &buf[range]));
+        }
+        let (no_gso, mut drops) = (Cell::new(false), 0);
+        out.flush(&buf, |_| Some((tx.as_fd(), &no_gso)), |_| drops += 1);
+        assert_eq!(drops, 0);
+        let mut got = [0u8; 256];
+        for want in [100, 100, 0, 100, 0] {
+            assert_eq!(rx.recv(&mut got).unwrap(), want);
         }
     }
 
