@@ -116,19 +116,22 @@ pub fn no_checksums(fd: BorrowedFd<'_>) {
     assert_eq!(rc, 0, "SO_NO_CHECK");
 }
 
+/// A receiving socket on the loopback, and a sending one connected to
+/// it. For tests.
+#[cfg(test)]
+pub fn pair() -> (std::net::UdpSocket, std::net::UdpSocket) {
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    tx.connect(rx.local_addr().expect("local address"))
+        .expect("connect");
+    (rx, tx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::UdpSocket;
     use std::os::fd::AsFd;
-
-    /// A receiving socket, and a sending one connected to it.
-    fn pair() -> (UdpSocket, UdpSocket) {
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        tx.connect(rx.local_addr().unwrap()).unwrap();
-        (rx, tx)
-    }
 
     /// `rx` gets exactly `data`, one datagram each, in order.
     fn receives(rx: &UdpSocket, data: &[Vec<u8>]) {
