@@ -263,7 +263,7 @@ impl<'c> Dispatch<'c> {
         held.clear();
         self.hold_ahead = true;
         self.udp.begin_batch(buf);
-        self.tcp.begin_batch();
+        self.tcp.begin_batch(batch.len());
         for i in 0..batch.len() {
             if let Some(frame) = batch.frame(buf, i)
                 && self.frame(frame, batch.meta(i), tx, ev, flows, now)

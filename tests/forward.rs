@@ -358,6 +358,68 @@ fn bulk(pasta: bool) {
     assert!(same(&src, &down), "out of the guest: content differs");
 }
 
+/// Write-write-read rounds through a forwarded port, with the writer on
+/// either side: the guest's server, or the client on the host (or a peer
+/// beside it). Our socket on the host must not hold the second write back
+/// (Nagle) until the reader's delayed ACK.
+fn small_writes(pasta: bool) {
+    let s = Scene::new(pasta, &["-t", "8080:80"]);
+    let ww = script(&s.dir, "ww.py", WRITE_WRITE_READ);
+    let g = s.guest_ns();
+    // From a peer, through the tap; from the host's loopback, spliced
+    // (pasta).
+    let mut paths = vec![("tap", &s.client, HOST_ADDR4)];
+    if pasta {
+        paths.push(("splice", &s.host.ns, "127.0.0.1"));
+    }
+    for (path, from, addr) in paths {
+        for guest_writes in [true, false] {
+            let (gr, cr) = if guest_writes { ("w", "r") } else { ("r", "w") };
+            let out = s.dir.join("ww.out");
+            let server = Reaped(
+                g.cmd("sh")
+                    .arg("-c")
+                    .arg(format!(
+                        "exec python3 {} {gr} listen 0.0.0.0 80 20 >{}",
+                        ww.display(),
+                        out.display()
+                    ))
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            listening(g, 80);
+            let client = from.sh(&format!(
+                "python3 {} {cr} connect {addr} 8080 20",
+                ww.display()
+            ));
+            let mut server = server;
+            wait_timeout(&mut server.0, Duration::from_secs(10)).expect("the guest's server ended");
+            let ms = if guest_writes {
+                median_ms(&std::fs::read_to_string(&out).unwrap())
+            } else {
+                median_ms(&client)
+            };
+            let who = if guest_writes { "guest" } else { "client" };
+            eprintln!("{path}, the {who} writing: {ms} ms a round");
+            assert!(
+                ms < 20.0,
+                "{path}, the {who} writing: the second write waited, {ms} ms a round"
+            );
+        }
+    }
+}
+
+#[test]
+fn passt_forwarded_small_writes_are_not_held_back() {
+    small_writes(false);
+}
+
+#[test]
+fn pasta_forwarded_small_writes_are_not_held_back() {
+    small_writes(true);
+}
+
 #[test]
 fn passt_moves_64_mib_each_way_through_a_forwarded_port() {
     bulk(false);

@@ -1,7 +1,8 @@
 //! TCP as real applications use it, through passt (a guest behind the
 //! relay) and pasta: keepalives on an idle connection, a host server that
 //! reads slowly with pauses, a guest that stops reading for a while, 2%
-//! segment loss both ways, and a command that exits right after writing.
+//! segment loss both ways, a command that exits right after writing,
+//! and small writes of a `TCP_NODELAY` client that must not wait.
 //! Run on both peek paths: scripts/test runs this file again with
 //! `PASST_RS_NO_PEEK_OFF` set.
 
@@ -458,4 +459,29 @@ fn paused_vm_costs_no_cpu_and_its_connection_survives() {
         got > 32 << 20,
         "after resuming, the guest got {got} bytes in order"
     );
+}
+
+#[test]
+fn small_writes_of_a_nodelay_client_are_not_held_back() {
+    each(|s, f| {
+        let dir = TempDir::new();
+        let ww = script(&dir, "ww.py", WRITE_WRITE_READ);
+        let _srv = spawn(
+            s.host(),
+            &format!("python3 {} r listen {} 7208 20", ww.display(), f.plain),
+        );
+        listening(s.host(), 7208);
+        let out = s.guest().sh(&format!(
+            "python3 {} w connect {} 7208 20",
+            ww.display(),
+            f.plain
+        ));
+        let ms = median_ms(&out);
+        eprintln!(
+            "write-write-read from the guest ({}): {ms} ms a round",
+            f.tcp
+        );
+        // 2 ms of it is the writer's own pause.
+        assert!(ms < 20.0, "the second write waited: {ms} ms a round");
+    });
 }

@@ -9,15 +9,28 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 /// # Errors
 /// `EINVAL`/`EOPNOTSUPP` where the kernel doesn't support it for TCP.
 pub fn set_peek_off(fd: BorrowedFd<'_>, off: i32) -> io::Result<()> {
+    set_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)
+}
+
+/// Leave quick-ACK mode (`TCP_QUICKACK` 0): the socket delays its next
+/// ACKs, as a peer in a request/response exchange does. For tests that
+/// need such a peer; nix has no name for the option.
+#[cfg(test)]
+pub fn delay_acks(fd: BorrowedFd<'_>) -> io::Result<()> {
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_QUICKACK, 0)
+}
+
+/// An integer socket option.
+fn set_int(fd: BorrowedFd<'_>, level: i32, opt: i32, val: i32) -> io::Result<()> {
     let len = libc::socklen_t::try_from(std::mem::size_of::<i32>()).unwrap_or(4);
     // SAFETY: the option value points to a live i32 of the length given;
     // the kernel only reads it.
     let r = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEEK_OFF,
-            std::ptr::from_ref(&off).cast(),
+            level,
+            opt,
+            std::ptr::from_ref(&val).cast(),
             len,
         )
     };

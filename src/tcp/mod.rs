@@ -257,6 +257,9 @@ pub struct Conn {
     listed_blocked: bool,
     /// Listed in `Tcp::acks_due`: an ACK goes at the end of the batch.
     ack_due: bool,
+    /// Listed in `Tcp::corked`: data went to the socket with `MSG_MORE`
+    /// in this batch, and is pushed at its end.
+    corked: bool,
     last: Instant,
     /// `SO_PEEK_OFF` works on this socket.
     peek_off: bool,
@@ -332,6 +335,7 @@ impl Conn {
             host_unread: true,
             listed_blocked: false,
             ack_due: false,
+            corked: false,
             last: now,
             peek_off: false,
         }
@@ -918,6 +922,13 @@ pub struct Tcp {
     /// Connections owing the guest an ACK at the end of the batch, each
     /// once; never more than a batch has frames, reserved up front.
     acks_due: Vec<FlowRef>,
+    /// The batch has more than one frame: data goes to sockets with
+    /// `MSG_MORE`, so the kernel gathers a connection's segments into
+    /// full ones (the host sockets have no Nagle, `no_nagle`).
+    cork: bool,
+    /// Connections that sent with `MSG_MORE` in this batch, each once;
+    /// reserved like `acks_due`.
+    corked: Vec<FlowRef>,
 }
 
 /// The TCP connection of `r`, if it is one.
@@ -965,6 +976,21 @@ fn rst_for(seg: &TcpRepr, payload_len: usize) -> TcpRepr {
     r
 }
 
+/// Turn off Nagle's algorithm on a host socket of ours. Whoever writes
+/// through us (the guest's TCP, or the client at the other end of a
+/// splice) already decided when small segments leave, with its own Nagle
+/// or `TCP_NODELAY`. A second Nagle here would hold its next small write
+/// until the host peer acknowledged the last one, and a peer that delays
+/// its ACKs (40 ms on Linux) then stalls every write-write-read exchange.
+/// A failure only leaves the default behind, so it is not an error.
+/// Every host socket we write to comes from `open_socket` or a
+/// listener's accept (`Tcp::accept`), spliced ones included.
+fn no_nagle(fd: impl AsFd) {
+    if let Err(e) = setsockopt(&fd, sockopt::TcpNoDelay, &true) {
+        log::debug!("TCP_NODELAY: {e}");
+    }
+}
+
 /// A non-blocking socket connecting to `target`, and whether it already
 /// is connected.
 fn open_socket(target: SocketAddr) -> Result<(OwnedFd, bool), Errno> {
@@ -975,6 +1001,7 @@ fn open_socket(target: SocketAddr) -> Result<(OwnedFd, bool), Errno> {
     };
     let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
     let sock = socket(family, SockType::Stream, flags, None)?;
+    no_nagle(&sock);
     let r = match target {
         SocketAddr::V4(a) => connect(sock.as_raw_fd(), &SockaddrIn::from(a)),
         SocketAddr::V6(a) => connect(sock.as_raw_fd(), &SockaddrIn6::from(a)),
@@ -1011,6 +1038,8 @@ impl Tcp {
             ooo: ooo::OooStore::default(),
             batching: false,
             acks_due: Vec::with_capacity(crate::tap::BATCH_MAX),
+            cork: false,
+            corked: Vec::with_capacity(crate::tap::BATCH_MAX),
         }
     }
 
@@ -1212,7 +1241,10 @@ impl Tcp {
     ) -> Result<(), TcpDrop> {
         for _ in 0..ACCEPT_BURST {
             let sock = match sys::tcp::accept(l.sock.as_fd()) {
-                Ok(fd) => fd,
+                Ok(fd) => {
+                    no_nagle(&fd);
+                    fd
+                }
                 Err(Errno::EAGAIN | Errno::EINTR) => return Ok(()),
                 Err(e @ (Errno::EMFILE | Errno::ENFILE)) => {
                     // Out of descriptors: a handshake makes way, else the
@@ -1475,14 +1507,23 @@ impl Tcp {
                     self.ooo.insert(ooo_key(r), seg.seq, payload, fin);
                 }
             } else {
-                next = take_data(c, seg.seq, payload, fin);
+                // Corked data must be pushed at the end of the batch: only
+                // with room to list the connection.
+                let more = self.batching
+                    && self.cork
+                    && (c.corked || self.corked.len() < self.corked.capacity());
+                if more && !c.corked {
+                    c.corked = true;
+                    self.corked.push(r);
+                }
+                next = take_data(c, seg.seq, payload, fin, more);
                 // The gap may be filled: what was held goes next.
                 while next == Next::Keep
                     && let Some((slot, seq, data, fin)) = self.ooo.next(ooo_key(r), c.rcv_nxt)
                 {
                     // Held segments are at most 64 KiB.
                     let end = seq.wrapping_add(data.len() as u32);
-                    next = take_data(c, seq, data, fin);
+                    next = take_data(c, seq, data, fin, more);
                     if c.rcv_nxt != end && !c.guest_fin {
                         // The socket is full: the rest stays held.
                         break;
@@ -1730,10 +1771,12 @@ impl Tcp {
         self.blocked.give_back(waiting);
     }
 
-    /// A batch of the guest's frames starts: ACKs for in-order data wait
-    /// for `end_batch`.
-    pub fn begin_batch(&mut self) {
+    /// A batch of `frames` of the guest's frames starts: ACKs for in-order
+    /// data wait for `end_batch`, and so does the push of data written
+    /// while more frames follow.
+    pub fn begin_batch(&mut self, frames: usize) {
         self.batching = true;
+        self.cork = frames > 1;
     }
 
     /// The batch is through: one ACK per connection that took data in it,
@@ -1747,6 +1790,16 @@ impl Tcp {
         tx: &mut TxQueue,
     ) {
         self.batching = false;
+        // Setting TCP_NODELAY again sends what MSG_MORE held back.
+        for &r in &self.corked {
+            if let Some(c) = conn_mut(flows, r)
+                && c.corked
+            {
+                c.corked = false;
+                no_nagle(&c.sock);
+            }
+        }
+        self.corked.clear();
         let now = Instant::now();
         for i in 0..self.acks_due.len() {
             let Some(&r) = self.acks_due.get(i) else {
@@ -1769,6 +1822,7 @@ impl Tcp {
     /// The guest went away: its connections are gone.
     pub fn clear(&mut self) {
         self.acks_due.clear();
+        self.corked.clear();
         self.batching = false;
         self.blocked.clear();
         self.ooo.clear();
@@ -1823,8 +1877,9 @@ pub fn close(c: Conn, ev: &EventLoop) {
 }
 
 /// Write the guest's in-order payload to the socket, and take its FIN
-/// once everything before it went.
-fn take_data(c: &mut Conn, seq: u32, payload: &[u8], fin: bool) -> Next {
+/// once everything before it went. With `more`, the kernel may hold a
+/// partial segment back until the batch's end pushes it (`end_batch`).
+fn take_data(c: &mut Conn, seq: u32, payload: &[u8], fin: bool, more: bool) -> Next {
     if c.guest_fin {
         return Next::Keep;
     }
@@ -1835,11 +1890,12 @@ fn take_data(c: &mut Conn, seq: u32, payload: &[u8], fin: bool) -> Next {
     };
     let mut taken = 0;
     if !data.is_empty() {
-        match send(
-            c.sock.as_raw_fd(),
-            data,
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-        ) {
+        let mut flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        if more {
+            // nix has no name for it.
+            flags |= MsgFlags::from_bits_retain(libc::MSG_MORE);
+        }
+        match send(c.sock.as_raw_fd(), data, flags) {
             Ok(n) => taken = n,
             Err(Errno::EAGAIN | Errno::EINTR) => {}
             Err(e) => {

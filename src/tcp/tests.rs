@@ -881,7 +881,7 @@ fn in_a_batch_in_order_data_waits_for_one_ack_and_gaps_are_answered_at_once() {
             ..r.hdr()
         };
         let chunk = |off: u32| vec![(off / 1000) as u8; 1000];
-        r.t.begin_batch();
+        r.t.begin_batch(3);
         for off in [0, 1000, 2000] {
             let h = seg(&r, off);
             r.send(&h, &chunk(off));
@@ -902,7 +902,7 @@ fn in_a_batch_in_order_data_waits_for_one_ack_and_gaps_are_answered_at_once() {
         r.t.end_batch(&mut r.flows, r.link, &r.ev, &mut r.tx);
         assert!(r.out().is_empty(), "nothing owed any more");
         // Next batch: one ACK at its end, with our window.
-        r.t.begin_batch();
+        r.t.begin_batch(3);
         let h = seg(&r, 5000);
         r.send(&h, &chunk(5000));
         let h = seg(&r, 6000);
@@ -920,4 +920,64 @@ fn in_a_batch_in_order_data_waits_for_one_ack_and_gaps_are_answered_at_once() {
         let want: Vec<u8> = (0..7u8).flat_map(|i| [i; 1000]).collect();
         assert_eq!(got, want);
     }
+}
+
+/// What reached the host peer within `ms` milliseconds, up to `max` bytes.
+fn peer_got(r: &Rig, max: usize, ms: u64) -> usize {
+    use std::io::Read;
+    let mut peer = r.peer.as_ref().unwrap();
+    peer.set_read_timeout(Some(Duration::from_millis(ms)))
+        .unwrap();
+    let mut buf = vec![0u8; max];
+    let mut got = 0;
+    while got < max {
+        match peer.read(&mut buf[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    got
+}
+
+#[test]
+fn a_batch_gathers_a_connections_data_and_pushes_it_at_its_end() {
+    let mut r = Rig::new(false);
+    let base = r.gseq;
+    let seg = |r: &Rig, off: u32| TcpRepr {
+        seq: base.wrapping_add(off),
+        flags: Flags::ACK | Flags::PSH,
+        ..r.hdr()
+    };
+    // A peer that delays its ACKs (40 ms at least): with Nagle on our
+    // socket, the second small write would wait for the ACK of the first.
+    sys::tcp::delay_acks(r.peer.as_ref().unwrap().as_fd()).unwrap();
+    let h = seg(&r, 0);
+    r.send(&h, &[1; 100]);
+    let h = seg(&r, 100);
+    r.send(&h, &[2; 100]);
+    assert_eq!(peer_got(&r, 200, 20), 200, "small writes not held back");
+    // Once the peer acknowledged it all, no ACK can come to release what
+    // the batch below holds back: only the push at its end.
+    let until = Instant::now() + Duration::from_secs(2);
+    while sys::tcp::outq(r.conn().sock.as_fd()).unwrap() > 0 {
+        assert!(Instant::now() < until, "never acknowledged");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Several frames: the kernel holds the small segments back (MSG_MORE)
+    // until the batch ends. Without the push it would wait for a timer of
+    // 200 ms or more.
+    r.t.begin_batch(3);
+    for off in [200, 300, 400] {
+        let h = seg(&r, off);
+        r.send(&h, &[3; 100]);
+    }
+    assert_eq!(peer_got(&r, 300, 50), 0, "held while the batch lasts");
+    r.t.end_batch(&mut r.flows, r.link, &r.ev, &mut r.tx);
+    assert_eq!(peer_got(&r, 300, 100), 300, "pushed at the batch's end");
+    // A batch of one frame, as a request is: sent at once.
+    r.t.begin_batch(1);
+    let h = seg(&r, 500);
+    r.send(&h, &[4; 100]);
+    assert_eq!(peer_got(&r, 100, 100), 100, "sent before the batch ends");
+    r.t.end_batch(&mut r.flows, r.link, &r.ev, &mut r.tx);
 }

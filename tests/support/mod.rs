@@ -570,3 +570,49 @@ pub fn script(dir: &TempDir, name: &str, body: &str) -> PathBuf {
     std::fs::write(&p, body).unwrap();
     p
 }
+
+/// Rounds of two small writes and a one-byte answer, with `TCP_NODELAY`,
+/// as request/response protocols write a header and a body: python3
+/// `SCRIPT w|r listen|connect ADDR PORT ROUNDS`. The writer (`w`) prints
+/// the median round in milliseconds. A Nagle on the way holds the second
+/// write until the reader's delayed ACK: about 40 ms a round, against
+/// the 2 ms pause between the writes.
+pub const WRITE_WRITE_READ: &str = r#"
+import socket, sys, time
+role, mode, addr, port, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+if mode == "listen":
+    l = socket.socket(fam)
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind((addr, port)); l.listen(1)
+    s, _ = l.accept()
+else:
+    s = socket.create_connection((addr, port), timeout=10)
+s.settimeout(10)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+times = []
+for i in range(rounds):
+    if role == "w":
+        t = time.monotonic()
+        s.send(b"a"); time.sleep(0.002); s.send(b"b")
+        assert s.recv(1) == b"r"
+        times.append(time.monotonic() - t)
+    else:
+        got = b""
+        while len(got) < 2:
+            d = s.recv(2 - len(got))
+            if not d:
+                sys.exit("closed early")
+            got += d
+        s.send(b"r")
+if role == "w":
+    times.sort()
+    print("%.2f" % (times[len(times) // 2] * 1e3))
+"#;
+
+/// The median round of `WRITE_WRITE_READ`'s output, in milliseconds.
+pub fn median_ms(out: &str) -> f64 {
+    out.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("write-write-read: {out:?}"))
+}
