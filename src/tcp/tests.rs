@@ -193,6 +193,15 @@ impl Rig {
         }
     }
 
+    /// A data segment's header from the guest, `off` bytes past `base`.
+    fn data_at(&self, base: u32, off: u32) -> TcpRepr {
+        TcpRepr {
+            seq: base.wrapping_add(off),
+            flags: Flags::ACK | Flags::PSH,
+            ..self.hdr()
+        }
+    }
+
     /// An ACK from the guest for `upto` bytes of ours, offering `window`.
     fn ack(&mut self, upto: u32, window: u16) {
         let h = TcpRepr {
@@ -875,26 +884,21 @@ fn in_a_batch_in_order_data_waits_for_one_ack_and_gaps_are_answered_at_once() {
     for no_peek_off in [false, true] {
         let mut r = Rig::new(no_peek_off);
         let base = r.gseq;
-        let seg = |r: &Rig, off: u32| TcpRepr {
-            seq: base.wrapping_add(off),
-            flags: Flags::ACK | Flags::PSH,
-            ..r.hdr()
-        };
         let chunk = |off: u32| vec![(off / 1000) as u8; 1000];
         r.t.begin_batch(3);
         for off in [0, 1000, 2000] {
-            let h = seg(&r, off);
+            let h = r.data_at(base, off);
             r.send(&h, &chunk(off));
         }
         assert!(r.out().is_empty(), "in-order data: the ACK waits");
         // Past a gap: a duplicate ACK at once, which also covers the rest.
-        let h = seg(&r, 4000);
+        let h = r.data_at(base, 4000);
         r.send(&h, &chunk(4000));
         let out = r.out();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0.ack, base.wrapping_add(3000));
         // The gap filled: it and the held segment go, acknowledged at once.
-        let h = seg(&r, 3000);
+        let h = r.data_at(base, 3000);
         r.send(&h, &chunk(3000));
         let out = r.out();
         assert_eq!(out.len(), 1);
@@ -903,9 +907,9 @@ fn in_a_batch_in_order_data_waits_for_one_ack_and_gaps_are_answered_at_once() {
         assert!(r.out().is_empty(), "nothing owed any more");
         // Next batch: one ACK at its end, with our window.
         r.t.begin_batch(3);
-        let h = seg(&r, 5000);
+        let h = r.data_at(base, 5000);
         r.send(&h, &chunk(5000));
-        let h = seg(&r, 6000);
+        let h = r.data_at(base, 6000);
         r.send(&h, &chunk(6000));
         assert!(r.out().is_empty());
         r.t.end_batch(&mut r.flows, r.link, &r.ev, &mut r.tx);
@@ -943,17 +947,12 @@ fn peer_got(r: &Rig, max: usize, ms: u64) -> usize {
 fn a_batch_gathers_a_connections_data_and_pushes_it_at_its_end() {
     let mut r = Rig::new(false);
     let base = r.gseq;
-    let seg = |r: &Rig, off: u32| TcpRepr {
-        seq: base.wrapping_add(off),
-        flags: Flags::ACK | Flags::PSH,
-        ..r.hdr()
-    };
     // A peer that delays its ACKs (40 ms at least): with Nagle on our
     // socket, the second small write would wait for the ACK of the first.
     sys::tcp::delay_acks(r.peer.as_ref().unwrap().as_fd()).unwrap();
-    let h = seg(&r, 0);
+    let h = r.data_at(base, 0);
     r.send(&h, &[1; 100]);
-    let h = seg(&r, 100);
+    let h = r.data_at(base, 100);
     r.send(&h, &[2; 100]);
     assert_eq!(peer_got(&r, 200, 20), 200, "small writes not held back");
     // Once the peer acknowledged it all, no ACK can come to release what
@@ -968,7 +967,7 @@ fn a_batch_gathers_a_connections_data_and_pushes_it_at_its_end() {
     // 200 ms or more.
     r.t.begin_batch(3);
     for off in [200, 300, 400] {
-        let h = seg(&r, off);
+        let h = r.data_at(base, off);
         r.send(&h, &[3; 100]);
     }
     assert_eq!(peer_got(&r, 300, 50), 0, "held while the batch lasts");
@@ -976,7 +975,7 @@ fn a_batch_gathers_a_connections_data_and_pushes_it_at_its_end() {
     assert_eq!(peer_got(&r, 300, 100), 300, "pushed at the batch's end");
     // A batch of one frame, as a request is: sent at once.
     r.t.begin_batch(1);
-    let h = seg(&r, 500);
+    let h = r.data_at(base, 500);
     r.send(&h, &[4; 100]);
     assert_eq!(peer_got(&r, 100, 100), 100, "sent before the batch ends");
     r.t.end_batch(&mut r.flows, r.link, &r.ev, &mut r.tx);
