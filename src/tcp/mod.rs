@@ -20,7 +20,11 @@
 //!   the kernel then reports `EPOLLOUT` as soon as the host peer's ACKs
 //!   free room, and the guest gets its window update at once. Within a
 //!   batch of frames, in-order data is acknowledged once per connection,
-//!   at the end (`Tcp::end_batch`).
+//!   at the end (`Tcp::end_batch`). Host sockets have no Nagle of their
+//!   own (`no_nagle`): the guest already chose when small segments
+//!   leave. Inside a batch of several frames, data goes with `MSG_MORE`,
+//!   pushed at the batch's end, so the kernel still gathers a run of
+//!   small segments into full ones.
 //! - host → guest: data stays in the socket's receive queue until the
 //!   guest acknowledges it. It is read with `MSG_PEEK` straight into frames
 //!   in the guest's queue, from `SO_PEEK_OFF`, up to the guest's window;
