@@ -174,7 +174,7 @@ print(s.recv(100).decode().strip())
                 f.plain
             ),
         );
-        std::thread::sleep(Duration::from_millis(300));
+        listening(s.host(), 7201);
         let out = s.guest().sh(&format!("python3 {}", client.display()));
         assert_eq!(out.trim(), "still-there");
     });
@@ -290,6 +290,8 @@ fn two_percent_loss_both_ways_stays_intact() {
                 f.bracketed
             ),
         );
+        // Both servers: started in a row, they may come up in any order.
+        listening(s.host(), 7204);
         listening(s.host(), 7205);
         let t = Instant::now();
         s.guest().sh(&format!(
