@@ -51,8 +51,11 @@
 //! for that reason, [`Outcome::Open`] says `again`, and the caller must call
 //! [`SpliceConn::pump`] soon (no edge will come for data already queued).
 //! The price of registering once: a source's input edges still come while
-//! its pipe is full, and find nothing to do (a call or two per arriving
-//! burst until its receive buffer is full, not a loop).
+//! its pipe is full, and every input edge reports the socket's output
+//! state as well. Neither costs a call: a destination that refused
+//! (`EAGAIN`) is not tried again before its own output event, and output
+//! room on a socket whose incoming pipe is empty pumps nothing (its
+//! source was read until `EAGAIN`, and new data brings its own event).
 //!
 //! Level-triggered registration works as well if the caller applies the
 //! [`Interest`] of each outcome ([`Interest::level_flags`]): input only
@@ -197,6 +200,12 @@ struct Dir {
     shut: bool,
     /// Bytes delivered to the destination.
     moved: u64,
+    /// The destination refused the last splice into it (`EAGAIN`): only
+    /// its output event (or a hang-up or error) can change that, so the
+    /// source's input events meanwhile cost no call into the destination.
+    blocked: bool,
+    /// `splice` calls made, those that moved nothing included.
+    splices: u64,
 }
 
 /// Two TCP sockets joined both ways; see the module documentation.
@@ -328,6 +337,8 @@ impl SpliceConn {
             eof: false,
             shut: false,
             moved: 0,
+            blocked: false,
+            splices: 0,
         };
         Ok(SpliceConn {
             socks,
@@ -354,6 +365,12 @@ impl SpliceConn {
     #[must_use]
     pub fn moved(&self, from: End) -> u64 {
         self.dirs[idx(from)].moved
+    }
+
+    /// `splice` calls made so far for the data from the socket at `from`.
+    #[must_use]
+    pub fn splices(&self, from: End) -> u64 {
+        self.dirs[idx(from)].splices
     }
 
     /// Bytes the pipe carrying data from `from` holds at most.
@@ -421,7 +438,14 @@ impl SpliceConn {
                 dirs[i] = true;
             }
             if ready.writable || ready.hup || ready.error {
-                dirs[1 - i] = true;
+                // Room to write matters only to data already in the pipe:
+                // with the pipe empty, the source was read until `EAGAIN`
+                // and its own input event comes with anything new. An
+                // edge-triggered socket reports its output state with
+                // every input event, so this spares a call per event.
+                let into = &mut self.dirs[1 - i];
+                into.blocked = false;
+                dirs[1 - i] = into.pending > 0 || ready.hup || ready.error;
             }
         }
         self.pump_dirs(dirs)
@@ -472,13 +496,14 @@ impl SpliceConn {
             return Pumped::Idle;
         }
         let mut filled = 0usize;
-        // Once the destination refused, it stays full for this pump: its
-        // output event will bring us back.
-        let mut dst_full = dst_connecting;
+        // Once the destination refused, it stays full until its output
+        // event, which brings us back.
+        let dst_full = |dir: &Dir| dst_connecting || dir.blocked;
         loop {
             let mut progress = false;
             let room = dir.capacity.saturating_sub(dir.pending);
             if !dir.eof && room > 0 {
+                dir.splices += 1;
                 match retry(|| splice(src, None, &dir.wr, None, room, flags)) {
                     Ok(0) => {
                         dir.eof = true;
@@ -495,14 +520,15 @@ impl SpliceConn {
                     Err(e) => return Pumped::Failed(d, e),
                 }
             }
-            if dir.pending > 0 && !dst_full {
+            if dir.pending > 0 && !dst_full(dir) {
+                dir.splices += 1;
                 match retry(|| splice(&dir.rd, None, dst, None, dir.pending, flags)) {
                     Ok(n) => {
                         dir.pending -= n;
                         dir.moved += n as u64;
                         progress |= n > 0;
                     }
-                    Err(Errno::EAGAIN) => dst_full = true,
+                    Err(Errno::EAGAIN) => dir.blocked = true,
                     Err(e) => return Pumped::Failed(1 - d, e),
                 }
             }

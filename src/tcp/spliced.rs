@@ -48,6 +48,11 @@ impl SpliceFlow {
             self.conn.moved(End::Target),
         )
     }
+
+    fn total(&self) -> u64 {
+        let (a, b) = self.moved();
+        a + b
+    }
 }
 
 fn flow_mut(flows: &mut Flows, r: FlowRef) -> Option<&mut SpliceFlow> {
@@ -130,15 +135,19 @@ fn unregister(f: &SpliceFlow, ev: &EventLoop) {
     }
 }
 
-/// Events on one of the sockets of spliced connection `r`.
-pub fn event(flows: &mut Flows, ev: &EventLoop, r: SideRef, events: EpollFlags) {
+/// Events on one of the sockets of spliced connection `r`; the bytes
+/// this moved, both ways.
+pub fn event(flows: &mut Flows, ev: &EventLoop, r: SideRef, events: EpollFlags) -> u64 {
     let now = Instant::now();
     let Some(f) = flow_mut(flows, r.flow) else {
-        return;
+        return 0;
     };
     f.last = now;
+    let before = f.total();
     let out = f.conn.on_event(r.end, Ready::from(events));
+    let moved = f.total() - before;
     settle(flows, ev, r.flow, out, now);
+    moved
 }
 
 /// The timer of connection `r`: more to move, or idle for too long.
