@@ -218,17 +218,6 @@ fn socat_once(ns: &Netns, from: &str, to: &str) -> Reaped {
     )
 }
 
-/// Wait until something in `ns` listens on TCP `port`.
-fn listening(ns: &Netns, port: u16) {
-    assert!(
-        wait_for(Duration::from_secs(5), || {
-            let o = ns.run(&format!("ss -Hltn sport = :{port}"));
-            !String::from_utf8_lossy(&o.stdout).trim().is_empty()
-        }),
-        "nothing listens on {port}"
-    );
-}
-
 /// "peer ADDR PORT hello": the address the guest saw.
 fn peer(reply: &str) -> &str {
     reply.split_whitespace().nth(1).unwrap_or(reply)

@@ -111,7 +111,16 @@ impl LoopbackServices {
                 .unwrap();
             procs.push(Reaped(c));
         }
-        std::thread::sleep(Duration::from_millis(300));
+        // Both families bound on each port.
+        let count = |proto: &str, port: u16| {
+            let o = host.ns.run(&format!("ss -Hl{proto}n sport = :{port}"));
+            String::from_utf8_lossy(&o.stdout).lines().count()
+        };
+        assert!(
+            wait_for(Duration::from_secs(10), || count("t", TCP_PORT) == 2
+                && count("u", UDP_PORT) == 2),
+            "the loopback services did not start"
+        );
         LoopbackServices { dir, _procs: procs }
     }
 

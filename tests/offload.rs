@@ -239,7 +239,7 @@ fn udp_both_ways_at_mtu_1500() {
                 .spawn()
                 .unwrap(),
         );
-        std::thread::sleep(Duration::from_millis(300));
+        udp_bound(&host.ns, port);
         let out =
             p.ns.cmd("python3")
                 .args(["-c", UDP_CLIENT, addr, &port.to_string(), &top.to_string()])

@@ -97,18 +97,6 @@ fn each(test: impl Fn(&Setup, &Fam)) {
     }
 }
 
-/// Wait until something in `ns` listens on TCP `port` (a server started
-/// under load may take more than a fixed pause).
-fn listening(ns: &Netns, port: u16) {
-    assert!(
-        wait_for(Duration::from_secs(10), || {
-            let o = ns.run(&format!("ss -Hltn sport = :{port}"));
-            !String::from_utf8_lossy(&o.stdout).trim().is_empty()
-        }),
-        "nothing listens on {port}"
-    );
-}
-
 fn spawn(ns: &Netns, cmd: &str) -> Reaped {
     Reaped(
         ns.cmd("sh")

@@ -13,15 +13,13 @@ use support::*;
 
 /// A UDP echo server in `ns` on `addr` (socat, one child per peer).
 fn echo_server(ns: &Netns, family: &str, addr: &str, port: u16) -> Reaped {
-    let c = ns
-        .cmd("socat")
-        .arg(format!("{family}-RECVFROM:{port},bind={addr},fork"))
-        .arg("PIPE")
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    Reaped(c)
+    socat_server(
+        ns,
+        &[
+            &format!("{family}-RECVFROM:{port},bind={addr},fork"),
+            "PIPE",
+        ],
+    )
 }
 
 /// Send `msg` over UDP from inside the guest namespace and return the reply.
@@ -101,8 +99,9 @@ fn exact_echo_server(ns: &Netns, addr: &str, port: u16) -> Reaped {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    Reaped(c)
+    let c = Reaped(c);
+    udp_bound(ns, port);
+    c
 }
 
 const ECHO_SERVER: &str = r#"
@@ -289,7 +288,7 @@ fn guest_that_stops_reading_costs_no_cpu() {
             .spawn()
             .unwrap(),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    udp_bound(&host.ns, 6100);
     let mut c = connect(&d.socket);
     let mut frame = vec![0u8; 100];
     let n = compose::udp4(
@@ -477,7 +476,8 @@ fn interleaved_flows(ns: &Netns, host: &Netns, addr: &str, ports: (u16, u16)) {
         .spawn()
         .unwrap();
     let _sinks = Reaped(sinks);
-    std::thread::sleep(Duration::from_millis(300));
+    udp_bound(host, ports.0);
+    udp_bound(host, ports.1);
     let out = ns
         .cmd("python3")
         .args([
@@ -582,7 +582,7 @@ fn equal_bursts(ns: &Netns, host: &Netns, addr: &str, port: u16) {
         assert_eq!(line.trim(), "ready");
         (Reaped(c), out)
     });
-    std::thread::sleep(Duration::from_millis(300));
+    udp_bound(host, port);
     let out = ns
         .cmd("python3")
         .args(["-c", EQUAL_BURSTS, addr, &port.to_string(), "800", "1000"])

@@ -262,16 +262,59 @@ pub fn alive(pid: i32) -> bool {
 }
 
 /// A socat server in `ns` given socat's arguments (typically a listening
-/// address and what each connection gets), given 300 ms to start.
+/// address and what each connection gets), returned once its port is
+/// bound (or after 300 ms, for an address this doesn't recognise).
 pub fn socat_server(ns: &Netns, args: &[&str]) -> Reaped {
-    let c = ns
-        .cmd("socat")
-        .args(args)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    Reaped(c)
+    let c = Reaped(
+        ns.cmd("socat")
+            .args(args)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    match args.iter().find_map(|a| socat_port(a)) {
+        Some((true, port)) => listening(ns, port),
+        Some((false, port)) => udp_bound(ns, port),
+        None => std::thread::sleep(Duration::from_millis(300)),
+    }
+    c
+}
+
+/// The port of a socat server address (`TCP4-LISTEN:7001,...`,
+/// `UDP4-RECVFROM:7310,...`), and whether it is TCP.
+fn socat_port(addr: &str) -> Option<(bool, u16)> {
+    let (kind, rest) = addr.split_once(':')?;
+    let tcp = kind.starts_with("TCP") && kind.ends_with("-LISTEN");
+    let udp = kind.starts_with("UDP")
+        && ["-LISTEN", "-RECVFROM", "-RECV"]
+            .iter()
+            .any(|k| kind.ends_with(k));
+    if !tcp && !udp {
+        return None;
+    }
+    let port = rest.split(',').next()?.parse().ok()?;
+    Some((tcp, port))
+}
+
+/// Wait until a socket in `ns` listens on TCP `port`: a server started
+/// under load can take longer than any fixed pause.
+pub fn listening(ns: &Netns, port: u16) {
+    bound(ns, "t", port);
+}
+
+/// Wait until a UDP socket in `ns` is bound to `port`.
+pub fn udp_bound(ns: &Netns, port: u16) {
+    bound(ns, "u", port);
+}
+
+fn bound(ns: &Netns, proto: &str, port: u16) {
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            let o = ns.run(&format!("ss -Hl{proto}n sport = :{port}"));
+            !String::from_utf8_lossy(&o.stdout).trim().is_empty()
+        }),
+        "nothing bound to port {port} ({proto}) after 10 s"
+    );
 }
 
 /// Poll `cond` every 10 ms for up to `limit`.
