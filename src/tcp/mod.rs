@@ -58,9 +58,9 @@
 //! the descriptors run out, the oldest of them is reset to make room, and an
 //! established connection never is; with none in the handshake, a new SYN
 //! gets an RST.
-//! Still to come: SACK, timestamps, and wiring the loopback splice path
-//! into the flow table and the loop (its engine, which joins two sockets
-//! with `splice(2)`, is [`splice`]).
+//! Still to come: SACK and timestamps. pasta's loopback path, which joins
+//! two sockets with `splice(2)` and never reaches the tap, is [`splice`]
+//! (the engine) and [`spliced`] (its flows in the loop).
 
 mod ooo;
 mod seq;
@@ -1264,7 +1264,7 @@ impl Tcp {
                 && let (Some(peer), Some(ours)) = (flow::peer_addr(&sock), flow::local_addr(&sock))
                 && sp.wants(l, peer)
             {
-                sp.join(flows, ev, l, sock, peer, ours, now)?;
+                sp.join(flows, ev, l, sock, peer, ours)?;
                 continue;
             }
             if l.ns {

@@ -12,14 +12,19 @@
 //! Both sockets are registered edge-triggered as `EpollRef::Splice`, one
 //! per end; the engine says when it stopped at its per-pump budget
 //! (`again`), and the flow's timer then comes up within `MIN_REARM` to
-//! go on. A connection without traffic for `tcp::IDLE_TIMEOUT` is reset.
+//! go on. That is the timer's only use: a spliced connection has no idle
+//! timeout. Both its peers are sockets of this machine, whose kernel
+//! closes them (and tells us) when their process goes, so a connection
+//! can't outlive its ends unnoticed; one idle for hours between a
+//! connection pool and a database, with or without keepalives (which
+//! never cross a splice), is alive and must stay.
 
 use crate::event::{EpollRef, EventLoop};
 use crate::flow::{
     self, End, Flow, FlowRef, FlowSide, Flows, Kind, MIN_REARM, Side, SideRef, Sides,
 };
+use crate::tcp::TcpDrop;
 use crate::tcp::splice::{Outcome, PIPE_SIZE, Ready, SpliceConn};
-use crate::tcp::{IDLE_TIMEOUT, TcpDrop};
 use nix::errno::Errno;
 use nix::sys::epoll::EpollFlags;
 use std::net::SocketAddr;
@@ -30,7 +35,6 @@ use std::time::Instant;
 pub struct SpliceFlow {
     sides: Sides,
     conn: SpliceConn,
-    last: Instant,
     /// The engine has work left that no event will announce.
     again: bool,
 }
@@ -77,7 +81,6 @@ pub fn open(
     to: SocketAddr,
     accepted: OwnedFd,
     target: OwnedFd,
-    now: Instant,
 ) -> Result<FlowRef, TcpDrop> {
     let reset = |a: OwnedFd| super::close_reset(a);
     if !flows.room_for(Kind::Splice) {
@@ -113,7 +116,6 @@ pub fn open(
     let flow = SpliceFlow {
         sides: Sides::new(ini, FlowSide::new(at, to, ours)),
         conn,
-        last: now,
         again: false,
     };
     let r = match nf.commit(Flow::Splice(flow)) {
@@ -125,7 +127,6 @@ pub fn open(
             return Err(TcpDrop::TableFull);
         }
     };
-    flows.schedule(r, now + IDLE_TIMEOUT);
     Ok(r)
 }
 
@@ -142,7 +143,6 @@ pub fn event(flows: &mut Flows, ev: &EventLoop, r: SideRef, events: EpollFlags) 
     let Some(f) = flow_mut(flows, r.flow) else {
         return 0;
     };
-    f.last = now;
     let before = f.total();
     let out = f.conn.on_event(r.end, Ready::from(events));
     let moved = f.total() - before;
@@ -150,7 +150,8 @@ pub fn event(flows: &mut Flows, ev: &EventLoop, r: SideRef, events: EpollFlags) 
     moved
 }
 
-/// The timer of connection `r`: more to move, or idle for too long.
+/// The timer of connection `r`: more to move (and nothing else: no idle
+/// timeout, see the module documentation).
 pub fn timer(flows: &mut Flows, ev: &EventLoop, r: FlowRef, now: Instant) {
     let Some(f) = flow_mut(flows, r) else {
         return;
@@ -158,15 +159,6 @@ pub fn timer(flows: &mut Flows, ev: &EventLoop, r: FlowRef, now: Instant) {
     if f.again {
         let out = f.conn.pump();
         settle(flows, ev, r, out, now);
-    } else if f.last + IDLE_TIMEOUT <= now {
-        log::debug!("TCP splice {}: idle, reset", r.index);
-        if let Some(Flow::Splice(f)) = flows.remove(r) {
-            unregister(&f, ev);
-            close(f);
-        }
-    } else {
-        let due = f.last + IDLE_TIMEOUT;
-        flows.rearm(r, due, now);
     }
 }
 
@@ -178,12 +170,9 @@ fn settle(flows: &mut Flows, ev: &EventLoop, r: FlowRef, out: Outcome, now: Inst
                 return;
             };
             f.again = again;
-            let due = if again {
-                now + MIN_REARM
-            } else {
-                f.last + IDLE_TIMEOUT
-            };
-            flows.rearm(r, due, now);
+            if again {
+                flows.rearm(r, now + MIN_REARM, now);
+            }
         }
         Outcome::Closed | Outcome::Reset { .. } | Outcome::ConnectFailed(_) => {
             if let Some(Flow::Splice(f)) = flows.remove(r) {
@@ -196,7 +185,7 @@ fn settle(flows: &mut Flows, ev: &EventLoop, r: FlowRef, out: Outcome, now: Inst
 }
 
 /// Close a spliced connection taken out of the table: both peers get an
-/// RST (the guest went away, or it idled out).
+/// RST (the guest went away).
 pub fn close(f: SpliceFlow) {
     let SpliceFlow { conn, .. } = f;
     conn.reset_both();
@@ -271,7 +260,6 @@ impl Splicer {
         sock: OwnedFd,
         peer: SocketAddr,
         ours: SocketAddr,
-        now: Instant,
     ) -> Result<(), TcpDrop> {
         let (at, to) = self.target(l, peer);
         let opened = if at == Side::Host {
@@ -298,8 +286,69 @@ impl Splicer {
             to,
             sock,
             target,
-            now,
         )
         .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    /// A connected pair on loopback: the client and the accepted socket.
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (s, _) = l.accept().expect("accept");
+        for t in [&c, &s] {
+            t.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+        }
+        (c, s)
+    }
+
+    /// Hours without a byte, as between a connection pool and its
+    /// database: no timer comes for the connection, which then carries
+    /// data both ways as before.
+    #[test]
+    fn an_idle_connection_is_never_timed_out() {
+        let ev = EventLoop::new().expect("epoll");
+        let mut flows = Flows::with_reserves([0, 0, 0, 4, 0], 4);
+        let (mut a, accepted) = pair();
+        let (target, mut b) = pair();
+        let (peer, ours) = (
+            accepted.peer_addr().expect("peer"),
+            accepted.local_addr().expect("local"),
+        );
+        let to = target.peer_addr().expect("peer");
+        let r = open(
+            &mut flows,
+            &ev,
+            FlowSide::new(Side::Host, peer, ours),
+            Side::Ns,
+            to,
+            accepted.into(),
+            target.into(),
+        )
+        .expect("joined");
+        let later = Instant::now() + Duration::from_secs(24 * 3600);
+        while let Some(due) = flows.pop_due(later) {
+            timer(&mut flows, &ev, due, later);
+        }
+        assert!(flows.get(r).is_some(), "an idle connection was closed");
+        let mut relay = |from: End, w: &mut TcpStream, rd: &mut TcpStream| {
+            w.write_all(b"still here").expect("write");
+            std::thread::sleep(Duration::from_millis(20));
+            let ready = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT;
+            event(&mut flows, &ev, SideRef { flow: r, end: from }, ready);
+            let mut got = [0u8; 10];
+            rd.read_exact(&mut got).expect("read");
+            assert_eq!(&got, b"still here");
+        };
+        relay(End::Initiator, &mut a, &mut b);
+        relay(End::Target, &mut b, &mut a);
     }
 }
