@@ -126,7 +126,7 @@ pub fn run(conf: &Config) -> Result<ExitCode, StartError> {
                     lo_to_lo: p.host_lo_to_ns_lo,
                     no_splice: p.no_splice,
                     splice_only: p.splice_only,
-                    buf: vec![0u8; 1 << 16].into_boxed_slice(),
+                    buf: vec![0u8; 1 << 18].into_boxed_slice(),
                 });
             }
             Ok(())

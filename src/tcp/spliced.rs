@@ -207,7 +207,9 @@ pub struct Splicer {
     pub no_splice: bool,
     /// `--splice-only`: every client of `-t` is spliced (there is no tap).
     pub splice_only: bool,
-    /// Where spliced UDP datagrams pass through (`udp::spliced`).
+    /// Where spliced UDP datagrams pass through (`udp::spliced`), gathered
+    /// for one send: room for four of the largest, or a whole batch of
+    /// small ones.
     pub buf: Box<[u8]>,
 }
 

@@ -5,8 +5,8 @@
 //! connected to it (as for inbound flows through the tap), and one on the
 //! other side connected to the target (`Splicer::target`). Datagrams are
 //! copied between them as they come, each whole, at most `RECV_BURST` per
-//! event; the sockets are level-triggered, so what a burst leaves is read
-//! next round. Nothing is queued in user space: a datagram the other
+//! event, gathered and sent in batches (`sendmmsg`); the sockets are
+//! level-triggered, so what a burst leaves is read next round. Nothing is queued in user space: a datagram the other
 //! socket can't take now is dropped, as the kernel would drop it on a
 //! full buffer.
 //!
@@ -19,11 +19,12 @@ use crate::event::{EpollRef, EventLoop};
 use crate::flow::{End, Flow, FlowRef, FlowSide, Flows, Kind, Side, SideRef, Sides};
 use crate::fwd::Proto;
 use crate::fwd::listen::Listener;
+use crate::sys::udp::{SEND_BATCH, send_batch};
 use crate::tcp::spliced::Splicer;
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, recv, send};
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// A UDP flow between the namespace and the host: its sides and its two
@@ -190,29 +191,72 @@ pub fn event(flows: &mut Flows, sp: &mut Splicer, r: SideRef, now: Instant) {
     let (Some(src), Some(dst)) = (f.socks.get(from), f.socks.get(1 - from)) else {
         return;
     };
+    if relay(src.as_fd(), dst.as_fd(), &mut sp.buf) {
+        f.last = now;
+        flows.touch(r.flow);
+    }
+}
+
+/// Up to `RECV_BURST` datagrams from `src` to `dst`, gathered in `buf` and
+/// sent with one `sendmmsg` per batch (a 1400-byte flood made two calls
+/// per datagram before, about 1.4 now): whether any came.
+fn relay(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, buf: &mut [u8]) -> bool {
+    // Where each gathered datagram lies in `buf`.
+    let mut spans = [(0usize, 0usize); SEND_BATCH];
+    let (mut n, mut off) = (0, 0);
     let mut moved = false;
     for _ in 0..RECV_BURST {
-        match recv(src.as_raw_fd(), &mut sp.buf, MsgFlags::MSG_DONTWAIT) {
-            Ok(n) => {
+        if n == SEND_BATCH || buf.len().saturating_sub(off) < MAX_DATAGRAM {
+            send_all(dst, buf, &spans[..n]);
+            (n, off) = (0, 0);
+        }
+        let Some(room) = buf.get_mut(off..) else {
+            break;
+        };
+        match recv(src.as_raw_fd(), room, MsgFlags::MSG_DONTWAIT) {
+            Ok(len) => {
                 moved = true;
-                if let Some(data) = sp.buf.get(..n) {
-                    let _ = send(dst.as_raw_fd(), data, MsgFlags::MSG_DONTWAIT);
+                if let Some(span) = spans.get_mut(n) {
+                    *span = (off, len);
+                    n += 1;
+                    off += len;
                 }
             }
             // An ICMP error for an earlier datagram (ECONNREFUSED) is
             // reported once; the next read goes on. A socket with
             // IP_RECVERR also queues it, which would keep EPOLLERR up:
-            // nobody to tell, so it is read and dropped.
+            // nobody to tell, so it is read (past what is gathered) and
+            // dropped.
             Err(Errno::ECONNREFUSED | Errno::EHOSTUNREACH | Errno::ENETUNREACH) => {
                 let flags = MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT;
-                while recv(src.as_raw_fd(), &mut sp.buf, flags).is_ok() {}
+                while recv(src.as_raw_fd(), room, flags).is_ok() {}
             }
             Err(_) => break,
         }
     }
-    if moved {
-        f.last = now;
-        flows.touch(r.flow);
+    send_all(dst, buf, &spans[..n]);
+    moved
+}
+
+/// Room kept for the next datagram: the largest UDP payload.
+const MAX_DATAGRAM: usize = 1 << 16;
+
+/// Send the datagrams at `spans` of `buf` on `dst`. What it can't take
+/// now is dropped, as the kernel drops on a full buffer; an error for an
+/// earlier datagram (reported on this send) costs one more try, not the
+/// batch.
+fn send_all(dst: BorrowedFd<'_>, buf: &[u8], spans: &[(usize, usize)]) {
+    let mut ds: [&[u8]; SEND_BATCH] = [&[]; SEND_BATCH];
+    for (d, &(at, len)) in ds.iter_mut().zip(spans) {
+        *d = buf.get(at..at + len).unwrap_or(&[]);
+    }
+    let ds = ds.get(..spans.len()).unwrap_or(&[]);
+    let (mut sent, mut failures) = (0, 0);
+    while sent < ds.len() && failures < 2 {
+        match send_batch(dst, ds.get(sent..).unwrap_or(&[])) {
+            Ok(k) => sent += k.max(1),
+            Err(_) => failures += 1,
+        }
     }
 }
 
@@ -235,5 +279,57 @@ pub fn expire(flows: &mut Flows, ev: &EventLoop, r: FlowRef, idle: Duration, now
 pub fn close(f: UdpSpliceFlow, ev: &EventLoop) {
     for s in &f.socks {
         let _ = ev.remove(s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{setsockopt, sockopt};
+
+    /// Datagrams of every size, the empty and the largest among them,
+    /// cross whole, once and in order, also where the gathering buffer
+    /// runs out of room for another of the largest, and in bursts longer
+    /// than one call takes.
+    #[test]
+    fn every_datagram_crosses_whole_once_and_in_order() {
+        // (receiver, sender connected to it)
+        let (src, client) = crate::sys::udp::pair();
+        let (server, dst) = crate::sys::udp::pair();
+        for s in [&src, &server] {
+            setsockopt(s, sockopt::RcvBuf, &(1 << 20)).expect("SO_RCVBUF");
+        }
+        server.set_nonblocking(true).expect("non-blocking");
+        let mut buf = vec![0u8; 1 << 18];
+        let mut got = vec![0u8; 1 << 16];
+        // Four of the largest fill the buffer past its room for the fifth;
+        // then more small ones than a call reads (`RECV_BURST`). Two
+        // rounds, so that each fits in the receive buffers.
+        let big = 65507;
+        let rounds: [Vec<usize>; 2] = [
+            vec![0, big, 1, big, big, big, big],
+            std::iter::repeat_n(1400, 70).chain([big, 2]).collect(),
+        ];
+        let mut tag = 0u8;
+        for sizes in rounds {
+            for (i, &len) in sizes.iter().enumerate() {
+                client
+                    .send(&vec![tag.wrapping_add(i as u8); len])
+                    .expect("send");
+            }
+            let mut calls = 0;
+            while relay(src.as_fd(), dst.as_fd(), &mut buf) {
+                calls += 1;
+                assert!(calls < 100, "never dry");
+            }
+            for (i, &len) in sizes.iter().enumerate() {
+                let n = server.recv(&mut got).expect("a datagram");
+                assert_eq!(n, len, "datagram {i}");
+                let t = tag.wrapping_add(i as u8);
+                assert!(got[..n].iter().all(|&b| b == t), "datagram {i}");
+            }
+            assert!(server.recv(&mut got).is_err(), "one too many");
+            tag = tag.wrapping_add(100);
+        }
     }
 }
