@@ -339,24 +339,8 @@ fn bulk_both_ways(mode: Mode, size: u64) {
 /// which has sent nothing: the target's own input event would say.
 #[test]
 fn one_way_stream_leaves_the_quiet_direction_alone() {
-    let size = 64 * MIB;
-    let Setup { conn, mut a, mut b } = setup(PIPE_SIZE);
-    let engine = spawn_engine(conn, Mode::Edge);
-    let t = table(4);
-    let t2 = t.clone();
-    let writer = thread::spawn(move || {
-        send_stream(&mut a, &t, size);
-        a.shutdown(NetShutdown::Write).expect("shutdown");
-        a
-    });
-    assert_eq!(recv_stream(&mut b, &t2), size);
-    b.shutdown(NetShutdown::Write).expect("shutdown");
-    let mut a = writer.join().expect("writer");
-    assert_eq!(a.read(&mut [0u8; 1]).expect("read"), 0);
-    let r = engine.join().expect("engine");
+    let r = one_way(Mode::Edge, 64 * MIB, None, false);
     eprintln!("one way: {r:?}");
-    assert_eq!(r.outcome, Outcome::Closed);
-    assert_eq!(r.moved, [size, 0]);
     // The target's direction: its EOF and the `EAGAIN`s of the pumps
     // around the connect and the close (1 to 6 in 15 runs), not one per
     // event on the initiator (22 to 116 when every output state counted).
@@ -365,6 +349,36 @@ fn one_way_stream_leaves_the_quiet_direction_alone() {
         "{} splices from the quiet target",
         r.splices[1]
     );
+}
+
+/// The initiator's peer sends `size` bytes and shuts its write side; the
+/// target's peer reads them all (64 KiB every `pause`, if any), then
+/// shuts its own, or had before anything else (`shut_first`): what the
+/// engine reports once the connection closed.
+fn one_way(mode: Mode, size: u64, pause: Option<Duration>, shut_first: bool) -> Report {
+    let Setup { conn, mut a, mut b } = setup(PIPE_SIZE);
+    if shut_first {
+        b.shutdown(NetShutdown::Write).expect("shutdown");
+    }
+    let engine = spawn_engine(conn, mode);
+    let t = table(3);
+    let t2 = t.clone();
+    let writer = thread::spawn(move || {
+        send_stream(&mut a, &t, size);
+        a.shutdown(NetShutdown::Write).expect("shutdown");
+        a
+    });
+    let chunk = if pause.is_some() { 64 << 10 } else { 256 << 10 };
+    assert_eq!(recv_stream_paced(&mut b, &t2, chunk, pause), size);
+    if !shut_first {
+        b.shutdown(NetShutdown::Write).expect("shutdown");
+    }
+    let mut a = writer.join().expect("writer");
+    assert_eq!(a.read(&mut [0u8; 1]).expect("read"), 0);
+    let r = engine.join().expect("engine");
+    assert_eq!(r.outcome, Outcome::Closed);
+    assert_eq!(r.moved, [size, 0]);
+    r
 }
 
 #[test]
@@ -384,29 +398,8 @@ fn bulk_both_ways_level_triggered() {
 /// the reader has caught up.
 fn slow_reader(mode: Mode, shut_first: bool) {
     let size = 24 * MIB;
-    let Setup { conn, mut a, mut b } = setup(PIPE_SIZE);
-    if shut_first {
-        b.shutdown(NetShutdown::Write).expect("shutdown");
-    }
-    let engine = spawn_engine(conn, mode);
-    let t = table(3);
-    let t2 = t.clone();
-    let writer = thread::spawn(move || {
-        send_stream(&mut a, &t, size);
-        a.shutdown(NetShutdown::Write).expect("shutdown");
-        a
-    });
-    let got = recv_stream_paced(&mut b, &t2, 64 << 10, Some(Duration::from_millis(2)));
-    assert_eq!(got, size);
-    if !shut_first {
-        b.shutdown(NetShutdown::Write).expect("shutdown");
-    }
-    let mut a = writer.join().expect("writer");
-    assert_eq!(a.read(&mut [0u8; 1]).expect("read"), 0);
-    let r = engine.join().expect("engine");
+    let r = one_way(mode, size, Some(Duration::from_millis(2)), shut_first);
     eprintln!("slow reader {mode:?}, shut first: {shut_first}: {r:?}");
-    assert_eq!(r.outcome, Outcome::Closed);
-    assert_eq!(r.moved, [size, 0]);
     // Every call is for something that happened: at least 16 KiB moved per
     // call on average, and at most one call that found nothing to do per
     // 64 KiB the reader took (edge-triggered, input edges while the pipe is
