@@ -177,7 +177,11 @@ fn settle(flows: &mut Flows, ev: &EventLoop, r: FlowRef, out: Outcome, now: Inst
         Outcome::Closed | Outcome::Reset { .. } | Outcome::ConnectFailed(_) => {
             if let Some(Flow::Splice(f)) = flows.remove(r) {
                 let (a, b) = f.moved();
-                log::debug!("TCP splice {}: {out:?} after {a}/{b} bytes", r.index);
+                let calls = f.conn.splices(End::Initiator) + f.conn.splices(End::Target);
+                log::debug!(
+                    "TCP splice {}: {out:?} after {a}/{b} bytes, {calls} splices",
+                    r.index
+                );
                 unregister(&f, ev);
             }
         }

@@ -6,9 +6,9 @@
 //! other side connected to the target (`Splicer::target`). Datagrams are
 //! copied between them as they come, each whole, at most `RECV_BURST` per
 //! event, gathered and sent in batches (`sendmmsg`); the sockets are
-//! level-triggered, so what a burst leaves is read next round. Nothing is queued in user space: a datagram the other
-//! socket can't take now is dropped, as the kernel would drop it on a
-//! full buffer.
+//! level-triggered, so what a burst leaves is read next round. Nothing is
+//! queued past the event: a datagram the other socket can't take now is
+//! dropped, as the kernel would drop it on a full buffer.
 //!
 //! Flows are `Kind::UdpSplice`, two descriptors each, within their own
 //! reserve; the least recently used makes way for a new one, and one
