@@ -980,6 +980,16 @@ fn rst_for(seg: &TcpRepr, payload_len: usize) -> TcpRepr {
     r
 }
 
+/// List connection `r` for the end of the batch in `list`, once (`listed`
+/// says it is), within the room reserved up front: whether it is listed.
+fn list_once(list: &mut Vec<FlowRef>, listed: &mut bool, r: FlowRef) -> bool {
+    if !*listed && list.len() < list.capacity() {
+        *listed = true;
+        list.push(r);
+    }
+    *listed
+}
+
 /// Turn off Nagle's algorithm on a host socket of ours. Whoever writes
 /// through us (the guest's TCP, or the client at the other end of a
 /// splice) already decided when small segments leave, with its own Nagle
@@ -1513,13 +1523,8 @@ impl Tcp {
             } else {
                 // Corked data must be pushed at the end of the batch: only
                 // with room to list the connection.
-                let more = self.batching
-                    && self.cork
-                    && (c.corked || self.corked.len() < self.corked.capacity());
-                if more && !c.corked {
-                    c.corked = true;
-                    self.corked.push(r);
-                }
+                let more =
+                    self.batching && self.cork && list_once(&mut self.corked, &mut c.corked, r);
                 next = take_data(c, seg.seq, payload, fin, more);
                 // The gap may be filled: what was held goes next.
                 while next == Next::Keep
@@ -1542,17 +1547,12 @@ impl Tcp {
             // duplicate, a gap filled, held segments taken) is answered now.
             let end = seg.seq.wrapping_add(payload.len() as u32);
             let whole = seg.seq == start && c.rcv_nxt == end && !payload.is_empty();
-            if self.batching
+            let deferred = self.batching
                 && next == Next::Keep
                 && !fin
                 && whole
-                && (c.ack_due || self.acks_due.len() < self.acks_due.capacity())
-            {
-                if !c.ack_due {
-                    c.ack_due = true;
-                    self.acks_due.push(r);
-                }
-            } else {
+                && list_once(&mut self.acks_due, &mut c.ack_due, r);
+            if !deferred {
                 c.ack(link, tx, now);
             }
             if next != Next::Keep {

@@ -254,6 +254,7 @@ fn send_all(dst: BorrowedFd<'_>, buf: &[u8], spans: &[(usize, usize)]) {
     let (mut sent, mut failures) = (0, 0);
     while sent < ds.len() && failures < 2 {
         match send_batch(dst, ds.get(sent..).unwrap_or(&[])) {
+            // Never 0 for a non-empty batch; `max` keeps the loop finite.
             Ok(k) => sent += k.max(1),
             Err(_) => failures += 1,
         }
