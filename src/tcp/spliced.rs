@@ -347,9 +347,16 @@ mod tests {
         assert!(flows.get(r).is_some(), "an idle connection was closed");
         let mut relay = |from: End, w: &mut TcpStream, rd: &mut TcpStream| {
             w.write_all(b"still here").expect("write");
-            std::thread::sleep(Duration::from_millis(20));
+            // As the loop would on each input event, until all of it
+            // crossed (it may take a moment to reach our socket).
             let ready = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT;
-            event(&mut flows, &ev, SideRef { flow: r, end: from }, ready);
+            let until = Instant::now() + Duration::from_secs(5);
+            let mut moved = 0;
+            while moved < 10 && Instant::now() < until {
+                moved += event(&mut flows, &ev, SideRef { flow: r, end: from }, ready);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(moved, 10, "the data didn't cross");
             let mut got = [0u8; 10];
             rd.read_exact(&mut got).expect("read");
             assert_eq!(&got, b"still here");
