@@ -1,8 +1,9 @@
 //! TCP as real applications use it, through passt (a guest behind the
-//! relay) and pasta: keepalives on an idle connection, a host server that
+//! relay) and pasta: keepalives on an idle connection (the guest's, the
+//! host peer's and ours), a host peer that vanished, a host server that
 //! reads slowly with pauses, a guest that stops reading for a while, 2%
-//! segment loss both ways, a command that exits right after writing,
-//! and small writes of a `TCP_NODELAY` client that must not wait.
+//! segment loss both ways, a command that exits right after writing, and
+//! small writes of a `TCP_NODELAY` client that must not wait.
 //! Run on both peek paths: scripts/test runs this file again with
 //! `PASST_RS_NO_PEEK_OFF` set.
 
@@ -27,8 +28,8 @@ enum Setup {
 }
 
 impl Setup {
-    fn passt() -> Self {
-        let (host, dir, d, g) = routed_guest(&[]);
+    fn passt(env: &[(&str, &str)]) -> Self {
+        let (host, dir, d, g) = routed_guest_env(&[], relay::Reordering::default(), env);
         Setup::Passt {
             host,
             _dir: dir,
@@ -37,9 +38,16 @@ impl Setup {
         }
     }
 
-    fn pasta() -> Self {
+    fn pasta(env: &[(&str, &str)]) -> Self {
         let host = Host::new();
-        let p = AttachedPasta::start(&host, &[]);
+        let p = AttachedPasta::start_with(
+            &host,
+            &[],
+            PastaOpts {
+                env,
+                ..Default::default()
+            },
+        );
         Setup::Pasta { host, p }
     }
 
@@ -84,7 +92,12 @@ fn v6() -> Fam {
 
 /// Run `test` through passt and pasta, over IPv4 and IPv6.
 fn each(test: impl Fn(&Setup, &Fam)) {
-    for s in [Setup::passt(), Setup::pasta()] {
+    each_env(&[], test);
+}
+
+/// The same, with passt's and pasta's environment added to as `env` says.
+fn each_env(env: &[(&str, &str)], test: impl Fn(&Setup, &Fam)) {
+    for s in [Setup::passt(env), Setup::pasta(env)] {
         test(&s, &v4());
         // passt's guest learns its IPv6 route from our advertisements.
         assert!(wait_for(Duration::from_secs(5), || {
@@ -165,6 +178,115 @@ print(s.recv(100).decode().strip())
         listening(s.host(), 7201);
         let out = s.guest().sh(&format!("python3 {}", client.display()));
         assert_eq!(out.trim(), "still-there");
+    });
+}
+
+/// Keepalives after one idle second, every second, three unanswered
+/// ones reset the connection: on both sides of ours.
+const KEEPALIVE_1S: &[(&str, &str)] = &[("PASST_RS_TCP_KEEPALIVE_SECS", "1")];
+
+#[test]
+fn an_idle_connection_outlives_our_keepalive_time() {
+    each_env(KEEPALIVE_1S, |s, f| {
+        let dir = TempDir::new();
+        // The host peer probes too: its probes are answered by our
+        // socket's kernel and never reach us.
+        let _echo = spawn(
+            s.host(),
+            &format!(
+                "socat {}-LISTEN:7202,bind={},reuseaddr,keepalive,keepidle=1,keepintvl=1,keepcnt=2 PIPE",
+                f.tcp, f.bracketed
+            ),
+        );
+        // A client without keepalives of its own, idle for twice the
+        // time three unanswered probes take: our probes must have been
+        // answered by the guest's kernel, and seen as answers.
+        let client = script(
+            &dir,
+            "idle.py",
+            &format!(
+                r#"
+import socket, time
+s = socket.create_connection(("{}", 7202), timeout=5)
+time.sleep(8)
+s.sendall(b"still-there\n")
+print(s.recv(100).decode().strip())
+"#,
+                f.plain
+            ),
+        );
+        listening(s.host(), 7202);
+        let out = s.guest().sh(&format!("python3 {}", client.display()));
+        assert_eq!(out.trim(), "still-there");
+    });
+}
+
+#[test]
+fn a_host_peer_that_vanished_resets_the_guests_connection() {
+    each_env(KEEPALIVE_1S, |s, f| {
+        let dir = TempDir::new();
+        let _echo = spawn(
+            s.host(),
+            &format!(
+                // No `fork`: a child serving the connection would
+                // outlive the test, stuck on a peer it can no longer reach.
+                "socat {}-LISTEN:7203,bind={},reuseaddr PIPE",
+                f.tcp, f.bracketed
+            ),
+        );
+        let ready = dir.join("ready");
+        // The guest's client, idle and waiting for data that never comes:
+        // only an RST from us can tell it that its peer is gone.
+        let client = script(
+            &dir,
+            "wait.py",
+            &format!(
+                r#"
+import socket, time
+s = socket.create_connection(("{}", 7203), timeout=5)
+s.sendall(b"hello\n")
+assert s.recv(100) == b"hello\n"
+open("{}", "w").close()
+s.settimeout(20)
+t = time.monotonic()
+try:
+    s.recv(100)
+    print("eof")
+except ConnectionResetError:
+    print("reset after %.1f s" % (time.monotonic() - t))
+except socket.timeout:
+    print("still waiting after 20 s")
+"#,
+                f.plain,
+                ready.display()
+            ),
+        );
+        listening(s.host(), 7203);
+        let mut c = Reaped(
+            s.guest()
+                .cmd("python3")
+                .arg(&client)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        assert!(
+            wait_for(Duration::from_secs(5), || ready.exists()),
+            "no echo"
+        );
+        // The host peer vanishes without a word, as a host whose cable
+        // was pulled: nothing of the connection reaches it any more.
+        s.host().sh("nft delete table inet vanish 2>/dev/null; \
+             nft add table inet vanish && \
+             nft add chain inet vanish in '{ type filter hook input priority 0; }' && \
+             nft add rule inet vanish in tcp dport 7203 drop && \
+             nft add rule inet vanish in tcp sport 7203 drop");
+        let status = wait_timeout(&mut c.0, Duration::from_secs(30));
+        let mut out = String::new();
+        std::io::Read::read_to_string(c.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+        assert!(status.is_some_and(|s| s.success()), "{out}");
+        assert!(out.starts_with("reset after"), "{out}");
+        s.host().sh("nft delete table inet vanish");
     });
 }
 

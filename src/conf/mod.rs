@@ -18,6 +18,22 @@ use std::time::Duration;
 pub use host::HostInfo;
 pub use ports::PortSpec;
 
+/// A whole number of seconds above zero from environment variable `name`
+/// (its value `value`): testing aids that shorten a timeout
+/// (`PASST_RS_UDP_IDLE_SECS`, `PASST_RS_TCP_KEEPALIVE_SECS`), so tests
+/// needn't wait for minutes or hours. Anything else is ignored, with a
+/// warning.
+pub fn secs_from_env(name: &str, value: Option<std::ffi::OsString>) -> Option<Duration> {
+    let v = value?;
+    match v.to_str().and_then(|s| s.trim().parse::<u64>().ok()) {
+        Some(secs) if secs > 0 => Some(Duration::from_secs(secs)),
+        _ => {
+            log::warn!("{name}={v:?}: not a number of seconds, ignored");
+            None
+        }
+    }
+}
+
 /// Which face the program runs as, chosen by the name it was run under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

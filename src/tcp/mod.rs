@@ -51,9 +51,12 @@
 //!
 //! Limits: TCP's reserve of the flow table and what it can get of the
 //! shared pool; `HANDSHAKE_TIMEOUT` from
-//! the SYN to connect and complete the handshake, `IDLE_TIMEOUT` without
-//! traffic afterwards; `MAX_RETRIES` retransmissions without progress
-//! reset the connection. Under pressure, connections still in the
+//! the SYN to connect and complete the handshake; `MAX_RETRIES`
+//! retransmissions without progress reset the connection. An idle
+//! connection lives as long as both its peers do (`Keepalive`): a guest
+//! silent for two hours is probed, and reset if it answers none of nine
+//! probes; the kernel probes the host peer (`SO_KEEPALIVE`), and a socket
+//! that timed out becomes an RST to the guest. Under pressure, connections still in the
 //! handshake are listed in the table oldest first: when TCP has no room or
 //! the descriptors run out, the oldest of them is reset to make room, and an
 //! established connection never is; with none in the handshake, a new SYN
@@ -93,8 +96,73 @@ use std::time::{Duration, Instant, SystemTime};
 /// and the guest's ACK of our SYN-ACK). A connection that takes longer is
 /// most likely aimed at nothing, and holds a socket someone else needs.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// An established connection without traffic for this long is reset.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
+/// How an idle connection's peers are checked: the guest by probes of
+/// ours, the host peer by the kernel's (`SO_KEEPALIVE` on our socket).
+/// Without traffic, a connection lives as long as both answer, as one
+/// between two hosts does: a reset after some idle time would break a
+/// connection pool's link to a database left idle overnight, whose host
+/// peer's own keepalives are answered by our socket's kernel and never
+/// reach us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Silence from the guest before the first probe.
+    pub idle: Duration,
+    /// Between probes.
+    pub interval: Duration,
+    /// Unanswered probes that reset the connection.
+    pub probes: u8,
+    /// Give the host socket the same times; otherwise the host's
+    /// `net.ipv4.tcp_keepalive_*` settings apply (by default those of
+    /// `KEEPALIVE`).
+    tune_socket: bool,
+}
+
+/// Linux's defaults for keepalives (`tcp_keepalive_time`, `_intvl`,
+/// `_probes`).
+pub const KEEPALIVE: Keepalive = Keepalive {
+    idle: Duration::from_secs(2 * 3600),
+    interval: Duration::from_secs(75),
+    probes: 9,
+    tune_socket: false,
+};
+
+/// Set to a number of seconds N in the environment, keepalives start
+/// after N idle seconds, every N seconds, and three unanswered ones reset
+/// the connection, on both sides: a testing aid, so tests can watch dead
+/// peers found without waiting two hours. Read once, at start-up.
+pub const KEEPALIVE_SECS_ENV: &str = "PASST_RS_TCP_KEEPALIVE_SECS";
+
+/// The keepalive times `KEEPALIVE_SECS_ENV` asks for (`value`), if any.
+fn keepalive_from(value: Option<std::ffi::OsString>) -> Keepalive {
+    match crate::conf::secs_from_env(KEEPALIVE_SECS_ENV, value) {
+        Some(secs) => Keepalive {
+            idle: secs,
+            interval: secs,
+            probes: 3,
+            tune_socket: true,
+        },
+        None => KEEPALIVE,
+    }
+}
+
+/// Turn keepalives on for host socket `fd` of a connection through the
+/// tap. A spliced connection needs none: both its ends are sockets of
+/// this machine, whose end the kernel reports. A failure only leaves a
+/// dead host peer unnoticed, so it is not an error.
+fn host_keepalive(fd: impl AsFd, ka: &Keepalive) {
+    let mut r = setsockopt(&fd, sockopt::KeepAlive, &true);
+    if ka.tune_socket {
+        let secs = u32::try_from(ka.idle.as_secs()).unwrap_or(u32::MAX);
+        let intvl = u32::try_from(ka.interval.as_secs()).unwrap_or(u32::MAX);
+        r = r
+            .and_then(|()| setsockopt(&fd, sockopt::TcpKeepIdle, &secs))
+            .and_then(|()| setsockopt(&fd, sockopt::TcpKeepInterval, &intvl))
+            .and_then(|()| setsockopt(&fd, sockopt::TcpKeepCount, &u32::from(ka.probes)));
+    }
+    if let Err(e) = r {
+        log::debug!("SO_KEEPALIVE: {e}");
+    }
+}
 /// Retransmission timeout (doubled per retry, up to 32 s).
 pub const RTO: Duration = Duration::from_secs(1);
 /// Retransmissions without progress before we give up.
@@ -264,7 +332,11 @@ pub struct Conn {
     /// Listed in `Tcp::corked`: data went to the socket with `MSG_MORE`
     /// in this batch, and is pushed at its end.
     corked: bool,
+    /// When the guest last sent a segment (in the handshake: the SYN, or
+    /// our accept of the host peer).
     last: Instant,
+    /// Keepalive probes sent since then, none answered.
+    ka_probes: u8,
     /// `SO_PEEK_OFF` works on this socket.
     peek_off: bool,
 }
@@ -341,6 +413,7 @@ impl Conn {
             ack_due: false,
             corked: false,
             last: now,
+            ka_probes: 0,
             peek_off: false,
         }
     }
@@ -366,22 +439,22 @@ impl Conn {
         self.tap().ours
     }
 
-    fn deadline(&self) -> Instant {
-        let idle = if self.state == State::Established {
-            IDLE_TIMEOUT
+    /// When the guest's silence is due a keepalive probe, or (with every
+    /// probe sent) the connection's reset; in the handshake, its timeout.
+    fn silence_ends(&self, ka: &Keepalive) -> Instant {
+        if self.state == State::Established {
+            self.last + ka.idle + ka.interval * u32::from(self.ka_probes)
         } else {
-            HANDSHAKE_TIMEOUT
-        };
-        [
-            Some(self.last + idle),
-            self.rto_at,
-            self.poll_at,
-            self.persist_at,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(self.last + idle)
+            self.last + HANDSHAKE_TIMEOUT
+        }
+    }
+
+    fn deadline(&self, ka: &Keepalive) -> Instant {
+        let silence = self.silence_ends(ka);
+        [self.rto_at, self.poll_at, self.persist_at]
+            .into_iter()
+            .flatten()
+            .fold(silence, Instant::min)
     }
 
     /// The most payload one frame to the guest carries: its MSS, or with
@@ -740,10 +813,18 @@ impl Conn {
     /// A zero-window probe: an ACK one byte before what the guest has
     /// acknowledged, which it must answer with its current window.
     fn probe(&mut self, link: compose::Link, tx: &mut TxQueue, now: Instant) {
-        let hdr = self.header(Flags::ACK, self.snd_una.wrapping_sub(1));
-        self.emit(link, tx, &hdr);
+        self.ack_old(link, tx);
         self.persist_backoff = self.persist_backoff.saturating_add(1);
         self.persist_at = Some(now + backoff(self.persist_backoff));
+    }
+
+    /// An ACK one byte before what the guest has acknowledged: outside
+    /// its window, so it answers with an ACK of its own (RFC 9293
+    /// 3.10.7.4), or an RST if it forgot the connection. A zero-window
+    /// probe, and a keepalive probe (RFC 9293 3.8.4).
+    fn ack_old(&mut self, link: compose::Link, tx: &mut TxQueue) {
+        let hdr = self.header(Flags::ACK, self.snd_una.wrapping_sub(1));
+        self.emit(link, tx, &hdr);
     }
 
     fn closed(&self) -> Next {
@@ -916,6 +997,8 @@ pub struct Tcp {
     isn_count: u32,
     /// `NO_PEEK_OFF_ENV` was set.
     no_peek_off: bool,
+    /// Keepalive times, `KEEPALIVE` unless `KEEPALIVE_SECS_ENV` was set.
+    keepalive: Keepalive,
     /// Connections waiting for room in the guest's queue.
     blocked: Waiting,
     /// Guest segments that arrived past a gap.
@@ -1048,6 +1131,7 @@ impl Tcp {
             isn_key: std::collections::hash_map::RandomState::new(),
             isn_count: 0,
             no_peek_off: std::env::var_os(NO_PEEK_OFF_ENV).is_some(),
+            keepalive: keepalive_from(std::env::var_os(KEEPALIVE_SECS_ENV)),
             blocked: Waiting::new(flows.max_flows(Kind::Tcp)),
             ooo: ooo::OooStore::default(),
             batching: false,
@@ -1198,6 +1282,7 @@ impl Tcp {
             tgt.ours,
             tgt.peer
         );
+        host_keepalive(&sock, &self.keepalive);
         let hdr = ip_tcp_header(remote);
         let iss = self.isn(guest, remote);
         let mut conn = Conn::new(
@@ -1335,6 +1420,7 @@ impl Tcp {
             tgt.ours,
             tgt.peer
         );
+        host_keepalive(&sock, &self.keepalive);
         let hdr = ip_tcp_header(tgt.peer);
         let iss = self.isn(tgt.peer, tgt.ours);
         let conn = Conn::new(
@@ -1420,6 +1506,7 @@ impl Tcp {
         // SYN to an address that never answers doesn't hold on to a socket.
         if c.state == State::Established {
             c.last = now;
+            c.ka_probes = 0;
         }
         if c.state == State::SynSent {
             // RFC 9293 3.10.7.3: only a segment acknowledging our SYN
@@ -1587,13 +1674,19 @@ impl Tcp {
                 Next::Keep
             }
         } else if events.contains(EpollFlags::EPOLLERR)
-            && getsockopt(&c.sock, sockopt::SocketError).is_ok_and(|e| e != 0)
+            && let Ok(e) = getsockopt(&c.sock, sockopt::SocketError)
+            && e != 0
         {
+            // ETIMEDOUT: among others, the kernel's keepalives found the
+            // host peer gone.
+            log::debug!(
+                "TCP {} -> {}: {}",
+                c.guest(),
+                c.remote(),
+                Errno::from_raw(e)
+            );
             Next::Abort
         } else {
-            if c.state == State::Established {
-                c.last = now;
-            }
             if events.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP) {
                 c.peer_eof = true;
             }
@@ -1634,7 +1727,7 @@ impl Tcp {
                 return;
             };
             c.arm_space(r, ev);
-            let deadline = c.deadline();
+            let deadline = c.deadline(&self.keepalive);
             let established = c.state == State::Established;
             if c.tap_blocked && !c.listed_blocked {
                 c.listed_blocked = true;
@@ -1697,14 +1790,24 @@ impl Tcp {
         let Some(c) = conn_mut(flows, r) else {
             return;
         };
-        let idle = if c.state == State::Established {
-            IDLE_TIMEOUT
-        } else {
-            HANDSHAKE_TIMEOUT
-        };
+        let ka = &self.keepalive;
         let mut next = Next::Keep;
-        if c.last + idle <= now {
-            next = Next::Abort;
+        if c.silence_ends(ka) <= now {
+            if c.state != State::Established {
+                log::debug!("TCP {} -> {}: handshake timed out", c.guest(), c.remote());
+                next = Next::Abort;
+            } else if c.ka_probes >= ka.probes {
+                log::debug!(
+                    "TCP {} -> {}: {} keepalive probes unanswered",
+                    c.guest(),
+                    c.remote(),
+                    c.ka_probes
+                );
+                next = Next::Abort;
+            } else {
+                c.ka_probes += 1;
+                c.ack_old(link, tx);
+            }
         } else if c.rto_at.is_some_and(|t| t <= now) && c.tap_blocked {
             // What is in flight still sits in the guest's queue (a
             // paused VM): nothing was lost, and it's no reason to give up.
@@ -1816,7 +1919,7 @@ impl Tcp {
             {
                 c.ack(link, tx, now);
                 c.arm_space(r, ev);
-                let deadline = c.deadline();
+                let deadline = c.deadline(&self.keepalive);
                 flows.rearm(r, deadline, now);
             }
         }

@@ -359,6 +359,95 @@ fn keepalive_and_out_of_window_segments_get_an_ack() {
     }
 }
 
+/// The keepalive probes a silent guest gets when `at` comes, and whether
+/// the connection is still open after them.
+fn probes_at(r: &mut Rig, at: Instant) -> (usize, bool) {
+    assert!(
+        r.flows.next_deadline().is_some_and(|t| t <= at),
+        "the timer wakes the connection by then"
+    );
+    r.run_timers(at);
+    let out = r.out();
+    for (h, p) in &out {
+        if !h.flags.has(Flags::RST) {
+            assert_eq!((h.flags, h.seq), (Flags::ACK, r.iss), "SND.UNA - 1");
+            assert!(p.is_empty());
+        }
+    }
+    let probes = out.iter().filter(|(h, _)| !h.flags.has(Flags::RST)).count();
+    (probes, r.is_open())
+}
+
+#[test]
+fn a_silent_guest_is_probed_and_its_answer_keeps_the_connection() {
+    let mut r = Rig::new(false);
+    let ka = r.t.keepalive;
+    assert_eq!(ka, KEEPALIVE);
+    let start = r.conn().last;
+    assert_eq!(probes_at(&mut r, start + ka.idle), (1, true));
+    // The guest answers, with an ACK for what it has.
+    r.ack(0, 65535);
+    assert!(r.out().is_empty());
+    // Silent again: probed again, a whole idle time after its answer,
+    // however long the connection has been idle for the host peer.
+    let later = start + ka.idle + ka.interval * u32::from(ka.probes) * 2;
+    assert_eq!(probes_at(&mut r, later), (1, true));
+    r.ack(0, 65535);
+    // Data still crosses both ways.
+    let got = data_only(&r.peer_writes(100));
+    assert_eq!(got, vec![(r.iss.wrapping_add(1), 100)]);
+    let data = r.data_at(r.gseq, 0);
+    r.send(&data, b"ping");
+    assert_eq!(peer_got(&r, 4, 1000), 4);
+}
+
+#[test]
+fn a_guest_that_answers_no_keepalive_is_reset() {
+    let mut r = Rig::new(false);
+    let ka = r.t.keepalive;
+    let start = r.conn().last;
+    for n in 0..ka.probes {
+        let at = start + ka.idle + ka.interval * u32::from(n);
+        assert_eq!(probes_at(&mut r, at), (1, true), "probe {n}");
+    }
+    let last = start + ka.idle + ka.interval * u32::from(ka.probes);
+    r.run_timers(last - Duration::from_millis(1));
+    assert!(r.out().is_empty() && r.is_open(), "not before its time");
+    r.run_timers(last);
+    let out = r.out();
+    assert_eq!(out.len(), 1);
+    assert!(out[0].0.flags.has(Flags::RST), "the guest is told");
+    assert!(!r.is_open());
+    // The host peer too.
+    use std::io::Read;
+    let mut b = [0u8; 4];
+    let e = r.peer.as_ref().unwrap().read(&mut b).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+}
+
+#[test]
+fn host_sockets_through_the_tap_have_keepalives() {
+    let mut r = Rig::new(false);
+    assert!(getsockopt(&r.conn().sock, sockopt::KeepAlive).unwrap());
+    assert_eq!(keepalive_from(None), KEEPALIVE);
+    let ka = keepalive_from(Some("2".into()));
+    assert_eq!(
+        (ka.idle, ka.interval, ka.probes),
+        (Duration::from_secs(2), Duration::from_secs(2), 3)
+    );
+    assert!(ka.tune_socket && !KEEPALIVE.tune_socket);
+    for bad in ["", "0", "-1", "1.5", "soon"] {
+        assert_eq!(keepalive_from(Some(bad.into())), KEEPALIVE, "{bad:?}");
+    }
+    // Shortened, the host socket gets the same times.
+    let mut r = Rig::new(false);
+    let sock = r.conn().sock.try_clone().unwrap();
+    host_keepalive(&sock, &ka);
+    assert_eq!(getsockopt(&sock, sockopt::TcpKeepIdle).unwrap(), 2);
+    assert_eq!(getsockopt(&sock, sockopt::TcpKeepInterval).unwrap(), 2);
+    assert_eq!(getsockopt(&sock, sockopt::TcpKeepCount).unwrap(), 3);
+}
+
 #[test]
 fn rst_resets_only_at_the_expected_sequence_number() {
     let mut r = Rig::new(false);

@@ -75,19 +75,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 /// expire without waiting three minutes. Read once, at start-up.
 pub const IDLE_SECS_ENV: &str = "PASST_RS_UDP_IDLE_SECS";
 
-/// The idle timeout `IDLE_SECS_ENV` asks for, if it holds a whole number
-/// of seconds above zero; anything else is ignored, with a warning.
+/// The idle timeout `IDLE_SECS_ENV` asks for (`value`), if any.
 fn idle_timeout_from(value: Option<std::ffi::OsString>) -> Duration {
-    let Some(v) = value else {
-        return IDLE_TIMEOUT;
-    };
-    match v.to_str().and_then(|s| s.trim().parse::<u64>().ok()) {
-        Some(secs) if secs > 0 => Duration::from_secs(secs),
-        _ => {
-            log::warn!("{IDLE_SECS_ENV}={v:?}: not a number of seconds, using {IDLE_TIMEOUT:?}");
-            IDLE_TIMEOUT
-        }
-    }
+    crate::conf::secs_from_env(IDLE_SECS_ENV, value).unwrap_or(IDLE_TIMEOUT)
 }
 
 /// Why a datagram from the guest was dropped.

@@ -341,9 +341,16 @@ impl Daemon {
     /// Start passt in `host` with `args` plus `-P`/`-s` in `dir`, and wait
     /// for the foreground process to exit 0.
     pub fn start(host: &Host, dir: &TempDir, args: &[&str]) -> Self {
+        Self::start_env(host, dir, args, &[])
+    }
+
+    /// The same with variables `env` added to its environment (testing
+    /// aids such as `PASST_RS_TCP_KEEPALIVE_SECS`).
+    pub fn start_env(host: &Host, dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Self {
         let pidfile = dir.join("passt.pid");
         let socket = dir.join("passt.socket");
         let mut c = host.passt();
+        c.envs(env.iter().copied());
         c.arg("-P").arg(&pidfile).arg("-s").arg(&socket).args(args);
         let out = c.stdin(Stdio::null()).output().expect("spawn passt");
         assert!(
@@ -398,9 +405,18 @@ pub fn routed_guest_with(
     args: &[&str],
     reordering: relay::Reordering,
 ) -> (Host, TempDir, Daemon, relay::Guest) {
+    routed_guest_env(args, reordering, &[])
+}
+
+/// The same, with passt's environment added to as `env` says.
+pub fn routed_guest_env(
+    args: &[&str],
+    reordering: relay::Reordering,
+    env: &[(&str, &str)],
+) -> (Host, TempDir, Daemon, relay::Guest) {
     let host = Host::new();
     let dir = TempDir::new();
-    let d = Daemon::start(&host, &dir, args);
+    let d = Daemon::start_env(&host, &dir, args, env);
     let g = relay::Guest::connect_with(&d.socket, reordering);
     g.ns.sh(&format!(
         "ip addr add {HOST_ADDR4}/24 dev eth0 && ip route add default via {HOST_GW4}"
