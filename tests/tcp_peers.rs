@@ -1,9 +1,10 @@
 //! TCP as real applications use it, through passt (a guest behind the
 //! relay) and pasta: keepalives on an idle connection (the guest's, the
-//! host peer's and ours), a host peer that vanished, a host server that
-//! reads slowly with pauses, a guest that stops reading for a while, 2%
-//! segment loss both ways, a command that exits right after writing, and
-//! small writes of a `TCP_NODELAY` client that must not wait.
+//! host peer's and ours), a host peer that vanished, a reset mid-stream
+//! either way, a host server that reads slowly with pauses, a guest that
+//! stops reading for a while, 2% segment loss both ways, a command that
+//! exits right after writing, and small writes of a `TCP_NODELAY` client
+//! that must not wait.
 //! Run on both peek paths: scripts/test runs this file again with
 //! `PASST_RS_NO_PEEK_OFF` set.
 
@@ -287,6 +288,79 @@ except socket.timeout:
         assert!(status.is_some_and(|s| s.success()), "{out}");
         assert!(out.starts_with("reset after"), "{out}");
         s.host().sh("nft delete table inet vanish");
+    });
+}
+
+/// One end of a connection that resets it mid-stream: `send` writes 4 MiB
+/// and then closes with `SO_LINGER` 0 (an RST, whatever is unsent);
+/// `recv` reads until the end and prints how it ended, `reset` or `eof`,
+/// and the bytes it got. The server's role (`listen`) or the client's
+/// (`connect`) at the address and port given.
+const RESETTER: &str = r#"
+import socket, struct, sys
+role, mode, addr, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+fam = socket.AF_INET6 if ':' in addr else socket.AF_INET
+if role == 'listen':
+    l = socket.socket(fam)
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind((addr, port)); l.listen(1)
+    c, _ = l.accept()
+else:
+    c = socket.create_connection((addr, port), timeout=5)
+c.settimeout(20)
+if mode == 'send':
+    c.sendall(b'x' * (4 << 20))
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    c.close()
+else:
+    got = 0
+    try:
+        while True:
+            b = c.recv(1 << 16)
+            if not b:
+                print('eof', got); break
+            got += len(b)
+    except ConnectionResetError:
+        print('reset', got)
+"#;
+
+#[test]
+fn a_reset_mid_stream_reaches_the_other_peer_as_a_reset() {
+    each(|s, f| {
+        let dir = TempDir::new();
+        let prog = script(&dir, "resetter.py", RESETTER);
+        // Either way: the host peer resets while sending to the guest,
+        // then the guest resets while sending to the host peer. A reset
+        // passed on as a clean end would hide the lost data.
+        for (server, client) in [("send", "recv"), ("recv", "send")] {
+            let out = dir.join(&format!("server-{server}"));
+            let _server = spawn(
+                s.host(),
+                &format!(
+                    "python3 {} listen {server} {} 7204 > {}",
+                    prog.display(),
+                    f.plain,
+                    out.display()
+                ),
+            );
+            listening(s.host(), 7204);
+            let said = s.guest().sh(&format!(
+                "python3 {} connect {client} {} 7204",
+                prog.display(),
+                f.plain
+            ));
+            let said = if client == "recv" {
+                said
+            } else {
+                assert!(
+                    wait_for(Duration::from_secs(10), || std::fs::read_to_string(&out)
+                        .is_ok_and(|o| !o.is_empty())),
+                    "the host server never ended"
+                );
+                std::fs::read_to_string(&out).unwrap()
+            };
+            assert!(said.starts_with("reset "), "{server} -> {client}: {said}");
+        }
     });
 }
 
