@@ -1,8 +1,8 @@
 //! Port forwarding into the guest (`-t`, `-u`) through the tap, for passt
 //! (a guest namespace behind the test relay) and pasta: what the guest
 //! sees as the client's address, every form of the spec grammar, UDP
-//! both ways, bulk data compared byte for byte, refusals, and the
-//! command lines podman and libvirt run.
+//! both ways, bulk data compared byte for byte, refusals, a client that
+//! vanishes, and the command lines podman and libvirt run.
 //!
 //! A "client" namespace hangs off the host (`eth1` there, 198.18.0.1 and
 //! 2001:db8:c::1; the client is .2 and ::2): its connections reach the
@@ -121,6 +121,12 @@ struct Scene {
 
 impl Scene {
     fn new(pasta: bool, args: &[&str]) -> Self {
+        Self::with_env(pasta, args, &[])
+    }
+
+    /// The same, with passt's or pasta's environment added to as `env`
+    /// says.
+    fn with_env(pasta: bool, args: &[&str], env: &[(&str, &str)]) -> Self {
         let host = Host::new();
         let client = Netns::new("prs-c");
         let (h, c) = (&host.ns.name, &client.name);
@@ -134,9 +140,16 @@ impl Scene {
         ));
         let dir = TempDir::new();
         let guest = if pasta {
-            Guest::Pasta(AttachedPasta::start(&host, args))
+            Guest::Pasta(AttachedPasta::start_with(
+                &host,
+                args,
+                PastaOpts {
+                    env,
+                    ..Default::default()
+                },
+            ))
         } else {
-            let d = Daemon::start(&host, &dir, args);
+            let d = Daemon::start_env(&host, &dir, args, env);
             let g = relay::Guest::connect(&d.socket);
             g.ns.sh(&format!(
                 "ip addr add {HOST_ADDR4}/24 dev eth0 && ip route add default via {HOST_GW4} && \
@@ -345,6 +358,93 @@ fn bulk(pasta: bool) {
     ));
     eprintln!("64 MiB guest -> host in {:?}", t.elapsed());
     assert!(same(&src, &down), "out of the guest: content differs");
+}
+
+/// A guest server's side of one connection: answers a line, writes
+/// `ready`, then waits for more and prints how the wait ended: `reset`,
+/// `eof` or `timeout`.
+const WAITING_SERVER: &str = r#"
+import socket, sys
+port, ready = int(sys.argv[1]), sys.argv[2]
+l = socket.socket(socket.AF_INET6)
+l.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(('::', port)); l.listen(1)
+c, _ = l.accept()
+c.recv(100); c.sendall(b'hi\n')
+open(ready, 'w').close()
+c.settimeout(20)
+try:
+    print('eof' if not c.recv(100) else 'data', flush=True)
+except ConnectionResetError:
+    print('reset', flush=True)
+except socket.timeout:
+    print('timeout', flush=True)
+"#;
+
+/// A client that vanishes (its link goes down, as a pulled cable) from a
+/// connection through a forwarded port: the kernel's keepalives on our
+/// socket find it gone, and the guest's server gets an RST instead of
+/// waiting forever (its own keepalives are answered by us).
+fn vanished_client(pasta: bool) {
+    let s = Scene::with_env(
+        pasta,
+        &["-t", "8080:80"],
+        &[("PASST_RS_TCP_KEEPALIVE_SECS", "1")],
+    );
+    let prog = script(&s.dir, "wait.py", WAITING_SERVER);
+    let (ready, out) = (s.dir.join("ready"), s.dir.join("out"));
+    let _server = Reaped(
+        s.guest_ns()
+            .cmd("sh")
+            .arg("-c")
+            .arg(format!(
+                "exec python3 {} 80 {} > {}",
+                prog.display(),
+                ready.display(),
+                out.display()
+            ))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    listening(s.guest_ns(), 80);
+    let _client = Reaped(
+        s.client
+            .cmd("python3")
+            .arg("-c")
+            .arg(format!(
+                "import socket, time\n\
+                 c = socket.create_connection(('{HOST_ADDR4}', 8080), timeout=5)\n\
+                 c.sendall(b'hello\\n'); c.recv(100); time.sleep(60)"
+            ))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || ready.exists()),
+        "no answer"
+    );
+    s.client.sh("ip link set eth0 down");
+    let t = std::time::Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(25), || std::fs::read_to_string(&out)
+            .is_ok_and(|o| !o.is_empty())),
+        "the guest's server never heard"
+    );
+    let said = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(said.trim(), "reset", "after {:?}", t.elapsed());
+}
+
+#[test]
+fn passt_resets_the_guest_when_a_forwarded_client_vanishes() {
+    vanished_client(false);
+}
+
+#[test]
+fn pasta_resets_the_guest_when_a_forwarded_client_vanishes() {
+    vanished_client(true);
 }
 
 /// Write-write-read rounds through a forwarded port, with the writer on
