@@ -21,12 +21,14 @@ pub use ports::PortSpec;
 /// A whole number of seconds above zero from environment variable `name`
 /// (its value `value`): testing aids that shorten a timeout
 /// (`PASST_RS_UDP_IDLE_SECS`, `PASST_RS_TCP_KEEPALIVE_SECS`), so tests
-/// needn't wait for minutes or hours. Anything else is ignored, with a
+/// needn't wait for minutes or hours. Anything else, or more than a year
+/// (so that deadlines computed from it can't overflow), is ignored, with a
 /// warning.
 pub fn secs_from_env(name: &str, value: Option<std::ffi::OsString>) -> Option<Duration> {
+    const YEAR: u64 = 365 * 24 * 3600;
     let v = value?;
     match v.to_str().and_then(|s| s.trim().parse::<u64>().ok()) {
-        Some(secs) if secs > 0 => Some(Duration::from_secs(secs)),
+        Some(secs) if (1..=YEAR).contains(&secs) => Some(Duration::from_secs(secs)),
         _ => {
             log::warn!("{name}={v:?}: not a number of seconds, ignored");
             None

@@ -436,7 +436,7 @@ fn host_sockets_through_the_tap_have_keepalives() {
         (Duration::from_secs(2), Duration::from_secs(2), 3)
     );
     assert!(ka.tune_socket && !KEEPALIVE.tune_socket);
-    for bad in ["", "0", "-1", "1.5", "soon"] {
+    for bad in ["", "0", "-1", "1.5", "soon", "18446744073709551615"] {
         assert_eq!(keepalive_from(Some(bad.into())), KEEPALIVE, "{bad:?}");
     }
     // Shortened, the host socket gets the same times.

@@ -768,7 +768,7 @@ mod tests {
         assert_eq!(idle_timeout_from(None), IDLE_TIMEOUT);
         assert_eq!(secs("3"), Duration::from_secs(3));
         assert_eq!(secs(" 7\n"), Duration::from_secs(7));
-        for bad in ["", "0", "-1", "1.5", "soon"] {
+        for bad in ["", "0", "-1", "1.5", "soon", "99999999999"] {
             assert_eq!(secs(bad), IDLE_TIMEOUT, "{bad:?}");
         }
     }
