@@ -453,7 +453,7 @@ fn pasta_resets_the_guest_when_a_forwarded_client_vanishes() {
 /// (Nagle) until the reader's delayed ACK.
 fn small_writes(pasta: bool) {
     let s = Scene::new(pasta, &["-t", "8080:80"]);
-    let ww = script(&s.dir, "ww.py", WRITE_WRITE_READ);
+    let ww = py_script(&s.dir, "ww.py", WRITE_WRITE_READ);
     let g = s.guest_ns();
     // From a peer, through the tap; from the host's loopback, spliced
     // (pasta).

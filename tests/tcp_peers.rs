@@ -295,19 +295,11 @@ except socket.timeout:
 /// and then closes with `SO_LINGER` 0 (an RST, whatever is unsent);
 /// `recv` reads until the end and prints how it ended, `reset` or `eof`,
 /// and the bytes it got. The server's role (`listen`) or the client's
-/// (`connect`) at the address and port given.
+/// (`connect`) at the address and port given. Written with `py_script`.
 const RESETTER: &str = r#"
-import socket, struct, sys
+import struct, sys
 role, mode, addr, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-fam = socket.AF_INET6 if ':' in addr else socket.AF_INET
-if role == 'listen':
-    l = socket.socket(fam)
-    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    l.bind((addr, port)); l.listen(1)
-    c, _ = l.accept()
-else:
-    c = socket.create_connection((addr, port), timeout=5)
-c.settimeout(20)
+c = endpoint(role, addr, port, 20)
 if mode == 'send':
     c.sendall(b'x' * (4 << 20))
     c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
@@ -328,7 +320,7 @@ else:
 fn a_reset_mid_stream_reaches_the_other_peer_as_a_reset() {
     each(|s, f| {
         let dir = TempDir::new();
-        let prog = script(&dir, "resetter.py", RESETTER);
+        let prog = py_script(&dir, "resetter.py", RESETTER);
         // Either way: the host peer resets while sending to the guest,
         // then the guest resets while sending to the host peer. A reset
         // passed on as a clean end would hide the lost data.
@@ -651,7 +643,7 @@ fn paused_vm_costs_no_cpu_and_its_connection_survives() {
 fn small_writes_of_a_nodelay_client_are_not_held_back() {
     each(|s, f| {
         let dir = TempDir::new();
-        let ww = script(&dir, "ww.py", WRITE_WRITE_READ);
+        let ww = py_script(&dir, "ww.py", WRITE_WRITE_READ);
         let _srv = spawn(
             s.host(),
             &format!("python3 {} r listen {} 7208 20", ww.display(), f.plain),

@@ -630,24 +630,39 @@ pub fn script(dir: &TempDir, name: &str, body: &str) -> PathBuf {
     p
 }
 
+/// Python for the scripts below: `endpoint(role, addr, port, timeout)`
+/// is one TCP connection's socket, either family, as the server
+/// (`listen`: the first connection accepted) or the client (`connect`).
+pub const PY_ENDPOINT: &str = r#"
+import socket
+def endpoint(role, addr, port, timeout):
+    fam = socket.AF_INET6 if ':' in addr else socket.AF_INET
+    if role == 'listen':
+        l = socket.socket(fam)
+        l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        l.bind((addr, port)); l.listen(1)
+        c, _ = l.accept()
+    else:
+        c = socket.create_connection((addr, port), timeout=timeout)
+    c.settimeout(timeout)
+    return c
+"#;
+
+/// Script `name` in `dir`: `PY_ENDPOINT`, then `body`.
+pub fn py_script(dir: &TempDir, name: &str, body: &str) -> PathBuf {
+    script(dir, name, &format!("{PY_ENDPOINT}{body}"))
+}
+
 /// Rounds of two small writes and a one-byte answer, with `TCP_NODELAY`,
 /// as request/response protocols write a header and a body: python3
 /// `SCRIPT w|r listen|connect ADDR PORT ROUNDS`. The writer (`w`) prints
 /// the median round in milliseconds. A Nagle on the way holds the second
 /// write until the reader's delayed ACK: about 40 ms a round, against
-/// the 2 ms pause between the writes.
+/// the 2 ms pause between the writes. Written with `py_script`.
 pub const WRITE_WRITE_READ: &str = r#"
 import socket, sys, time
 role, mode, addr, port, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
-if mode == "listen":
-    l = socket.socket(fam)
-    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    l.bind((addr, port)); l.listen(1)
-    s, _ = l.accept()
-else:
-    s = socket.create_connection((addr, port), timeout=10)
-s.settimeout(10)
+s = endpoint(mode, addr, port, 10)
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 times = []
 for i in range(rounds):
