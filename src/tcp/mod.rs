@@ -50,17 +50,16 @@
 //! side (our socket's address:port, the destination as the host sees it).
 //!
 //! Limits: TCP's reserve of the flow table and what it can get of the
-//! shared pool; `HANDSHAKE_TIMEOUT` from
-//! the SYN to connect and complete the handshake; `MAX_RETRIES`
-//! retransmissions without progress reset the connection. An idle
-//! connection lives as long as both its peers do (`Keepalive`): a guest
-//! silent for two hours is probed, and reset if it answers none of nine
-//! probes; the kernel probes the host peer (`SO_KEEPALIVE`), and a socket
-//! that timed out becomes an RST to the guest. Under pressure, connections still in the
-//! handshake are listed in the table oldest first: when TCP has no room or
-//! the descriptors run out, the oldest of them is reset to make room, and an
-//! established connection never is; with none in the handshake, a new SYN
-//! gets an RST.
+//! shared pool; `HANDSHAKE_TIMEOUT` from the SYN to connect and complete
+//! the handshake; `MAX_RETRIES` retransmissions without progress reset
+//! the connection. An idle connection lives as long as both its peers do
+//! (`Keepalive`): a guest silent for two hours is probed, and reset if it
+//! answers none of nine probes; the kernel probes the host peer
+//! (`SO_KEEPALIVE`), and a socket that timed out becomes an RST to the
+//! guest. Under pressure, connections still in the handshake are listed
+//! in the table oldest first: when TCP has no room or the descriptors run
+//! out, the oldest of them is reset to make room, and an established
+//! connection never is; with none in the handshake, a new SYN gets an RST.
 //! Still to come: SACK and timestamps. pasta's loopback path, which joins
 //! two sockets with `splice(2)` and never reaches the tap, is [`splice`]
 //! (the engine) and [`spliced`] (its flows in the loop).
@@ -132,37 +131,6 @@ pub const KEEPALIVE: Keepalive = Keepalive {
 /// peers found without waiting two hours. Read once, at start-up.
 pub const KEEPALIVE_SECS_ENV: &str = "PASST_RS_TCP_KEEPALIVE_SECS";
 
-/// The keepalive times `KEEPALIVE_SECS_ENV` asks for (`value`), if any.
-fn keepalive_from(value: Option<std::ffi::OsString>) -> Keepalive {
-    match crate::conf::secs_from_env(KEEPALIVE_SECS_ENV, value) {
-        Some(secs) => Keepalive {
-            idle: secs,
-            interval: secs,
-            probes: 3,
-            tune_socket: true,
-        },
-        None => KEEPALIVE,
-    }
-}
-
-/// Turn keepalives on for host socket `fd` of a connection through the
-/// tap. A spliced connection needs none: both its ends are sockets of
-/// this machine, whose end the kernel reports. A failure only leaves a
-/// dead host peer unnoticed, so it is not an error.
-fn host_keepalive(fd: impl AsFd, ka: &Keepalive) {
-    let mut r = setsockopt(&fd, sockopt::KeepAlive, &true);
-    if ka.tune_socket {
-        let secs = u32::try_from(ka.idle.as_secs()).unwrap_or(u32::MAX);
-        let intvl = u32::try_from(ka.interval.as_secs()).unwrap_or(u32::MAX);
-        r = r
-            .and_then(|()| setsockopt(&fd, sockopt::TcpKeepIdle, &secs))
-            .and_then(|()| setsockopt(&fd, sockopt::TcpKeepInterval, &intvl))
-            .and_then(|()| setsockopt(&fd, sockopt::TcpKeepCount, &u32::from(ka.probes)));
-    }
-    if let Err(e) = r {
-        log::debug!("SO_KEEPALIVE: {e}");
-    }
-}
 /// Retransmission timeout (doubled per retry, up to 32 s).
 pub const RTO: Duration = Duration::from_secs(1);
 /// Retransmissions without progress before we give up.
@@ -1085,6 +1053,38 @@ fn list_once(list: &mut Vec<FlowRef>, listed: &mut bool, r: FlowRef) -> bool {
 fn no_nagle(fd: impl AsFd) {
     if let Err(e) = setsockopt(&fd, sockopt::TcpNoDelay, &true) {
         log::debug!("TCP_NODELAY: {e}");
+    }
+}
+
+/// The keepalive times `KEEPALIVE_SECS_ENV` asks for (`value`), if any.
+fn keepalive_from(value: Option<std::ffi::OsString>) -> Keepalive {
+    match crate::conf::secs_from_env(KEEPALIVE_SECS_ENV, value) {
+        Some(secs) => Keepalive {
+            idle: secs,
+            interval: secs,
+            probes: 3,
+            tune_socket: true,
+        },
+        None => KEEPALIVE,
+    }
+}
+
+/// Turn keepalives on for host socket `fd` of a connection through the
+/// tap. A spliced connection needs none: both its ends are sockets of
+/// this machine, whose end the kernel reports. A failure only leaves a
+/// dead host peer unnoticed, so it is not an error.
+fn host_keepalive(fd: impl AsFd, ka: &Keepalive) {
+    let mut r = setsockopt(&fd, sockopt::KeepAlive, &true);
+    if ka.tune_socket {
+        let secs = u32::try_from(ka.idle.as_secs()).unwrap_or(u32::MAX);
+        let intvl = u32::try_from(ka.interval.as_secs()).unwrap_or(u32::MAX);
+        r = r
+            .and_then(|()| setsockopt(&fd, sockopt::TcpKeepIdle, &secs))
+            .and_then(|()| setsockopt(&fd, sockopt::TcpKeepInterval, &intvl))
+            .and_then(|()| setsockopt(&fd, sockopt::TcpKeepCount, &u32::from(ka.probes)));
+    }
+    if let Err(e) = r {
+        log::debug!("SO_KEEPALIVE: {e}");
     }
 }
 
