@@ -428,12 +428,7 @@ fn vanished_client(pasta: bool) {
     );
     s.client.sh("ip link set eth0 down");
     let t = std::time::Instant::now();
-    assert!(
-        wait_for(Duration::from_secs(25), || std::fs::read_to_string(&out)
-            .is_ok_and(|o| !o.is_empty())),
-        "the guest's server never heard"
-    );
-    let said = std::fs::read_to_string(&out).unwrap();
+    let said = written(&out, Duration::from_secs(25)).expect("the guest's server never heard");
     assert_eq!(said.trim(), "reset", "after {:?}", t.elapsed());
 }
 

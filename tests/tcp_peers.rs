@@ -344,12 +344,7 @@ fn a_reset_mid_stream_reaches_the_other_peer_as_a_reset() {
             let said = if client == "recv" {
                 said
             } else {
-                assert!(
-                    wait_for(Duration::from_secs(10), || std::fs::read_to_string(&out)
-                        .is_ok_and(|o| !o.is_empty())),
-                    "the host server never ended"
-                );
-                std::fs::read_to_string(&out).unwrap()
+                written(&out, Duration::from_secs(10)).expect("the host server never ended")
             };
             assert!(said.starts_with("reset "), "{server} -> {client}: {said}");
         }

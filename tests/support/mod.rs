@@ -329,6 +329,18 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// What a process writes to file `path`, once there is something, within
+/// `limit`: the output of a server started with its standard output
+/// redirected there.
+pub fn written(path: &Path, limit: Duration) -> Option<String> {
+    let mut got = None;
+    wait_for(limit, || {
+        got = std::fs::read_to_string(path).ok().filter(|o| !o.is_empty());
+        got.is_some()
+    });
+    got
+}
+
 /// A daemonised passt, found through its pidfile, killed on drop.
 pub struct Daemon {
     /// The daemon's PID.
