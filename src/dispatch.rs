@@ -263,10 +263,10 @@ impl<'c> Dispatch<'c> {
         held.clear();
         self.hold_ahead = true;
         self.udp.begin_batch(buf);
-        self.tcp.begin_batch(batch.len());
+        self.tcp.begin_batch(buf, batch.len());
         for i in 0..batch.len() {
             if let Some(frame) = batch.frame(buf, i)
-                && self.frame(frame, batch.meta(i), tx, ev, flows, now)
+                && self.frame(frame, buf, batch.meta(i), tx, ev, flows, now)
             {
                 held.push(i);
             }
@@ -290,7 +290,7 @@ impl<'c> Dispatch<'c> {
             for j in 0..held.len() {
                 let i = held[j];
                 if let Some(frame) = batch.frame(buf, i)
-                    && self.frame(frame, batch.meta(i), tx, ev, flows, now)
+                    && self.frame(frame, buf, batch.meta(i), tx, ev, flows, now)
                 {
                     held[kept] = i;
                     kept += 1;
@@ -302,7 +302,7 @@ impl<'c> Dispatch<'c> {
                 self.hold_ahead = false;
                 for &i in &held {
                     if let Some(frame) = batch.frame(buf, i) {
-                        self.frame(frame, batch.meta(i), tx, ev, flows, now);
+                        self.frame(frame, buf, batch.meta(i), tx, ev, flows, now);
                     }
                 }
                 break;
@@ -311,7 +311,7 @@ impl<'c> Dispatch<'c> {
         self.hold_ahead = false;
         self.held = held;
         let link = self.link();
-        self.tcp.end_batch(flows, link, ev, tx);
+        self.tcp.end_batch(flows, buf, link, ev, tx);
     }
 
     /// Send the guest's datagrams waiting from this batch, counting drops.
@@ -322,9 +322,11 @@ impl<'c> Dispatch<'c> {
 
     /// Handle one frame, with what its virtio-net header said, counting a
     /// drop; true if TCP held it back.
+    #[allow(clippy::too_many_arguments)]
     fn frame(
         &mut self,
         frame: &[u8],
+        buf: &[u8],
         meta: Result<RxOffload, VnetError>,
         tx: &mut TxQueue,
         ev: &EventLoop,
@@ -335,7 +337,7 @@ impl<'c> Dispatch<'c> {
         let handled = match meta {
             Ok(rx) => {
                 self.rx = rx;
-                self.handle_frame(frame, tx, ev, flows, now)
+                self.handle_frame(frame, buf, tx, ev, flows, now)
             }
             Err(e) => {
                 log::debug!("virtio-net header: {e}");
@@ -524,6 +526,7 @@ impl<'c> Dispatch<'c> {
     fn handle_frame(
         &mut self,
         bytes: &[u8],
+        buf: &[u8],
         tx: &mut TxQueue,
         ev: &EventLoop,
         flows: &mut Flows,
@@ -539,16 +542,18 @@ impl<'c> Dispatch<'c> {
             EtherType::Arp => self.handle_arp(src, frame.payload(), tx),
             EtherType::Ipv4 if self.conf.ip4.is_none() => Err(DropReason::FamilyDisabled),
             EtherType::Ipv6 if self.conf.ip6.is_none() => Err(DropReason::FamilyDisabled),
-            EtherType::Ipv4 => self.handle_ipv4(src, frame.payload(), tx, ev, flows, now),
-            EtherType::Ipv6 => self.handle_ipv6(src, frame.payload(), tx, ev, flows, now),
+            EtherType::Ipv4 => self.handle_ipv4(src, frame.payload(), buf, tx, ev, flows, now),
+            EtherType::Ipv6 => self.handle_ipv6(src, frame.payload(), buf, tx, ev, flows, now),
             EtherType::Unknown(_) => Err(DropReason::UnknownEtherType),
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn handle_ipv4(
         &mut self,
         src: Mac,
         payload: &[u8],
+        buf: &[u8],
         tx: &mut TxQueue,
         ev: &EventLoop,
         flows: &mut Flows,
@@ -597,6 +602,7 @@ impl<'c> Dispatch<'c> {
                 IpAddr::V4(ip.dst),
                 pkt.payload(),
                 l4_off,
+                buf,
                 tx,
                 ev,
                 flows,
@@ -606,10 +612,12 @@ impl<'c> Dispatch<'c> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn handle_ipv6(
         &mut self,
         src: Mac,
         payload: &[u8],
+        buf: &[u8],
         tx: &mut TxQueue,
         ev: &EventLoop,
         flows: &mut Flows,
@@ -664,6 +672,7 @@ impl<'c> Dispatch<'c> {
                 IpAddr::V6(ip.dst),
                 l4,
                 l4_off,
+                buf,
                 tx,
                 ev,
                 flows,
@@ -726,6 +735,7 @@ impl<'c> Dispatch<'c> {
         to: IpAddr,
         l4: &[u8],
         l4_off: usize,
+        buf: &[u8],
         tx: &mut TxQueue,
         ev: &EventLoop,
         flows: &mut Flows,
@@ -746,6 +756,7 @@ impl<'c> Dispatch<'c> {
                 guest,
                 remote,
                 l4,
+                buf,
                 csum_ok,
                 self.hold_ahead,
                 tx,

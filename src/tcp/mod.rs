@@ -22,9 +22,11 @@
 //!   batch of frames, in-order data is acknowledged once per connection,
 //!   at the end (`Tcp::end_batch`). Host sockets have no Nagle of their
 //!   own (`no_nagle`): the guest already chose when small segments
-//!   leave. Inside a batch of several frames, data goes with `MSG_MORE`,
-//!   pushed at the batch's end, so the kernel still gathers a run of
-//!   small segments into full ones.
+//!   leave. Inside a batch of several frames, a connection's segments
+//!   that continue its stream are gathered and written with one
+//!   `sendmsg` when the run ends (`gather`); data that still goes
+//!   before the batch's end goes with `MSG_MORE`, pushed at the end, so
+//!   the kernel still gathers small segments into full ones.
 //! - host → guest: data stays in the socket's receive queue until the
 //!   guest acknowledges it. It is read with `MSG_PEEK` straight into frames
 //!   in the guest's queue, from `SO_PEEK_OFF`, up to the guest's window;
@@ -64,6 +66,7 @@
 //! two sockets with `splice(2)` and never reaches the tap, is [`splice`]
 //! (the engine) and [`spliced`] (its flows in the loop).
 
+mod gather;
 mod ooo;
 mod seq;
 pub mod splice;
@@ -984,6 +987,9 @@ pub struct Tcp {
     /// Connections that sent with `MSG_MORE` in this batch, each once;
     /// reserved like `acks_due`.
     corked: Vec<FlowRef>,
+    /// A connection's in-order data from this batch, waiting to go to its
+    /// socket in one call (`gather`).
+    gather: gather::Gather,
 }
 
 /// The TCP connection of `r`, if it is one.
@@ -1138,6 +1144,7 @@ impl Tcp {
             acks_due: Vec::with_capacity(crate::tap::BATCH_MAX),
             cork: false,
             corked: Vec::with_capacity(crate::tap::BATCH_MAX),
+            gather: gather::Gather::default(),
         }
     }
 
@@ -1154,9 +1161,10 @@ impl Tcp {
     }
 
     /// Handle a segment the guest sent from `guest` to `remote`: `segment`
-    /// is the whole IP payload. With `hold_ahead`, data or a FIN past a gap
-    /// is not looked at (`Taken::Ahead`), so the caller can offer it again
-    /// once the segments before it were taken.
+    /// is the whole IP payload, inside `batch`, the buffer given to
+    /// `begin_batch` (empty outside a batch). With `hold_ahead`, data or a
+    /// FIN past a gap is not looked at (`Taken::Ahead`), so the caller can
+    /// offer it again once the segments before it were taken.
     ///
     /// # Errors
     /// A `TcpDrop` saying why the segment was ignored.
@@ -1170,6 +1178,7 @@ impl Tcp {
         guest: SocketAddr,
         remote: SocketAddr,
         segment: &[u8],
+        batch: &[u8],
         csum_ok: bool,
         hold_ahead: bool,
         tx: &mut TxQueue,
@@ -1207,14 +1216,26 @@ impl Tcp {
             return Ok(Taken::Done);
         };
         let r = found.flow;
+        // Data gathered for this connection is as good as taken here.
+        let gathered = self.gather.end_of(r);
         if hold_ahead
             && (!payload.is_empty() || seg.flags.has(Flags::FIN))
             && !seg.flags.has(Flags::RST)
             && !seg.flags.has(Flags::SYN)
-            && conn_mut(flows, r)
-                .is_some_and(|c| c.state == State::Established && after(seg.seq, c.rcv_nxt))
+            && conn_mut(flows, r).is_some_and(|c| {
+                c.state == State::Established && after(seg.seq, gathered.unwrap_or(c.rcv_nxt))
+            })
         {
             return Ok(Taken::Ahead);
+        }
+        // Anything but the next data of the open run ends it: what the
+        // segment says must be answered with the data in the socket.
+        let extends = gathered == Some(seg.seq)
+            && !payload.is_empty()
+            && (seg.flags.0 & !(Flags::ACK | Flags::PSH).0) == 0
+            && !self.gather.is_full();
+        if self.gather.flow().is_some() && !extends {
+            self.flush_gather(flows, batch, true, link, ev, tx, now);
         }
         let next = self.on_segment(flows, r, link, &seg, payload, tx, now);
         self.finish(flows, r, next, link, ev, tx, now);
@@ -1600,6 +1621,23 @@ impl Tcp {
         }
         if !pure {
             let fin = seg.flags.has(Flags::FIN);
+            // In a batch of several frames, data that goes on where the
+            // stream (or its open run) stands joins the run, to go to the
+            // socket in one call (`gather`); its ACK waits for the end of
+            // the batch, as in-order data's does.
+            if self.batching
+                && self.cork
+                && !fin
+                && c.state == State::Established
+                && !c.guest_fin
+                && seg.seq == self.gather.end_of(r).unwrap_or(c.rcv_nxt)
+                && !self.ooo.holds(ooo_key(r))
+                && (c.ack_due || self.acks_due.len() < self.acks_due.capacity())
+                && self.gather.add(r, seg.seq, payload)
+            {
+                list_once(&mut self.acks_due, &mut c.ack_due, r);
+                return c.push(link, tx, &mut self.scratch, now);
+            }
             let mut next = Next::Keep;
             let start = c.rcv_nxt;
             if after(seg.seq, c.rcv_nxt) {
@@ -1881,9 +1919,63 @@ impl Tcp {
     /// A batch of `frames` of the guest's frames starts: ACKs for in-order
     /// data wait for `end_batch`, and so does the push of data written
     /// while more frames follow.
-    pub fn begin_batch(&mut self, frames: usize) {
+    pub fn begin_batch(&mut self, buf: &[u8], frames: usize) {
         self.batching = true;
         self.cork = frames > 1;
+        self.gather.begin(buf);
+    }
+
+    /// Send the open run of gathered data (`gather`) to its connection's
+    /// socket, from `batch`, with `MSG_MORE` if `more` frames follow; what
+    /// the socket took is owed the guest an ACK.
+    #[allow(clippy::too_many_arguments)]
+    fn flush_gather(
+        &mut self,
+        flows: &mut Flows,
+        batch: &[u8],
+        more: bool,
+        link: compose::Link,
+        ev: &EventLoop,
+        tx: &mut TxQueue,
+        now: Instant,
+    ) {
+        let Some(r) = self.gather.flow() else {
+            return;
+        };
+        // Closed since: the guest never heard the data was taken.
+        let Some(c) = conn_mut(flows, r) else {
+            self.gather.clear();
+            return;
+        };
+        let more = more && self.cork && list_once(&mut self.corked, &mut c.corked, r);
+        let next = match self.gather.send(batch, c.sock.as_fd(), more) {
+            Ok(taken) => {
+                if taken < self.gather.bytes() {
+                    // Past the room our window promised: the guest sends
+                    // the rest again.
+                    log::debug!(
+                        "TCP {} -> {}: socket took {taken} of {} gathered bytes",
+                        c.guest(),
+                        c.remote(),
+                        self.gather.bytes()
+                    );
+                }
+                // Less than the run's bytes, which are at most 64 segments.
+                c.rcv_nxt = c.rcv_nxt.wrapping_add(taken as u32);
+                Next::Keep
+            }
+            Err(e) => {
+                log::debug!("TCP {} -> {}: sendmsg: {e}", c.guest(), c.remote());
+                Next::Abort
+            }
+        };
+        self.gather.clear();
+        if next == Next::Keep && !list_once(&mut self.acks_due, &mut c.ack_due, r) {
+            c.ack(link, tx, now);
+        }
+        if next != Next::Keep {
+            self.finish(flows, r, next, link, ev, tx, now);
+        }
     }
 
     /// The batch is through: one ACK per connection that took data in it,
@@ -1892,10 +1984,15 @@ impl Tcp {
     pub fn end_batch(
         &mut self,
         flows: &mut Flows,
+        batch: &[u8],
         link: compose::Link,
         ev: &EventLoop,
         tx: &mut TxQueue,
     ) {
+        // The last run goes before the pushes and ACKs below, which count
+        // it in.
+        self.flush_gather(flows, batch, false, link, ev, tx, Instant::now());
+        self.gather.end();
         self.batching = false;
         // Setting TCP_NODELAY again sends what MSG_MORE held back.
         for &r in &self.corked {
@@ -1928,6 +2025,7 @@ impl Tcp {
 
     /// The guest went away: its connections are gone.
     pub fn clear(&mut self) {
+        self.gather.end();
         self.acks_due.clear();
         self.corked.clear();
         self.batching = false;

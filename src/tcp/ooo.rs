@@ -53,6 +53,11 @@ fn after(a: u32, b: u32) -> bool {
 }
 
 impl OooStore {
+    /// Whether anything of connection `conn` is held.
+    pub fn holds(&self, conn: u64) -> bool {
+        self.entries.iter().flatten().any(|e| e.conn == conn)
+    }
+
     /// Keep a copy of a segment of connection `conn` starting at `seq`.
     /// False when there is no room (or it is already held).
     pub fn insert(&mut self, conn: u64, seq: u32, data: &[u8], fin: bool) -> bool {

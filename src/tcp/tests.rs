@@ -61,7 +61,18 @@ fn no_tcp_and_bad_segments_are_dropped() {
     c.services.tcp = false;
     assert_eq!(
         t.segment(
-            &c, &ev, &mut flows, link, g, r, &syn, false, false, &mut tx, now
+            &c,
+            &ev,
+            &mut flows,
+            link,
+            g,
+            r,
+            &syn,
+            &[],
+            false,
+            false,
+            &mut tx,
+            now
         ),
         Err(TcpDrop::Disabled)
     );
@@ -70,7 +81,18 @@ fn no_tcp_and_bad_segments_are_dropped() {
     bad[5] ^= 1;
     assert_eq!(
         t.segment(
-            &c, &ev, &mut flows, link, g, r, &bad, false, false, &mut tx, now
+            &c,
+            &ev,
+            &mut flows,
+            link,
+            g,
+            r,
+            &bad,
+            &[],
+            false,
+            false,
+            &mut tx,
+            now
         ),
         Err(TcpDrop::Malformed)
     );
@@ -83,6 +105,7 @@ fn no_tcp_and_bad_segments_are_dropped() {
             g,
             r,
             &syn[..12],
+            &[],
             false,
             false,
             &mut tx,
@@ -95,7 +118,18 @@ fn no_tcp_and_bad_segments_are_dropped() {
     Packet::new_unchecked(&mut syn_b[..]).fill_checksum_v4([10, 0, 0, 2].into(), [255; 4].into());
     assert_eq!(
         t.segment(
-            &c, &ev, &mut flows, link, g, bcast, &syn_b, false, false, &mut tx, now
+            &c,
+            &ev,
+            &mut flows,
+            link,
+            g,
+            bcast,
+            &syn_b,
+            &[],
+            false,
+            false,
+            &mut tx,
+            now
         ),
         Err(TcpDrop::Destination(Refused::NotUnicast))
     );
@@ -217,8 +251,8 @@ impl Rig {
         assert_eq!(res, Ok(Taken::Done));
     }
 
-    /// Hand a segment to `Tcp::segment`, holding it if it's ahead.
-    fn offer(&mut self, h: &TcpRepr, payload: &[u8], hold: bool) -> Result<Taken, TcpDrop> {
+    /// A segment from the guest, as its IP payload.
+    fn segment_bytes(&self, h: &TcpRepr, payload: &[u8]) -> Vec<u8> {
         let mut b = vec![0u8; h.buffer_len() + payload.len()];
         h.emit(&mut b);
         b[h.buffer_len()..].copy_from_slice(payload);
@@ -226,6 +260,17 @@ impl Rig {
             unreachable!()
         };
         Packet::new_unchecked(&mut b[..]).fill_checksum_v4(g, r);
+        b
+    }
+
+    /// Hand a segment to `Tcp::segment`, holding it if it's ahead.
+    fn offer(&mut self, h: &TcpRepr, payload: &[u8], hold: bool) -> Result<Taken, TcpDrop> {
+        let b = self.segment_bytes(h, payload);
+        self.offer_in(&b, &[], hold)
+    }
+
+    /// Hand `segment`, inside the batch's buffer `batch`, to `Tcp::segment`.
+    fn offer_in(&mut self, segment: &[u8], batch: &[u8], hold: bool) -> Result<Taken, TcpDrop> {
         let now = Instant::now();
         self.t.segment(
             &self.conf,
@@ -234,12 +279,26 @@ impl Rig {
             self.link,
             self.guest,
             self.remote,
-            &b,
+            segment,
+            batch,
             false,
             hold,
             &mut self.tx,
             now,
         )
+    }
+
+    /// Segments laid out one after the other, as in a batch's buffer,
+    /// with where each is.
+    fn batch_of(&self, segs: &[(TcpRepr, Vec<u8>)]) -> (Vec<u8>, Vec<std::ops::Range<usize>>) {
+        let mut buf = Vec::new();
+        let mut at = Vec::new();
+        for (h, payload) in segs {
+            let b = self.segment_bytes(h, payload);
+            at.push(buf.len()..buf.len() + b.len());
+            buf.extend_from_slice(&b);
+        }
+        (buf, at)
     }
 
     /// Handle socket events for up to `ms` milliseconds.
@@ -708,6 +767,7 @@ impl Crowd {
             guest,
             self.remote,
             &b,
+            &[],
             false,
             false,
             &mut self.tx,
@@ -974,7 +1034,7 @@ fn in_a_batch_in_order_data_waits_for_one_ack_and_gaps_are_answered_at_once() {
         let mut r = Rig::new(no_peek_off);
         let base = r.gseq;
         let chunk = |off: u32| vec![(off / 1000) as u8; 1000];
-        r.t.begin_batch(3);
+        r.t.begin_batch(&[], 3);
         for off in [0, 1000, 2000] {
             let h = r.data_at(base, off);
             r.send(&h, &chunk(off));
@@ -992,16 +1052,16 @@ fn in_a_batch_in_order_data_waits_for_one_ack_and_gaps_are_answered_at_once() {
         let out = r.out();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0.ack, base.wrapping_add(5000));
-        r.t.end_batch(&mut r.flows, r.link, &r.ev, &mut r.tx);
+        r.t.end_batch(&mut r.flows, &[], r.link, &r.ev, &mut r.tx);
         assert!(r.out().is_empty(), "nothing owed any more");
         // Next batch: one ACK at its end, with our window.
-        r.t.begin_batch(3);
+        r.t.begin_batch(&[], 3);
         let h = r.data_at(base, 5000);
         r.send(&h, &chunk(5000));
         let h = r.data_at(base, 6000);
         r.send(&h, &chunk(6000));
         assert!(r.out().is_empty());
-        r.t.end_batch(&mut r.flows, r.link, &r.ev, &mut r.tx);
+        r.t.end_batch(&mut r.flows, &[], r.link, &r.ev, &mut r.tx);
         let out = r.out();
         assert_eq!(out.len(), 1, "one ACK for the batch");
         assert_eq!(out[0].0.ack, base.wrapping_add(7000));
@@ -1054,18 +1114,137 @@ fn a_batch_gathers_a_connections_data_and_pushes_it_at_its_end() {
     // Several frames: the kernel holds the small segments back (MSG_MORE)
     // until the batch ends. Without the push it would wait for a timer of
     // 200 ms or more.
-    r.t.begin_batch(3);
+    r.t.begin_batch(&[], 3);
     for off in [200, 300, 400] {
         let h = r.data_at(base, off);
         r.send(&h, &[3; 100]);
     }
     assert_eq!(peer_got(&r, 300, 50), 0, "held while the batch lasts");
-    r.t.end_batch(&mut r.flows, r.link, &r.ev, &mut r.tx);
+    r.t.end_batch(&mut r.flows, &[], r.link, &r.ev, &mut r.tx);
     assert_eq!(peer_got(&r, 300, 100), 300, "pushed at the batch's end");
     // A batch of one frame, as a request is: sent at once.
-    r.t.begin_batch(1);
+    r.t.begin_batch(&[], 1);
     let h = r.data_at(base, 500);
     r.send(&h, &[4; 100]);
     assert_eq!(peer_got(&r, 100, 100), 100, "sent before the batch ends");
-    r.t.end_batch(&mut r.flows, r.link, &r.ev, &mut r.tx);
+    r.t.end_batch(&mut r.flows, &[], r.link, &r.ev, &mut r.tx);
+}
+
+#[test]
+fn a_batch_gathers_a_runs_data_into_one_send_acknowledged_once_it_went() {
+    let mut r = Rig::new(false);
+    let base = r.gseq;
+    let chunk = |off: u32| vec![(off / 1000) as u8 + 1; 1000];
+    let segs: Vec<_> = (0..4u32)
+        .map(|i| (r.data_at(base, i * 1000), chunk(i * 1000)))
+        .collect();
+    let (buf, at) = r.batch_of(&segs);
+    r.t.begin_batch(&buf, 4);
+    for range in &at[..3] {
+        assert_eq!(
+            r.offer_in(&buf[range.clone()], &buf, false),
+            Ok(Taken::Done)
+        );
+    }
+    assert_eq!(peer_got(&r, 3000, 30), 0, "gathered, not yet sent");
+    assert_eq!(r.conn().rcv_nxt, base, "nothing taken yet");
+    // A segment acknowledging what we never sent gets an ACK at once: it
+    // must not cover the gathered data, which isn't in the socket.
+    let mut bogus = r.data_at(base, 3000);
+    bogus.ack = r.iss.wrapping_add(1_000_000);
+    let b = r.segment_bytes(&bogus, &[9; 10]);
+    assert_eq!(r.offer_in(&b, &buf, false), Ok(Taken::Done));
+    let out = r.out();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0.ack, base, "only what the socket holds");
+    // The run goes on and is sent in one call at the batch's end, with
+    // one ACK for all of it.
+    assert_eq!(
+        r.offer_in(&buf[at[3].clone()], &buf, false),
+        Ok(Taken::Done)
+    );
+    assert!(r.out().is_empty());
+    r.t.end_batch(&mut r.flows, &buf, r.link, &r.ev, &mut r.tx);
+    let out = r.out();
+    assert_eq!(out.len(), 1, "one ACK for the batch");
+    assert_eq!(out[0].0.ack, base.wrapping_add(4000));
+    use std::io::Read;
+    let mut got = vec![0u8; 4000];
+    r.peer.as_ref().unwrap().read_exact(&mut got).unwrap();
+    let want: Vec<u8> = (0..4u32).flat_map(|i| chunk(i * 1000)).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn whatever_ends_a_run_is_answered_with_the_run_in_the_socket() {
+    use std::io::Read;
+    let mut r = Rig::new(false);
+    let base = r.gseq;
+    let chunk = |off: u32| vec![(off / 1000) as u8 + 1; 1000];
+    // Two in order, one past a gap, then a FIN right after the first two.
+    let mut fin = r.data_at(base, 2000);
+    fin.flags = Flags::ACK | Flags::FIN;
+    let segs = vec![
+        (r.data_at(base, 0), chunk(0)),
+        (r.data_at(base, 1000), chunk(1000)),
+        (r.data_at(base, 3000), chunk(3000)),
+        (fin, Vec::new()),
+    ];
+    let (buf, at) = r.batch_of(&segs);
+    r.t.begin_batch(&buf, 4);
+    for range in &at[..2] {
+        assert_eq!(
+            r.offer_in(&buf[range.clone()], &buf, false),
+            Ok(Taken::Done)
+        );
+    }
+    assert!(r.out().is_empty());
+    // Past the gap: the run goes to the socket first, so the duplicate ACK
+    // asks for the byte after it.
+    assert_eq!(
+        r.offer_in(&buf[at[2].clone()], &buf, false),
+        Ok(Taken::Done)
+    );
+    let out = r.out();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0.ack, base.wrapping_add(2000));
+    let mut got = vec![0u8; 2000];
+    r.peer.as_ref().unwrap().read_exact(&mut got).unwrap();
+    // The FIN is taken, and with it the end of the stream.
+    assert_eq!(
+        r.offer_in(&buf[at[3].clone()], &buf, false),
+        Ok(Taken::Done)
+    );
+    r.t.end_batch(&mut r.flows, &buf, r.link, &r.ev, &mut r.tx);
+    let out = r.out();
+    assert_eq!(out.last().unwrap().0.ack, base.wrapping_add(2001));
+    let mut rest = Vec::new();
+    r.peer.as_ref().unwrap().read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "the held segment past the FIN never went");
+}
+
+#[test]
+fn a_run_whose_connection_closed_is_dropped_unacknowledged() {
+    let mut r = Rig::new(false);
+    let base = r.gseq;
+    let mut rst = r.data_at(base, 1000);
+    rst.flags = Flags::RST;
+    let segs = vec![(r.data_at(base, 0), vec![1; 1000]), (rst, Vec::new())];
+    let (buf, at) = r.batch_of(&segs);
+    r.t.begin_batch(&buf, 2);
+    assert_eq!(
+        r.offer_in(&buf[at[0].clone()], &buf, false),
+        Ok(Taken::Done)
+    );
+    // The RST is at the next byte after the run, which went first.
+    assert_eq!(
+        r.offer_in(&buf[at[1].clone()], &buf, false),
+        Ok(Taken::Done)
+    );
+    assert!(!r.is_open());
+    r.t.end_batch(&mut r.flows, &buf, r.link, &r.ev, &mut r.tx);
+    assert!(
+        r.out().is_empty(),
+        "nothing to acknowledge on a reset connection"
+    );
 }
