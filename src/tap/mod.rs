@@ -25,6 +25,9 @@ pub const MAX_FRAME: usize = 14 + 65535;
 /// Most frames handed to dispatch in one batch.
 pub const BATCH_MAX: usize = 512;
 
+/// Most frames one builder fills at once (`TxQueue::push_run`).
+pub const RUN_MAX: usize = 64;
+
 /// Frame ranges inside a receive buffer, filled by a framing module.
 #[derive(Debug)]
 pub struct Batch {
@@ -201,6 +204,59 @@ impl TxQueue {
         true
     }
 
+    /// Build a run of up to `count` frames in place, each `frame_len`
+    /// bytes long but the last, which may be shorter, for a builder that
+    /// fills many frames with one syscall (a peek into all their
+    /// payloads). `build` gets one space of `frame_len` bytes per frame
+    /// that fits (fewer than `count` when the queue is short of room) and
+    /// returns how many it made and the last one's length; frames made
+    /// carry no offloads. Returns the number of frames queued; a queue
+    /// without room for one counts a drop.
+    pub fn push_run(
+        &mut self,
+        frame_len: usize,
+        count: usize,
+        build: impl FnOnce(&mut [&mut [u8]]) -> (usize, usize),
+    ) -> usize {
+        let prefix = 4 + self.headroom();
+        let frame_len = frame_len.min(MAX_FRAME);
+        let stride = prefix + frame_len;
+        let count = count.min(RUN_MAX);
+        if self.buf.len() - self.tail < stride * count {
+            self.compact();
+        }
+        let count = count.min((self.buf.len() - self.tail) / stride);
+        if count == 0 {
+            self.dropped += 1;
+            return 0;
+        }
+        let region = &mut self.buf[self.tail..self.tail + stride * count];
+        let mut frames: [&mut [u8]; RUN_MAX] = std::array::from_fn(|_| <&mut [u8]>::default());
+        for (f, chunk) in frames.iter_mut().zip(region.chunks_mut(stride)) {
+            *f = &mut chunk[prefix..];
+        }
+        let (made, last) = build(&mut frames[..count]);
+        let made = made.min(count);
+        if made == 0 || last == 0 || last > frame_len {
+            return 0;
+        }
+        for i in 0..made {
+            let at = self.tail + i * stride;
+            let len = if i + 1 == made { last } else { frame_len };
+            // At most MAX_FRAME plus the header: fits in u32.
+            let len32 = (len + self.headroom()) as u32;
+            self.buf[at..at + 4].copy_from_slice(&len32.to_be_bytes());
+            if let Some(h) = self.buf[at + 4..at + prefix].first_chunk_mut::<{ vnet::LEN }>() {
+                vnet::encode(&TxOffload::default(), h);
+            }
+            if let Some(p) = self.pcap.as_mut() {
+                p.record(&self.buf[at + prefix..at + prefix + len]);
+            }
+        }
+        self.tail += (made - 1) * stride + prefix + last;
+        made
+    }
+
     /// Whether a frame of up to `max_len` bytes fits now (`push_with` would
     /// take it); makes room by compacting if needed.
     pub fn has_room(&mut self, max_len: usize) -> bool {
@@ -301,6 +357,51 @@ mod tests {
         assert!(q.pending().is_empty());
         assert_eq!(q.dropped, 1);
         assert!(q.push_with(10, |_| 10));
+    }
+
+    #[test]
+    fn a_run_of_frames_is_queued_back_to_back() {
+        let mut q = TxQueue::new(0, None);
+        let made = q.push_run(4, 3, |frames| {
+            assert_eq!(frames.len(), 3);
+            for (i, f) in frames.iter_mut().enumerate() {
+                assert_eq!(f.len(), 4);
+                f.fill(b'a' + i as u8);
+            }
+            (3, 2)
+        });
+        assert_eq!(made, 3);
+        assert_eq!(q.pending(), b"\0\0\0\x04aaaa\0\0\0\x04bbbb\0\0\0\x02cc");
+        // Fewer made than offered: only those count.
+        let made = q.push_run(4, 3, |f| {
+            f[0][0] = b'z';
+            (1, 1)
+        });
+        assert_eq!(made, 1);
+        assert!(q.pending().ends_with(b"cc\0\0\0\x01z"));
+        // Nothing made, or a last frame longer than a frame: nothing queued.
+        let before = q.pending().len();
+        assert_eq!(q.push_run(4, 3, |_| (0, 4)), 0);
+        assert_eq!(q.push_run(4, 3, |_| (2, 5)), 0);
+        assert_eq!(q.pending().len(), before);
+    }
+
+    #[test]
+    fn a_run_takes_what_room_is_left() {
+        let stride = 4 + 1000;
+        let mut q = TxQueue::new(MAX_FRAME + 4 + vnet::LEN, None);
+        let fit = q.buf.len() / stride;
+        let made = q.push_run(1000, RUN_MAX + 10, |frames| {
+            assert_eq!(frames.len(), fit.min(RUN_MAX));
+            (frames.len(), 1000)
+        });
+        assert_eq!(made, fit.min(RUN_MAX));
+        while q.push_run(1000, RUN_MAX, |f| (f.len(), 1000)) > 0 {}
+        assert_eq!(q.dropped, 1, "no room for one frame counts a drop");
+        // The queue sent: room again, at its start.
+        q.consume(q.pending().len());
+        assert_eq!(q.push_run(1000, 2, |f| (f.len(), 10)), 2);
+        assert_eq!(q.pending().len(), stride + 4 + 10);
     }
 
     #[test]

@@ -1248,3 +1248,34 @@ fn a_run_whose_connection_closed_is_dropped_unacknowledged() {
         "nothing to acknowledge on a reset connection"
     );
 }
+
+#[test]
+fn a_run_of_peeked_segments_is_in_order_and_within_the_window() {
+    let mut r = Rig::new(false);
+    let isn = r.iss.wrapping_add(1);
+    // 5500 bytes come as six segments (one peek, `Conn::peek_run`), one
+    // MSS each but the last, with the right sequence numbers, checksums
+    // (`out` parses them) and data.
+    let out = r.peer_writes(5500);
+    let got = data_only(&out);
+    let want: Vec<_> = (0..6u32)
+        .map(|i| (isn.wrapping_add(i * 1000), if i < 5 { 1000 } else { 500 }))
+        .collect();
+    assert_eq!(got, want);
+    let data: Vec<u8> = out.iter().flat_map(|(_, p)| p.clone()).collect();
+    assert_eq!(data, pattern(0, 5500));
+    assert_eq!(r.conn().snd_nxt, isn.wrapping_add(5500));
+    // A window of 2500 bytes cuts the next run there.
+    r.ack(5500, 2500);
+    assert!(r.out().is_empty());
+    let got = data_only(&r.peer_writes(5000));
+    let at = isn.wrapping_add(5500);
+    assert_eq!(
+        got,
+        [
+            (at, 1000),
+            (at.wrapping_add(1000), 1000),
+            (at.wrapping_add(2000), 500)
+        ]
+    );
+}
