@@ -680,6 +680,11 @@ impl Conn {
                 want += take;
                 n += 1;
             }
+            if n == 0 {
+                // No frame holds a segment (can't be: a frame is sized
+                // for one); a peek into nothing would read as the EOF.
+                return (0, 0);
+            }
             let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
             got = match recvmsg::<()>(fd, &mut iov[..n], None, flags).map(|m| m.bytes) {
                 // From the peek offset, 0 is the peer's FIN.
