@@ -703,27 +703,7 @@ impl Conn {
                 // At most RUN_MAX segments of at most 64 KiB: fits in u32.
                 let hdr = self.header(Flags::ACK | Flags::PSH, seq.wrapping_add((i * mss) as u32));
                 let out = &mut f[..hl + plen];
-                last = match (from, to) {
-                    (SocketAddr::V4(s), SocketAddr::V4(d)) => compose::tcp4(
-                        out,
-                        link,
-                        *s.ip(),
-                        *d.ip(),
-                        &hdr,
-                        compose::Csum::Full,
-                        |_| plen,
-                    ),
-                    (SocketAddr::V6(s), SocketAddr::V6(d)) => compose::tcp6(
-                        out,
-                        link,
-                        *s.ip(),
-                        *d.ip(),
-                        &hdr,
-                        compose::Csum::Full,
-                        |_| plen,
-                    ),
-                    _ => 0,
-                };
+                last = compose::tcp(out, link, from, to, &hdr, compose::Csum::Full, |_| plen);
             }
             if last == 0 {
                 // Headers that didn't fit their frame: can't be, but then
@@ -1023,18 +1003,11 @@ fn emit_data(
             written = payload(&mut p[..l]);
             written
         };
-        let (n, l4_off, gso) = match (from, to) {
-            (SocketAddr::V4(s), SocketAddr::V4(d)) => (
-                compose::tcp4(out, link, *s.ip(), *d.ip(), hdr, csum, body),
-                compose::L4_OFF_V4,
-                Gso::Tcp4,
-            ),
-            (SocketAddr::V6(s), SocketAddr::V6(d)) => (
-                compose::tcp6(out, link, *s.ip(), *d.ip(), hdr, csum, body),
-                compose::L4_OFF_V6,
-                Gso::Tcp6,
-            ),
-            _ => (0, 0, Gso::None),
+        let n = compose::tcp(out, link, from, to, hdr, csum, body);
+        let (l4_off, gso) = if from.is_ipv4() {
+            (compose::L4_OFF_V4, Gso::Tcp4)
+        } else {
+            (compose::L4_OFF_V6, Gso::Tcp6)
         };
         // Data segments with nothing read aren't sent.
         if n == 0 || (len > 0 && written == 0) {

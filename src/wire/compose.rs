@@ -15,7 +15,7 @@
 
 use super::ethernet::{self, Frame};
 use super::{EtherType, IpProtocol, Mac, icmpv4, icmpv6, ipv4, ipv6, tcp, udp};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 /// Link-layer addresses of a frame: ours as source, the guest's as destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +209,27 @@ pub fn icmp4(
     .emit(&mut out[ethernet::HEADER_LEN..]);
     Frame::new_unchecked(&mut out[..]).set_header(link.dst, link.src, EtherType::Ipv4);
     UDP4_OFF + mlen
+}
+
+/// `tcp4` or `tcp6`, as the addresses' family says: 0 for a mixed pair.
+pub fn tcp(
+    out: &mut [u8],
+    link: Link,
+    src: SocketAddr,
+    dst: SocketAddr,
+    hdr: &tcp::TcpRepr,
+    csum: Csum,
+    payload: impl FnOnce(&mut [u8]) -> usize,
+) -> usize {
+    match (src, dst) {
+        (SocketAddr::V4(s), SocketAddr::V4(d)) => {
+            tcp4(out, link, *s.ip(), *d.ip(), hdr, csum, payload)
+        }
+        (SocketAddr::V6(s), SocketAddr::V6(d)) => {
+            tcp6(out, link, *s.ip(), *d.ip(), hdr, csum, payload)
+        }
+        _ => 0,
+    }
 }
 
 /// Build an Ethernet/IPv4/TCP frame with header `hdr` (ports, sequence
