@@ -28,6 +28,43 @@ pub const BATCH_MAX: usize = 512;
 /// Most frames one builder fills at once (`TxQueue::push_run`).
 pub const RUN_MAX: usize = 64;
 
+/// Where a batch's receive buffer is, by address, while its frames are
+/// handled: handlers that send the guest's payloads later, with no copy
+/// (UDP's queued datagrams, TCP's gathered segments), keep them as places
+/// in it, which mean something only for that buffer.
+#[derive(Debug, Default)]
+pub struct BatchPlaces {
+    at: Range<usize>,
+}
+
+impl BatchPlaces {
+    /// The batch in `buf` is about to be handled.
+    pub fn begin(&mut self, buf: &[u8]) {
+        let start = buf.as_ptr().addr();
+        self.at = start..start + buf.len();
+    }
+
+    /// The batch is handled: nothing is inside it any more.
+    pub fn end(&mut self) {
+        self.at = 0..0;
+    }
+
+    /// Where `part` is in the batch's buffer, if it is inside it.
+    pub fn of(&self, part: &[u8]) -> Option<Range<usize>> {
+        let start = part.as_ptr().addr();
+        if start < self.at.start || start + part.len() > self.at.end {
+            return None;
+        }
+        let off = start - self.at.start;
+        Some(off..off + part.len())
+    }
+
+    /// Whether `buf` is the buffer given to `begin`.
+    pub fn is(&self, buf: &[u8]) -> bool {
+        buf.as_ptr().addr() == self.at.start && buf.len() == self.at.len()
+    }
+}
+
 /// Frame ranges inside a receive buffer, filled by a framing module.
 #[derive(Debug)]
 pub struct Batch {
@@ -323,6 +360,21 @@ impl TxQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn places_are_offsets_inside_the_batch_only() {
+        let buf = [0u8; 100];
+        let mut p = BatchPlaces::default();
+        assert_eq!(p.of(&buf[10..20]), None, "no batch yet");
+        p.begin(&buf);
+        assert_eq!(p.of(&buf[10..20]), Some(10..20));
+        assert_eq!(p.of(&buf[..]), Some(0..100));
+        assert_eq!(p.of(&[1u8; 10]), None, "elsewhere");
+        assert!(p.is(&buf) && !p.is(&buf[..99]));
+        p.end();
+        assert_eq!(p.of(&buf[10..20]), None);
+        assert!(!p.is(&buf));
+    }
 
     #[test]
     fn frames_are_length_prefixed() {

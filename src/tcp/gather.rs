@@ -19,6 +19,7 @@
 //! is open at a time.
 
 use crate::flow::FlowRef;
+use crate::tap::BatchPlaces;
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, sendmsg};
 use std::io::IoSlice;
@@ -31,8 +32,8 @@ pub const GATHER_MAX: usize = 64;
 
 /// The open run, if any.
 pub struct Gather {
-    /// Where the batch's buffer is (by address) while one is handled.
-    buf: Range<usize>,
+    /// Where the batch's buffer is while one is handled.
+    buf: BatchPlaces,
     /// Whose data this is.
     flow: Option<FlowRef>,
     /// The sequence number just past the gathered data.
@@ -46,7 +47,7 @@ pub struct Gather {
 impl Default for Gather {
     fn default() -> Self {
         Gather {
-            buf: 0..0,
+            buf: BatchPlaces::default(),
             flow: None,
             end: 0,
             ranges: Vec::with_capacity(GATHER_MAX),
@@ -59,14 +60,13 @@ impl Gather {
     /// A batch read into `buf` is about to be handled: segments inside it
     /// may be gathered.
     pub fn begin(&mut self, buf: &[u8]) {
-        let start = buf.as_ptr().addr();
-        self.buf = start..start + buf.len();
+        self.buf.begin(buf);
         self.clear();
     }
 
     /// The batch is handled (after the last send): nothing may wait.
     pub fn end(&mut self) {
-        self.buf = 0..0;
+        self.buf.end();
         self.clear();
     }
 
@@ -102,7 +102,6 @@ impl Gather {
     /// run is open, it doesn't continue this one, the run is full, or the
     /// payload is not in the batch's buffer). The caller sends it then.
     pub fn add(&mut self, r: FlowRef, seq: u32, payload: &[u8]) -> bool {
-        let start = payload.as_ptr().addr();
         let Ok(len) = u32::try_from(payload.len()) else {
             return false;
         };
@@ -110,16 +109,13 @@ impl Gather {
             None => true,
             Some(f) => f == r && seq == self.end,
         };
-        if !continues
-            || payload.is_empty()
-            || self.ranges.len() >= GATHER_MAX
-            || start < self.buf.start
-            || start + payload.len() > self.buf.end
-        {
+        if !continues || payload.is_empty() || self.ranges.len() >= GATHER_MAX {
             return false;
         }
-        let off = start - self.buf.start;
-        self.ranges.push(off..off + payload.len());
+        let Some(place) = self.buf.of(payload) else {
+            return false;
+        };
+        self.ranges.push(place);
         self.bytes += payload.len();
         self.flow = Some(r);
         self.end = seq.wrapping_add(len);
@@ -133,7 +129,7 @@ impl Gather {
     /// # Errors
     /// What `sendmsg` failed with, but `EAGAIN` and `EINTR`.
     pub fn send(&self, buf: &[u8], fd: BorrowedFd<'_>, more: bool) -> Result<usize, Errno> {
-        if buf.as_ptr().addr() != self.buf.start || buf.len() != self.buf.len() {
+        if !self.buf.is(buf) {
             // Not the batch the run is in: its places mean nothing here,
             // and sending nothing only costs the guest a retransmission.
             log::warn!("TCP: gathered data of another batch, not sent");

@@ -15,6 +15,7 @@
 
 use crate::flow::FlowRef;
 use crate::sys::udp::{GSO_MAX_BYTES, SEND_BATCH, send_batch, send_segmented};
+use crate::tap::BatchPlaces;
 use nix::errno::Errno;
 use std::cell::Cell;
 use std::ops::Range;
@@ -32,8 +33,8 @@ const FLUSH_BYTES: usize = 256 << 10;
 
 /// Datagrams waiting to be sent, in the order the guest sent them.
 pub struct Outgoing {
-    /// Where the tap batch's buffer is (by address) while one is handled.
-    buf: Range<usize>,
+    /// Where the tap batch's buffer is while one is handled.
+    buf: BatchPlaces,
     /// Each datagram's flow and place in the buffer.
     queued: Vec<(FlowRef, Range<usize>)>,
     /// Their bytes, all together.
@@ -43,7 +44,7 @@ pub struct Outgoing {
 impl Default for Outgoing {
     fn default() -> Self {
         Outgoing {
-            buf: 0..0,
+            buf: BatchPlaces::default(),
             queued: Vec::with_capacity(SEND_BATCH),
             bytes: 0,
         }
@@ -54,8 +55,7 @@ impl Outgoing {
     /// A tap batch read into `buf` is about to be handled: datagrams
     /// inside it may wait for [`Outgoing::flush`].
     pub fn begin(&mut self, buf: &[u8]) {
-        let start = buf.as_ptr().addr();
-        self.buf = start..start + buf.len();
+        self.buf.begin(buf);
         self.clear();
     }
 
@@ -66,19 +66,17 @@ impl Outgoing {
 
     /// The batch is handled (after the last flush): nothing may wait.
     pub fn end(&mut self) {
-        self.buf = 0..0;
+        self.buf.end();
         self.clear();
     }
 
     /// Queue `payload` of flow `r`; false if it must go now instead (it
     /// is not in the batch's buffer, or the queue is full).
     pub fn queue(&mut self, r: FlowRef, payload: &[u8]) -> bool {
-        let start = payload.as_ptr().addr();
-        if self.is_full() || start < self.buf.start || start + payload.len() > self.buf.end {
+        let Some(place) = self.buf.of(payload).filter(|_| !self.is_full()) else {
             return false;
-        }
-        let off = start - self.buf.start;
-        self.queued.push((r, off..off + payload.len()));
+        };
+        self.queued.push((r, place));
         self.bytes += payload.len();
         true
     }
