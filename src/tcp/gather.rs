@@ -20,11 +20,8 @@
 
 use crate::flow::FlowRef;
 use crate::tap::BatchPlaces;
-use nix::errno::Errno;
-use nix::sys::socket::{MsgFlags, sendmsg};
 use std::io::IoSlice;
 use std::ops::Range;
-use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// Segments in one run: one `sendmsg` at most every this many. A batch of
 /// 1500-byte frames from passt's stream holds about 40 per 64 KiB read.
@@ -40,8 +37,6 @@ pub struct Gather {
     end: u32,
     /// The segments' places in the buffer, in order.
     ranges: Vec<Range<usize>>,
-    /// Their bytes, all together.
-    bytes: usize,
 }
 
 impl Default for Gather {
@@ -51,7 +46,6 @@ impl Default for Gather {
             flow: None,
             end: 0,
             ranges: Vec::with_capacity(GATHER_MAX),
-            bytes: 0,
         }
     }
 }
@@ -74,7 +68,6 @@ impl Gather {
     pub fn clear(&mut self) {
         self.flow = None;
         self.ranges.clear();
-        self.bytes = 0;
     }
 
     /// The connection whose run is open.
@@ -92,11 +85,6 @@ impl Gather {
         self.ranges.len() >= GATHER_MAX
     }
 
-    /// Bytes gathered.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
     /// Add `payload`, starting at sequence number `seq`, to connection
     /// `r`'s run (opening it): false if it can't be (another connection's
     /// run is open, it doesn't continue this one, the run is full, or the
@@ -109,48 +97,35 @@ impl Gather {
             None => true,
             Some(f) => f == r && seq == self.end,
         };
-        if !continues || payload.is_empty() || self.ranges.len() >= GATHER_MAX {
+        if !continues || payload.is_empty() || self.is_full() {
             return false;
         }
         let Some(place) = self.buf.of(payload) else {
             return false;
         };
         self.ranges.push(place);
-        self.bytes += payload.len();
         self.flow = Some(r);
         self.end = seq.wrapping_add(len);
         true
     }
 
-    /// Write the run, from `buf` (the buffer given to `begin`), to `fd`
-    /// in one call, with `MSG_MORE` if `more`: the bytes the kernel took
-    /// (0 if it had no room).
-    ///
-    /// # Errors
-    /// What `sendmsg` failed with, but `EAGAIN` and `EINTR`.
-    pub fn send(&self, buf: &[u8], fd: BorrowedFd<'_>, more: bool) -> Result<usize, Errno> {
+    /// The run's data in `buf` (the buffer given to `begin`), in order, for
+    /// one `sendmsg`: the slices and how many there are (none for another
+    /// buffer than the batch's).
+    pub fn slices<'b>(&self, buf: &'b [u8]) -> ([IoSlice<'b>; GATHER_MAX], usize) {
+        let mut iov = [IoSlice::new(&[]); GATHER_MAX];
         if !self.buf.is(buf) {
             // Not the batch the run is in: its places mean nothing here,
             // and sending nothing only costs the guest a retransmission.
             log::warn!("TCP: gathered data of another batch, not sent");
-            return Ok(0);
+            return (iov, 0);
         }
-        let mut iov = [IoSlice::new(&[]); GATHER_MAX];
         let mut n = 0;
         for (range, slot) in self.ranges.iter().zip(iov.iter_mut()) {
             *slot = IoSlice::new(buf.get(range.clone()).unwrap_or(&[]));
             n += 1;
         }
-        let mut flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-        if more {
-            // nix has no name for it.
-            flags |= MsgFlags::from_bits_retain(libc::MSG_MORE);
-        }
-        match sendmsg::<()>(fd.as_raw_fd(), &iov[..n], &[], flags, None) {
-            Ok(taken) => Ok(taken),
-            Err(Errno::EAGAIN | Errno::EINTR) => Ok(0),
-            Err(e) => Err(e),
-        }
+        (iov, n)
     }
 }
 
@@ -158,7 +133,7 @@ impl Gather {
 mod tests {
     use super::*;
     use std::io::Read;
-    use std::os::fd::AsFd;
+    use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
 
     fn flow(index: u32) -> FlowRef {
@@ -184,7 +159,9 @@ mod tests {
         assert!(!g.add(flow(1), 1100, &[1u8; 10]), "outside the batch");
         assert!(!g.add(flow(1), 1100, &buf[1000..1000]), "empty");
         assert!(g.add(flow(1), 1100, &buf[1000..2000]));
-        assert_eq!((g.flow(), g.bytes()), (Some(flow(1)), 2000));
+        let (iov, n) = g.slices(&buf);
+        let bytes: usize = iov[..n].iter().map(|s| s.len()).sum();
+        assert_eq!((g.flow(), bytes), (Some(flow(1)), 2000));
         assert_eq!(g.end_of(flow(2)), None);
         g.clear();
         assert!(g.add(flow(2), 5, &buf[2000..2100]), "a new run");
@@ -208,6 +185,7 @@ mod tests {
 
     #[test]
     fn the_run_goes_in_one_call_in_order() {
+        use nix::sys::socket::{MsgFlags, sendmsg};
         let buf: Vec<u8> = (0..=255u8).collect();
         let (a, mut b) = UnixStream::pair().unwrap();
         let mut g = Gather::default();
@@ -215,15 +193,15 @@ mod tests {
         assert!(g.add(flow(1), 0, &buf[10..20]));
         assert!(g.add(flow(1), 10, &buf[200..256]));
         assert!(g.add(flow(1), 66, &buf[0..1]));
-        assert_eq!(g.send(&buf, a.as_fd(), false), Ok(67));
+        let (iov, n) = g.slices(&buf);
+        let sent = sendmsg::<()>(a.as_raw_fd(), &iov[..n], &[], MsgFlags::empty(), None);
+        assert_eq!(sent, Ok(67));
         let mut got = vec![0u8; 67];
         b.read_exact(&mut got).unwrap();
         let want: Vec<u8> = (10..20u8).chain(200..=255).chain([0]).collect();
         assert_eq!(got, want);
         // Another buffer than the batch's: nothing goes.
         let other = buf.clone();
-        assert_eq!(g.send(&other, a.as_fd(), false), Ok(0));
-        drop(a);
-        assert_eq!(b.read(&mut got).unwrap(), 0);
+        assert_eq!(g.slices(&other).1, 0);
     }
 }

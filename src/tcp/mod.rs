@@ -88,11 +88,11 @@ use nix::errno::Errno;
 use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{
     AddressFamily, MsgFlags, Shutdown, SockFlag, SockType, SockaddrIn, SockaddrIn6, connect,
-    getsockopt, recv, recvmsg, send, setsockopt, shutdown, socket, sockopt,
+    getsockopt, recv, recvmsg, sendmsg, setsockopt, shutdown, socket, sockopt,
 };
 use seq::{Fit, after};
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::io::IoSliceMut;
+use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant, SystemTime};
@@ -713,6 +713,41 @@ impl Conn {
             (made, last)
         });
         got
+    }
+
+    /// Write the guest's in-order data, `iov` in order, to the socket, with
+    /// `MSG_MORE` if `more`, and count in what the kernel took: `Abort` if
+    /// the socket failed.
+    fn write(&mut self, iov: &[IoSlice<'_>], more: bool) -> Next {
+        let offered: usize = iov.iter().map(|s| s.len()).sum();
+        if offered == 0 {
+            return Next::Keep;
+        }
+        let mut flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        if more {
+            // nix has no name for it.
+            flags |= MsgFlags::from_bits_retain(libc::MSG_MORE);
+        }
+        let taken = match sendmsg::<()>(self.sock.as_raw_fd(), iov, &[], flags, None) {
+            Ok(n) => n,
+            Err(Errno::EAGAIN | Errno::EINTR) => 0,
+            Err(e) => {
+                log::debug!("TCP {} -> {}: send: {e}", self.guest(), self.remote());
+                return Next::Abort;
+            }
+        };
+        if taken < offered {
+            // Past the room our window promised: the guest sends the rest
+            // again, after its retransmission timeout.
+            log::debug!(
+                "TCP {} -> {}: socket took {taken} of {offered} bytes",
+                self.guest(),
+                self.remote()
+            );
+        }
+        // At most a run of 64 segments of 64 KiB: fits in u32.
+        self.rcv_nxt = self.rcv_nxt.wrapping_add(taken as u32);
+        Next::Keep
     }
 
     /// Send what the socket holds and the guest's window allows, then our
@@ -2016,27 +2051,8 @@ impl Tcp {
             return;
         };
         let more = more && self.cork && list_once(&mut self.corked, &mut c.corked, r);
-        let next = match self.gather.send(batch, c.sock.as_fd(), more) {
-            Ok(taken) => {
-                if taken < self.gather.bytes() {
-                    // Past the room our window promised: the guest sends
-                    // the rest again.
-                    log::debug!(
-                        "TCP {} -> {}: socket took {taken} of {} gathered bytes",
-                        c.guest(),
-                        c.remote(),
-                        self.gather.bytes()
-                    );
-                }
-                // Less than the run's bytes, which are at most 64 segments.
-                c.rcv_nxt = c.rcv_nxt.wrapping_add(taken as u32);
-                Next::Keep
-            }
-            Err(e) => {
-                log::debug!("TCP {} -> {}: sendmsg: {e}", c.guest(), c.remote());
-                Next::Abort
-            }
-        };
+        let (iov, n) = self.gather.slices(batch);
+        let next = c.write(iov.get(..n).unwrap_or(&[]), more);
         self.gather.clear();
         if next == Next::Keep && !list_once(&mut self.acks_due, &mut c.ack_due, r) {
             c.ack(link, tx, now);
@@ -2161,33 +2177,8 @@ fn take_data(c: &mut Conn, seq: u32, payload: &[u8], fin: bool, more: bool) -> N
         Fit::Old => &[][..],
         Fit::New(skip) => &payload[skip..],
     };
-    let mut taken = 0;
-    if !data.is_empty() {
-        let mut flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-        if more {
-            // nix has no name for it.
-            flags |= MsgFlags::from_bits_retain(libc::MSG_MORE);
-        }
-        match send(c.sock.as_raw_fd(), data, flags) {
-            Ok(n) => taken = n,
-            Err(Errno::EAGAIN | Errno::EINTR) => {}
-            Err(e) => {
-                log::debug!("TCP {} -> {}: send: {e}", c.guest(), c.remote());
-                return Next::Abort;
-            }
-        }
-        // At most one segment, which fits in u32.
-        if taken < data.len() {
-            // Past the room our window promised: the guest sends the rest
-            // again, after its retransmission timeout.
-            log::debug!(
-                "TCP {} -> {}: socket took {taken} of {} bytes",
-                c.guest(),
-                c.remote(),
-                data.len()
-            );
-        }
-        c.rcv_nxt = c.rcv_nxt.wrapping_add(taken as u32);
+    if c.write(&[IoSlice::new(data)], more) != Next::Keep {
+        return Next::Abort;
     }
     let end = seq.wrapping_add(payload.len() as u32);
     if fin && c.rcv_nxt == end {
