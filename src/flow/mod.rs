@@ -67,6 +67,7 @@ mod timer;
 
 use crate::fwd::Proto;
 use nix::sys::socket::{SockaddrStorage, getpeername, getsockname};
+use std::cell::Cell;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
@@ -450,6 +451,12 @@ pub struct Table<F> {
     index: hash::Index,
     /// The hash key (SipHash), drawn at start-up: see `hash.rs`.
     keys: RandomState,
+    /// The side index `lookup` found last, plus one (0: none). A batch
+    /// of frames is mostly one connection's segments in a row, and
+    /// comparing the key with that side's is much cheaper than SipHash.
+    /// Only a hint: a hit is a side whose key matches, so a stale one
+    /// (its flow closed, its slot reused) can only miss.
+    last: Cell<u32>,
     counts: [usize; Kind::COUNT],
     /// Per kind, the flows it may always open, whatever the others hold.
     reserves: [usize; Kind::COUNT],
@@ -499,6 +506,7 @@ impl<F: FlowEntry> Table<F> {
             free: NIL,
             index: hash::Index::new(capacity * 2),
             keys: RandomState::new(),
+            last: Cell::new(0),
             counts: [0; Kind::COUNT],
             reserves,
             shared: capacity.saturating_sub(reserved).saturating_sub(
@@ -613,11 +621,19 @@ impl<F: FlowEntry> Table<F> {
 
     /// The flow side of protocol `proto` that looks like `side`, if any.
     pub fn lookup(&self, proto: Proto, side: &FlowSide) -> Option<SideRef> {
-        let h = self.keys.hash_one(Key { proto, side });
-        let sidx = self.index.find(h, |sidx| {
+        let is = |sidx: u32| {
             self.side_at(sidx)
                 .is_some_and(|(k, s)| k.proto() == proto && s == side)
-        })?;
+        };
+        let hint = self.last.get().wrapping_sub(1);
+        let sidx = if self.last.get() != 0 && is(hint) {
+            hint
+        } else {
+            let h = self.keys.hash_one(Key { proto, side });
+            let sidx = self.index.find(h, is)?;
+            self.last.set(sidx.wrapping_add(1));
+            sidx
+        };
         Some(SideRef {
             flow: self.ref_at(sidx >> 1)?,
             end: End::from_bit(sidx),
@@ -1089,6 +1105,33 @@ mod tests {
         assert_eq!(t.lookup(Proto::Tcp, s.target()).map(|s| s.flow), Some(b));
         assert_eq!(t.count(Kind::Tcp), 1);
         assert!(open(&mut t, Kind::Tcp, 3).is_ok());
+    }
+
+    #[test]
+    fn the_last_lookup_is_only_a_hint() {
+        let mut t: Table<T> = Table::with_reserves([2, 1, 1, 0, 0], 0);
+        let a = open(&mut t, Kind::Tcp, 1).unwrap();
+        // Found through the hash, then again through the hint.
+        for _ in 0..2 {
+            let r = t.lookup(Proto::Tcp, sides(1).initiator()).unwrap();
+            assert_eq!((r.flow, r.end), (a, End::Initiator));
+        }
+        // The hinted side is the key asked for, or nothing: another
+        // protocol or side with the same addresses misses it.
+        assert_eq!(t.lookup(Proto::Udp, sides(1).initiator()), None);
+        let r = t.lookup(Proto::Tcp, sides(1).target()).unwrap();
+        assert_eq!((r.flow, r.end), (a, End::Target));
+        // Its flow gone and its slot taken by another: the old key
+        // misses, the new one is found, with the new generation.
+        t.lookup(Proto::Tcp, sides(1).initiator()).unwrap();
+        assert!(t.remove(a).is_some());
+        assert_eq!(t.lookup(Proto::Tcp, sides(1).initiator()), None);
+        let b = open(&mut t, Kind::Tcp, 2).unwrap();
+        assert_eq!(b.index, a.index, "the freed slot is reused");
+        assert_eq!(t.lookup(Proto::Tcp, sides(1).initiator()), None);
+        let r = t.lookup(Proto::Tcp, sides(2).initiator()).unwrap();
+        assert_eq!(r.flow, b);
+        assert_ne!(r.flow, a);
     }
 
     #[test]

@@ -36,13 +36,21 @@ struct Entry {
 pub struct OooStore {
     arena: Box<[u8]>,
     entries: [Option<Entry>; SLOTS],
+    /// Bit `i` set while `entries[i]` holds a segment: every in-order
+    /// guest segment asks whether its connection has any held, and
+    /// nearly always none is, so that answer shouldn't cost a scan.
+    used: u32,
 }
+
+// `used` has a bit for each slot.
+const _: () = assert!(SLOTS <= u32::BITS as usize);
 
 impl Default for OooStore {
     fn default() -> Self {
         OooStore {
             arena: vec![0u8; SLOTS * SLOT_BYTES].into_boxed_slice(),
             entries: [None; SLOTS],
+            used: 0,
         }
     }
 }
@@ -55,7 +63,21 @@ fn after(a: u32, b: u32) -> bool {
 impl OooStore {
     /// Whether anything of connection `conn` is held.
     pub fn holds(&self, conn: u64) -> bool {
-        self.entries.iter().flatten().any(|e| e.conn == conn)
+        self.used != 0 && self.entries.iter().flatten().any(|e| e.conn == conn)
+    }
+
+    /// Put `e` in slot `i`, keeping `used` in step.
+    fn set(&mut self, i: usize, e: Option<Entry>) {
+        let Some(slot) = self.entries.get_mut(i) else {
+            return;
+        };
+        *slot = e;
+        let bit = 1u32 << (i % SLOTS);
+        if e.is_some() {
+            self.used |= bit;
+        } else {
+            self.used &= !bit;
+        }
     }
 
     /// Keep a copy of a segment of connection `conn` starting at `seq`.
@@ -90,12 +112,15 @@ impl OooStore {
             return false;
         };
         dst.copy_from_slice(data);
-        self.entries[i] = Some(Entry {
-            conn,
-            seq,
-            len: data.len(),
-            fin,
-        });
+        self.set(
+            i,
+            Some(Entry {
+                conn,
+                seq,
+                len: data.len(),
+                fin,
+            }),
+        );
         true
     }
 
@@ -103,12 +128,15 @@ impl OooStore {
     /// sequence number, data and FIN. Segments now entirely old are
     /// forgotten on the way.
     pub fn next(&mut self, conn: u64, rcv_nxt: u32) -> Option<(usize, u32, &[u8], bool)> {
+        if self.used == 0 {
+            return None;
+        }
         let mut found = None;
-        for (i, slot) in self.entries.iter_mut().enumerate() {
-            let Some(e) = slot.filter(|e| e.conn == conn) else {
+        for i in 0..SLOTS {
+            let Some(e) = self.entries.get(i).copied().flatten() else {
                 continue;
             };
-            if after(e.seq, rcv_nxt) {
+            if e.conn != conn || after(e.seq, rcv_nxt) {
                 continue;
             }
             // `len` is at most SLOT_BYTES, which fits in u32.
@@ -117,7 +145,7 @@ impl OooStore {
                 found = Some((i, e));
                 break;
             }
-            *slot = None;
+            self.set(i, None);
         }
         let (i, e) = found?;
         let data = self.arena.get(i * SLOT_BYTES..i * SLOT_BYTES + e.len)?;
@@ -126,16 +154,20 @@ impl OooStore {
 
     /// Forget the segment in `slot` (taken).
     pub fn release(&mut self, slot: usize) {
-        if let Some(e) = self.entries.get_mut(slot) {
-            *e = None;
-        }
+        self.set(slot, None);
     }
 
     /// Forget everything held for `conn` (it closed).
     pub fn forget(&mut self, conn: u64) {
-        for e in &mut self.entries {
-            if e.is_some_and(|e| e.conn == conn) {
-                *e = None;
+        for i in 0..SLOTS {
+            if self
+                .entries
+                .get(i)
+                .copied()
+                .flatten()
+                .is_some_and(|e| e.conn == conn)
+            {
+                self.set(i, None);
             }
         }
     }
@@ -143,6 +175,7 @@ impl OooStore {
     /// Forget everything (the guest went away).
     pub fn clear(&mut self) {
         self.entries = [None; SLOTS];
+        self.used = 0;
     }
 
     /// Segments held.
@@ -161,6 +194,33 @@ impl OooStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn holds_follows_every_way_a_segment_goes() {
+        let mut s = OooStore::default();
+        assert!(!s.holds(1));
+        assert!(s.insert(1, 100, b"abc", false));
+        assert!(s.insert(1, 200, b"def", false));
+        assert!(s.insert(2, 100, b"xyz", false));
+        assert!(s.holds(1) && s.holds(2) && !s.holds(3));
+        let in_step = |s: &OooStore| s.used.count_ones() as usize == s.len();
+        assert!(in_step(&s));
+        // Taken once the gap is filled.
+        let (slot, ..) = s.next(1, 100).unwrap();
+        s.release(slot);
+        assert!(s.holds(1) && in_step(&s));
+        // Entirely old by now: dropped on the way.
+        assert!(s.next(1, 300).is_none());
+        assert!(!s.holds(1) && s.holds(2));
+        assert_eq!(s.len(), 1);
+        assert!(in_step(&s));
+        s.forget(2);
+        assert!(!s.holds(2) && s.is_empty() && s.used == 0);
+        assert!(s.insert(3, 1, b"q", true));
+        s.clear();
+        assert!(!s.holds(3) && s.is_empty() && s.used == 0);
+        assert!(s.next(3, 1).is_none());
+    }
 
     #[test]
     fn held_segments_come_back_once_the_gap_is_filled() {
