@@ -25,8 +25,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 ///
 /// The result is folded to at most 0xffff.
 ///
-/// This is on the hot path: every frame of passt's guest is verified,
-/// every frame to it summed, and pasta's without offloads the same.
+/// This is on the hot path: every frame to passt's guest is summed, and
+/// pasta's without offloads the same.
 pub fn sum(data: &[u8], initial: u32) -> u32 {
     // Bulk in native byte order, 16 bytes a step into four 64-bit lanes
     // that each take a 32-bit word: independent additions the compiler

@@ -273,13 +273,13 @@ impl TcpRepr {
         if !packet.verify_checksum(src, dst) {
             return Err(WireError::Malformed);
         }
-        Ok(Self::parse_offloaded(packet))
+        Ok(Self::parse_trusted(packet))
     }
 
-    /// Parse a segment whose checksum is not to be verified: the kernel
-    /// vouched for it (a virtio-net header's `NEEDS_CSUM`, the sender
-    /// left it partial, or `DATA_VALID`). Otherwise as `parse`.
-    pub fn parse_offloaded<T: AsRef<[u8]>>(packet: &Packet<T>) -> Self {
+    /// Parse a segment whose checksum is trusted, not verified: every
+    /// guest segment ("The guest's TCP checksums", ARCHITECTURE.md).
+    /// Otherwise as `parse`.
+    pub fn parse_trusted<T: AsRef<[u8]>>(packet: &Packet<T>) -> Self {
         let mut r = TcpRepr {
             src_port: packet.src_port(),
             dst_port: packet.dst_port(),
