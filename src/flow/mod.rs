@@ -625,14 +625,14 @@ impl<F: FlowEntry> Table<F> {
             self.side_at(sidx)
                 .is_some_and(|(k, s)| k.proto() == proto && s == side)
         };
-        let hint = self.last.get().wrapping_sub(1);
-        let sidx = if self.last.get() != 0 && is(hint) {
-            hint
-        } else {
-            let h = self.keys.hash_one(Key { proto, side });
-            let sidx = self.index.find(h, is)?;
-            self.last.set(sidx.wrapping_add(1));
-            sidx
+        let sidx = match self.last.get().checked_sub(1).filter(|&h| is(h)) {
+            Some(hint) => hint,
+            None => {
+                let h = self.keys.hash_one(Key { proto, side });
+                let sidx = self.index.find(h, is)?;
+                self.last.set(sidx.wrapping_add(1));
+                sidx
+            }
         };
         Some(SideRef {
             flow: self.ref_at(sidx >> 1)?,

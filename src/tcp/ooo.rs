@@ -66,18 +66,14 @@ impl OooStore {
         self.used != 0 && self.entries.iter().flatten().any(|e| e.conn == conn)
     }
 
-    /// Put `e` in slot `i`, keeping `used` in step.
-    fn set(&mut self, i: usize, e: Option<Entry>) {
-        let Some(slot) = self.entries.get_mut(i) else {
-            return;
-        };
-        *slot = e;
-        let bit = 1u32 << (i % SLOTS);
-        if e.is_some() {
-            self.used |= bit;
-        } else {
-            self.used &= !bit;
-        }
+    /// Set `used` again from the slots, after any change to them.
+    fn recount(&mut self) {
+        self.used = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.is_some())
+            .fold(0, |m, (i, _)| m | 1 << i);
     }
 
     /// Keep a copy of a segment of connection `conn` starting at `seq`.
@@ -112,15 +108,13 @@ impl OooStore {
             return false;
         };
         dst.copy_from_slice(data);
-        self.set(
-            i,
-            Some(Entry {
-                conn,
-                seq,
-                len: data.len(),
-                fin,
-            }),
-        );
+        self.entries[i] = Some(Entry {
+            conn,
+            seq,
+            len: data.len(),
+            fin,
+        });
+        self.used |= 1 << i;
         true
     }
 
@@ -132,11 +126,11 @@ impl OooStore {
             return None;
         }
         let mut found = None;
-        for i in 0..SLOTS {
-            let Some(e) = self.entries.get(i).copied().flatten() else {
+        for (i, slot) in self.entries.iter_mut().enumerate() {
+            let Some(e) = slot.filter(|e| e.conn == conn) else {
                 continue;
             };
-            if e.conn != conn || after(e.seq, rcv_nxt) {
+            if after(e.seq, rcv_nxt) {
                 continue;
             }
             // `len` is at most SLOT_BYTES, which fits in u32.
@@ -145,8 +139,9 @@ impl OooStore {
                 found = Some((i, e));
                 break;
             }
-            self.set(i, None);
+            *slot = None;
         }
+        self.recount();
         let (i, e) = found?;
         let data = self.arena.get(i * SLOT_BYTES..i * SLOT_BYTES + e.len)?;
         Some((i, e.seq, data, e.fin))
@@ -154,22 +149,20 @@ impl OooStore {
 
     /// Forget the segment in `slot` (taken).
     pub fn release(&mut self, slot: usize) {
-        self.set(slot, None);
+        if let Some(e) = self.entries.get_mut(slot) {
+            *e = None;
+        }
+        self.recount();
     }
 
     /// Forget everything held for `conn` (it closed).
     pub fn forget(&mut self, conn: u64) {
-        for i in 0..SLOTS {
-            if self
-                .entries
-                .get(i)
-                .copied()
-                .flatten()
-                .is_some_and(|e| e.conn == conn)
-            {
-                self.set(i, None);
+        for e in &mut self.entries {
+            if e.is_some_and(|e| e.conn == conn) {
+                *e = None;
             }
         }
+        self.recount();
     }
 
     /// Forget everything (the guest went away).
