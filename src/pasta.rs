@@ -23,6 +23,7 @@ use crate::netlink::{IpFamily, Netlink, NetlinkError};
 use crate::ns::{QuitWatch, Target};
 use crate::serve::{Outcome, QuitSource, Server, TapSide};
 use crate::startup::{StartError, detach_and_drop, err_at, open_files};
+use crate::sys::tun::Offloads;
 use crate::tcp::spliced::Splicer;
 use std::fs::File;
 use std::net::IpAddr;
@@ -36,6 +37,9 @@ pub const LINGER: Duration = Duration::from_secs(5);
 /// virtio-net headers and offloads: the path kernels that refuse them
 /// take, forced for tests.
 pub const NO_OFFLOAD_ENV: &str = "PASST_RS_NO_OFFLOAD";
+/// Set (to anything), the offloads stay but UDP datagrams go to the tap
+/// one frame each, as on kernels before 6.2: forced for tests.
+pub const NO_USO_ENV: &str = "PASST_RS_NO_USO";
 use std::process::ExitCode;
 
 impl QuitSource for QuitWatch {
@@ -63,17 +67,20 @@ pub fn run(conf: &Config) -> Result<ExitCode, StartError> {
     let files = open_files(conf, &mut leftovers)?;
     let mut target = Target::prepare(p).map_err(ns_err)?;
 
-    let tap: Option<(OwnedFd, bool)> = if p.splice_only {
+    let tap: Option<(OwnedFd, Offloads)> = if p.splice_only {
         // No tap: only the namespace's loopback, which splices reach.
         crate::ns::bring_up_loopback(&target).map_err(ns_err)?;
         None
     } else {
         let fd = target
-            .run_in(|| -> Result<(OwnedFd, bool), String> {
+            .run_in(|| -> Result<(OwnedFd, Offloads), String> {
                 let fd = if std::env::var_os(NO_OFFLOAD_ENV).is_none() {
-                    crate::sys::tun::open_tap_offload(&p.ns_ifname)
+                    crate::sys::tun::open_tap_offload(&p.ns_ifname).map(|(f, mut o)| {
+                        o.uso &= std::env::var_os(NO_USO_ENV).is_none();
+                        (f, o)
+                    })
                 } else {
-                    crate::sys::tun::open_tap(&p.ns_ifname).map(|f| (f, false))
+                    crate::sys::tun::open_tap(&p.ns_ifname).map(|f| (f, Offloads::default()))
                 }
                 .map_err(|e| format!("/dev/net/tun: {}", crate::startup::plain(&e)))?;
                 configure(conf, p)?;
@@ -142,15 +149,19 @@ pub fn run(conf: &Config) -> Result<ExitCode, StartError> {
 
     let mut server = Server::new(
         conf,
-        tap.map_or(TapSide::Nothing, |(t, vnet)| {
-            if vnet {
+        tap.map_or(TapSide::Nothing, |(t, offloads)| {
+            if offloads.uso {
+                log::debug!(
+                    "tap: virtio-net headers, checksum and TCP segmentation offload, UDP super-datagrams to the namespace"
+                );
+            } else if offloads.vnet {
                 log::debug!("tap: virtio-net headers, checksum and TCP segmentation offload");
             } else {
                 log::debug!("tap: no offloads, one frame of at most the MTU per read");
             }
             TapSide::Tun {
                 dev: File::from(t),
-                vnet,
+                offloads,
             }
         }),
         pcap,

@@ -19,6 +19,7 @@ use crate::isolate;
 use crate::pcap::Pcap;
 use crate::startup::{StartError, err_at};
 use crate::stats::{self, Pacer, Snapshot, Step};
+use crate::sys::tun::Offloads;
 use crate::tap::stream::StreamRx;
 use crate::tap::tun::{self, TunRx};
 use crate::tap::{Batch, TxQueue};
@@ -61,8 +62,9 @@ pub enum TapSide {
     Tun {
         /// The tap's fd.
         dev: File,
-        /// Opened with virtio-net headers and offloads (`sys::tun::open_tap`).
-        vnet: bool,
+        /// The virtio-net headers and offloads it was opened with
+        /// (`sys::tun::open_tap_offload`).
+        offloads: Offloads,
     },
     /// pasta `--splice-only`: no tap device, only spliced flows.
     Nothing,
@@ -281,9 +283,14 @@ impl<'c> Server<'c> {
             isolate::fd_limit(),
             reserved >> 10,
         );
-        let vnet = matches!(side, TapSide::Tun { vnet: true, .. });
+        let offloads = match &side {
+            TapSide::Tun { offloads, .. } => *offloads,
+            _ => Offloads::default(),
+        };
+        let vnet = offloads.vnet;
         let mut tx = TxQueue::new(TX_QUEUE_BYTES, pcap);
         tx.set_vnet(vnet);
+        tx.set_uso(offloads.uso);
         let mut tun_rx = TunRx::default();
         tun_rx.set_vnet(vnet);
         let dispatch = Dispatch::new(conf, &flows);

@@ -38,6 +38,8 @@ pub struct Snapshot {
     pub tx_dropped: u64,
     /// Times a socket was paused for a full guest queue.
     pub tx_stalled: u64,
+    /// UDP datagrams that joined a run sent as one frame.
+    pub tx_merged: u64,
     /// Flows evicted to make room, per kind.
     pub evicted: [u64; Kind::COUNT],
     /// Socket events for flows closed earlier in the same round, dropped.
@@ -64,6 +66,7 @@ impl Snapshot {
             drops: drops.clone(),
             tx_dropped: tx.dropped,
             tx_stalled: tx.stalled,
+            tx_merged: tx.merged,
             evicted: KINDS.map(|(k, _)| flows.evicted(k)),
             stale_events: flows.stale_events(),
         }
@@ -97,8 +100,8 @@ impl Snapshot {
             ),
             format!("stats: guest frames dropped: {drops}"),
             format!(
-                "stats: to guest: frames dropped {}, sockets paused {}; evicted: {evicted}; stale events {}",
-                self.tx_dropped, self.tx_stalled, self.stale_events
+                "stats: to guest: frames dropped {}, sockets paused {}, UDP datagrams joined to runs {}; evicted: {evicted}; stale events {}",
+                self.tx_dropped, self.tx_stalled, self.tx_merged, self.stale_events
             ),
         ]
     }
@@ -186,7 +189,7 @@ mod tests {
             [
                 "stats: flows: TCP 0/140, UDP 1/130, ping 0/122, TCP splice 0/2, UDP splice 0/2; table 1/160, shared 0/120",
                 "stats: guest frames dropped: none",
-                "stats: to guest: frames dropped 0, sockets paused 0; evicted: TCP 0, UDP 0, ping 0; stale events 0",
+                "stats: to guest: frames dropped 0, sockets paused 0, UDP datagrams joined to runs 0; evicted: TCP 0, UDP 0, ping 0; stale events 0",
             ]
         );
     }
@@ -199,6 +202,7 @@ mod tests {
         s.drops.bump(DropReason::Destination);
         s.tx_dropped = 7;
         s.tx_stalled = 2;
+        s.tx_merged = 5;
         s.evicted = [1, 2, 3, 0, 0];
         s.stale_events = 4;
         let [_, drops, back] = s.lines();
@@ -208,7 +212,7 @@ mod tests {
         );
         assert_eq!(
             back,
-            "stats: to guest: frames dropped 7, sockets paused 2; evicted: TCP 1, UDP 2, ping 3; stale events 4"
+            "stats: to guest: frames dropped 7, sockets paused 2, UDP datagrams joined to runs 5; evicted: TCP 1, UDP 2, ping 3; stale events 4"
         );
     }
 

@@ -1,8 +1,11 @@
 //! pasta at `-m 1500` with the tap's virtio-net offloads: bulk TCP both
 //! ways, IPv4 and IPv6, compared by SHA-256; UDP both ways; and proof that
 //! the offloads are in use: pasta's `-d` log says so and the capture (`-p`)
-//! holds valid frames larger than the MTU in both directions; and the
-//! checksums left partial are right once the kernel completes them.
+//! holds valid frames larger than the MTU in both directions; the
+//! checksums left partial are right once the kernel completes them; and
+//! bursts of UDP datagrams from the host, sent as runs in one frame
+//! (Linux 6.2 and later), and one frame each as with `PASST_RS_NO_USO`
+//! or older kernels, reach the namespace whole and in order.
 //!
 //! `scripts/test` runs this file again with `PASST_RS_NO_OFFLOAD` set:
 //! the same transfers on the plain tap, whose capture then never holds a
@@ -300,6 +303,38 @@ fn checksums_left_to_the_kernel_come_out_right_when_forwarded() {
         "python3 -c 'import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(2)\ns.connect((\"203.0.113.1\",7310))\nok=0\nfor n in (1,100,1000,1400):\n    d=bytes(range(256))*6\n    s.send(d[:n])\n    try:\n        ok+=s.recv(9000)==d[:n]\n    except socket.timeout:\n        pass\nprint(ok)'",
     );
     assert_eq!(r.trim(), "4", "UDP echoes through the routed namespace");
+    // Runs of datagrams sent as one super-datagram: split, and their
+    // checksums completed, by the kernel at p0, then verified at c0.
+    let _burst = Reaped(
+        host.ns
+            .cmd("python3")
+            .args([
+                "-c",
+                &format!("{BURST_PATTERN}{BURST_SERVER}"),
+                HOST_REMOTE4,
+                "7312",
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    udp_bound(&host.ns, 7312);
+    let out = c
+        .cmd("python3")
+        .args([
+            "-c",
+            &format!("{BURST_PATTERN}{BURST_CLIENT}"),
+            HOST_REMOTE4,
+            "7312",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    let n: Vec<&str> = said.split_whitespace().collect();
+    assert!(
+        n.len() == 3 && n[0] == n[1] && n[1] == n[2],
+        "datagrams wanted, got, the same in order through the routed namespace: {said}"
+    );
     // TCP: 8 MiB down from the host in super-segments, cut and summed by
     // the kernel at p0.
     let dir = TempDir::new();
@@ -322,4 +357,144 @@ fn checksums_left_to_the_kernel_come_out_right_when_forwarded() {
         "TCP through the routed namespace"
     );
     assert_eq!(csum_errors(&c), 0, "checksum errors behind pasta");
+}
+
+/// The datagrams `BURST_SERVER` sends and `BURST_CLIENT` expects, in
+/// order: runs of equal sizes, each ended by a shorter one or a longer
+/// one, an empty one and single bytes among them; each begins with its
+/// index where it is long enough, the rest of it a pattern of the index.
+const BURST_PATTERN: &str = r#"
+def pattern():
+    sizes = []
+    for r in range(20):
+        sizes += [1400] * 40 + [700, 0] + [300] * 30 + [1400] * 5 + [1, 1]
+    out = []
+    for i, n in enumerate(sizes):
+        d = (i.to_bytes(4, 'big') + bytes([i % 251]) * n)[:n]
+        out.append(d)
+    return out
+"#;
+
+/// Host side: waits for the namespace's "go", then sends it every
+/// datagram of the pattern, a round of 79 at a time as fast as it can,
+/// with a pause between rounds so no buffer on the way overflows.
+const BURST_SERVER: &str = r#"
+import socket, sys, time
+a, p = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if ':' in a else socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((a, p))
+_, peer = s.recvfrom(100)
+for i, d in enumerate(pattern()):
+    s.sendto(d, peer)
+    if i % 79 == 78:
+        time.sleep(0.01)
+"#;
+
+/// Namespace side: asks for the pattern, takes everything until the
+/// host is quiet for a second, and says how much of it came as sent.
+const BURST_CLIENT: &str = r#"
+import socket, sys
+a, p = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if ':' in a else socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, 33, 1 << 24)  # SO_RCVBUFFORCE
+s.connect((a, p))
+s.send(b'go')
+s.settimeout(1.0)
+got = []
+try:
+    while True:
+        got.append(s.recv(65535))
+except socket.timeout:
+    pass
+want = pattern()
+same = 0
+while same < min(len(got), len(want)) and got[same] == want[same]:
+    same += 1
+print(len(want), len(got), same)
+"#;
+
+/// pasta's last count of datagrams joined to a run, from its `--stats`
+/// lines in `log`.
+fn joined(log: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("UDP datagrams joined to runs "))?;
+    let rest = line.split("UDP datagrams joined to runs ").nth(1)?;
+    rest.split(';').next()?.trim().parse().ok()
+}
+
+#[test]
+fn udp_runs_from_the_host_arrive_one_datagram_at_a_time_as_sent() {
+    let host = Host::new();
+    for no_uso in [false, true] {
+        let dir = TempDir::new();
+        let log = dir.join("pasta.log");
+        let env: &[(&str, &str)] = if no_uso {
+            &[("PASST_RS_NO_USO", "1")]
+        } else {
+            &[]
+        };
+        let p = AttachedPasta::start_with(
+            &host,
+            &["-d", "-l", log.to_str().unwrap(), "--stats", "1"],
+            PastaOpts {
+                env,
+                ..PastaOpts::default()
+            },
+        );
+        assert!(wait_for(Duration::from_secs(5), || {
+            p.ns.run("ip -6 route show default")
+                .stdout
+                .starts_with(b"default")
+        }));
+        for (addr, port) in [(HOST_REMOTE4, 7421u16), (HOST_REMOTE6, 7422)] {
+            let _server = Reaped(
+                host.ns
+                    .cmd("python3")
+                    .args(["-c", &format!("{BURST_PATTERN}{BURST_SERVER}"), addr])
+                    .arg(port.to_string())
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            udp_bound(&host.ns, port);
+            let out =
+                p.ns.cmd("python3")
+                    .args(["-c", &format!("{BURST_PATTERN}{BURST_CLIENT}"), addr])
+                    .arg(port.to_string())
+                    .output()
+                    .unwrap();
+            let said = String::from_utf8_lossy(&out.stdout);
+            let n: Vec<usize> = said
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            assert_eq!(n.len(), 3, "{said}{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(
+                (n[1], n[2]),
+                (n[0], n[0]),
+                "{addr} (USO off: {no_uso}): datagrams wanted, got, the same in order"
+            );
+        }
+        // The stats line comes within a second of the last change.
+        let mut merged = None;
+        wait_for(Duration::from_secs(3), || {
+            merged = joined(&log);
+            merged.is_some()
+        });
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let merged = merged.unwrap_or_else(|| panic!("no stats line:\n{text}"));
+        eprintln!("USO off: {no_uso}: {merged} datagrams joined to runs");
+        if forced_off() || no_uso {
+            assert_eq!(merged, 0);
+        } else {
+            assert!(
+                text.contains("UDP super-datagrams to the namespace"),
+                "log:\n{text}"
+            );
+            assert!(merged > 0, "no run of datagrams sent as one frame");
+        }
+    }
 }

@@ -16,6 +16,19 @@ const TUNSETVNETLE: libc::c_ulong = 0x4004_54dc;
 const TUN_F_CSUM: libc::c_uint = 0x01;
 const TUN_F_TSO4: libc::c_uint = 0x02;
 const TUN_F_TSO6: libc::c_uint = 0x04;
+const TUN_F_USO4: libc::c_uint = 0x20;
+const TUN_F_USO6: libc::c_uint = 0x40;
+
+/// What a tap opened by `open_tap_offload` takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offloads {
+    /// Frames go behind virtio-net headers, with checksum and TCP
+    /// segmentation offloads.
+    pub vnet: bool,
+    /// The kernel also takes UDP super-datagrams we write
+    /// (`VIRTIO_NET_HDR_GSO_UDP_L4`, Linux 6.2).
+    pub uso: bool,
+}
 
 /// Size of `struct virtio_net_hdr` (no `num_buffers`): what we tell the
 /// kernel with `TUNSETVNETHDRSZ` rather than rely on its default.
@@ -45,18 +58,18 @@ pub fn open_tap(name: &str) -> io::Result<OwnedFd> {
 /// `open_tap`, but with each frame preceded by a little-endian
 /// `virtio_net_hdr` and the device taking checksum and TCP segmentation
 /// offloads (`TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6`): the second value
-/// says whether that worked. A kernel that refuses any step gets the
-/// device opened again without them, as `open_tap` does (the device, not
+/// says what worked. A kernel that refuses any step gets the device
+/// opened again without them, as `open_tap` does (the device, not
 /// persistent, went away with the first fd).
 ///
 /// # Errors
 /// As `open_tap`.
-pub fn open_tap_offload(name: &str) -> io::Result<(OwnedFd, bool)> {
-    match open(name, true).and_then(|f| enable_offloads(&f).map(|()| f)) {
-        Ok(f) => Ok((OwnedFd::from(f), true)),
+pub fn open_tap_offload(name: &str) -> io::Result<(OwnedFd, Offloads)> {
+    match open(name, true).and_then(|f| enable_offloads(&f).map(|uso| (f, uso))) {
+        Ok((f, uso)) => Ok((OwnedFd::from(f), Offloads { vnet: true, uso })),
         Err(e) => {
             log::debug!("tap: no virtio-net offloads ({e})");
-            open_tap(name).map(|f| (f, false))
+            open_tap(name).map(|f| (f, Offloads::default()))
         }
     }
 }
@@ -88,8 +101,8 @@ fn open(name: &str, vnet: bool) -> io::Result<File> {
 }
 
 /// Header size, byte order and offloads of a tap opened with
-/// `IFF_VNET_HDR`.
-fn enable_offloads(file: &File) -> io::Result<()> {
+/// `IFF_VNET_HDR`; whether the kernel takes UDP super-datagrams from us.
+fn enable_offloads(file: &File) -> io::Result<bool> {
     let fd = file.as_raw_fd();
     let size = VNET_HDR_LEN as libc::c_int;
     // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which
@@ -112,6 +125,21 @@ fn enable_offloads(file: &File) -> io::Result<()> {
     // super-segments. Not UDP segmentation (TUN_F_USO4/6, Linux 6.2):
     // the kernel splits those datagrams for us.
     let offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+    set_offload(fd, offloads)?;
+    // The other way, the kernel splits UDP super-datagrams we write (one
+    // write for a run of a flow's datagrams) since the release that
+    // added USO, which is also the first to accept the flags: asking is
+    // the test. They are taken back at once, since the namespace would
+    // then hand us such datagrams too.
+    let uso = set_offload(fd, offloads | TUN_F_USO4 | TUN_F_USO6).is_ok();
+    if uso {
+        set_offload(fd, offloads)?;
+    }
+    Ok(uso)
+}
+
+/// `TUNSETOFFLOAD`: what the device takes from the namespace's stack.
+fn set_offload(fd: libc::c_int, offloads: libc::c_uint) -> io::Result<()> {
     // SAFETY: TUNSETOFFLOAD takes its argument by value, no memory is
     // touched; `fd` is an open tun fd.
     if unsafe { libc::ioctl(fd, TUNSETOFFLOAD as _, offloads as libc::c_ulong) } < 0 {

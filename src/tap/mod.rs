@@ -147,6 +147,13 @@ pub struct TxQueue {
     /// Each frame is stored behind a virtio-net header (pasta's tap with
     /// offloads): builders may leave checksums and segmentation to the kernel.
     vnet: bool,
+    /// The kernel also splits UDP super-datagrams (`merge_last`).
+    uso: bool,
+    /// Where the last frame queued starts (its length), and the one
+    /// before it, while both are whole in the queue: `merge_last` joins
+    /// them.
+    last: Option<usize>,
+    prev: Option<usize>,
     /// Frames dropped because the queue was full.
     pub dropped: u64,
     /// Times a socket stopped being read because the queue was full (its
@@ -154,6 +161,8 @@ pub struct TxQueue {
     pub stalled: u64,
     /// Bytes written out so far, framing included.
     pub sent: u64,
+    /// Frames appended to the one before (`merge_last`).
+    pub merged: u64,
     pcap: Option<Pcap>,
 }
 
@@ -165,9 +174,13 @@ impl TxQueue {
             head: 0,
             tail: 0,
             vnet: false,
+            uso: false,
+            last: None,
+            prev: None,
             dropped: 0,
             stalled: 0,
             sent: 0,
+            merged: 0,
             pcap,
         }
     }
@@ -183,6 +196,52 @@ impl TxQueue {
     /// the kernel (`push_offload`); never on a stream, which has no header.
     pub fn offload(&self) -> bool {
         self.vnet
+    }
+
+    /// The kernel takes UDP super-datagrams (`vnet::Gso::Udp`) too: a
+    /// tap whose kernel accepted USO; only with virtio-net headers.
+    pub fn set_uso(&mut self, uso: bool) {
+        self.uso = uso && self.vnet;
+    }
+
+    /// Whether a run of datagrams may go as one frame (`merge_last`).
+    pub fn uso(&self) -> bool {
+        self.uso
+    }
+
+    /// Length of the last frame queued, while it is whole in the queue
+    /// (its virtio-net header not counted).
+    pub fn last_len(&self) -> Option<usize> {
+        let at = self.last?;
+        Some(self.tail - at - 4 - self.headroom())
+    }
+
+    /// Append the last frame, less its first `skip` bytes (its headers),
+    /// to the frame queued just before it: a run of a flow's datagrams
+    /// becomes one UDP super-datagram, one write for the kernel to split.
+    /// Returns the grown frame behind its virtio-net header, whose
+    /// headers the caller then makes true; `None`, with nothing moved,
+    /// without two whole frames or if the result wouldn't fit a frame.
+    pub fn merge_last(&mut self, skip: usize) -> Option<&mut [u8]> {
+        let (prev, last) = (self.prev?, self.last?);
+        let room = self.headroom();
+        let body = last + 4 + room + skip;
+        if body > self.tail {
+            return None;
+        }
+        let moved = self.tail - body;
+        let len = (last - prev - 4) + moved;
+        if len - room > MAX_FRAME {
+            return None;
+        }
+        self.buf.copy_within(body..self.tail, last);
+        // At most MAX_FRAME plus the header: fits in u32.
+        self.buf[prev..prev + 4].copy_from_slice(&(len as u32).to_be_bytes());
+        self.tail = last + moved;
+        self.last = Some(prev);
+        self.prev = None;
+        self.merged += 1;
+        Some(&mut self.buf[prev + 4..self.tail])
     }
 
     /// Bytes stored before each frame besides its length.
@@ -237,6 +296,8 @@ impl TxQueue {
             // whole, with its partial checksum.
             p.record(&self.buf[start..start + len]);
         }
+        self.prev = self.last;
+        self.last = Some(self.tail);
         self.tail = start + len;
         true
     }
@@ -291,6 +352,8 @@ impl TxQueue {
             }
         }
         self.tail += (made - 1) * stride + prefix + last;
+        self.last = None;
+        self.prev = None;
         made
     }
 
@@ -324,9 +387,15 @@ impl TxQueue {
         let n = n.min(self.tail - self.head);
         self.sent += n as u64;
         self.head += n;
+        // A frame partly sent can't grow any more.
+        if self.prev.is_some_and(|at| at < self.head) {
+            self.prev = None;
+        }
+        if self.last.is_some_and(|at| at < self.head) {
+            self.last = None;
+        }
         if self.head == self.tail {
-            self.head = 0;
-            self.tail = 0;
+            self.clear();
         }
     }
 
@@ -334,6 +403,8 @@ impl TxQueue {
     pub fn clear(&mut self) {
         self.head = 0;
         self.tail = 0;
+        self.last = None;
+        self.prev = None;
     }
 
     /// Record frames the guest sent, for the capture file.
@@ -352,6 +423,9 @@ impl TxQueue {
         if self.head > 0 {
             self.buf.copy_within(self.head..self.tail, 0);
             self.tail -= self.head;
+            // Both at or after head (`consume` forgets them otherwise).
+            self.last = self.last.map(|at| at - self.head);
+            self.prev = self.prev.map(|at| at - self.head);
             self.head = 0;
         }
     }

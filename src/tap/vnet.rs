@@ -31,10 +31,13 @@ const F_DATA_VALID: u8 = 2;
 const GSO_NONE: u8 = 0;
 const GSO_TCPV4: u8 = 1;
 const GSO_TCPV6: u8 = 4;
+/// UDP segmentation (`VIRTIO_NET_HDR_GSO_UDP_L4`): only ever written.
+const GSO_UDP_L4: u8 = 5;
 /// `gso_type` bit: the first segment carries CWR (ECN).
 const GSO_ECN: u8 = 0x80;
 
-/// Segmentation a frame carries: a TCP super-segment of either family.
+/// Segmentation a frame carries: a TCP super-segment of either family, or
+/// (only in frames we write) a run of UDP datagrams of one size.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Gso {
     /// An ordinary frame.
@@ -44,6 +47,9 @@ pub enum Gso {
     Tcp4,
     /// TCP over IPv6, longer than the MTU.
     Tcp6,
+    /// UDP over either family: datagrams of `gso_size` bytes of payload
+    /// (the last one maybe shorter) behind one set of headers.
+    Udp,
 }
 
 /// What a received frame's L4 checksum needs.
@@ -165,6 +171,7 @@ pub fn encode(o: &TxOffload, out: &mut [u8; LEN]) {
         Gso::None => GSO_NONE,
         Gso::Tcp4 => GSO_TCPV4,
         Gso::Tcp6 => GSO_TCPV6,
+        Gso::Udp => GSO_UDP_L4,
     };
     out[0] = if o.csum.is_some() { F_NEEDS_CSUM } else { 0 };
     out[1] = gso_type;
@@ -289,6 +296,17 @@ mod tests {
                 }
             )
         );
+        // A run of UDP datagrams goes out; one never comes in (we never
+        // offer the namespace USO).
+        let o = TxOffload {
+            csum: Some((34, 6)),
+            gso: Gso::Udp,
+            gso_size: 1400,
+            hdr_len: 42,
+        };
+        encode(&o, &mut h);
+        assert_eq!(h, hdr(1, 5, 42, 1400, 34, 6));
+        assert_eq!(parse(&h, 2850), Err(VnetError::GsoType(5)));
         encode(&TxOffload::default(), &mut h);
         assert_eq!(h, [0; LEN]);
     }

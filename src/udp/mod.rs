@@ -43,6 +43,7 @@
 //! opening new flows. The guest's datagrams leave in batches (`batch`).
 
 pub mod batch;
+pub mod run;
 pub mod spliced;
 
 use crate::conf::Config;
@@ -666,9 +667,20 @@ pub fn close(flow: UdpFlow, ev: &EventLoop) {
 /// `RECV_BURST` datagrams.
 fn receive(flow: &UdpFlow, link: compose::Link, tx: &mut TxQueue) -> Rx {
     let fd = flow.sock.as_raw_fd();
+    let v6 = flow.guest().is_ipv6();
+    let l4 = if v6 {
+        compose::L4_OFF_V6
+    } else {
+        compose::L4_OFF_V4
+    };
+    let mut run = run::Run::default();
     dgram::receive(tx, |tx, failed| {
         let recv = |p: &mut [u8]| dgram::recv_into(fd, p, failed);
-        push_datagram(tx, link, flow.remote(), flow.guest(), recv)
+        let queued = push_datagram(tx, link, flow.remote(), flow.guest(), recv)?;
+        if queued && tx.uso() {
+            run.add(tx, l4, v6);
+        }
+        Some(queued)
     })
 }
 

@@ -21,7 +21,8 @@ mod field {
     pub const CHECKSUM: Range<usize> = 6..8;
 }
 
-const PROTO: u8 = 17;
+/// The IP protocol number of UDP.
+pub const PROTO: u8 = 17;
 
 /// A view of a UDP datagram.
 #[derive(Debug)]
