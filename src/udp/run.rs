@@ -24,7 +24,8 @@ use crate::wire::{checksum, ethernet, ipv4, ipv6, udp};
 use std::net::Ipv6Addr;
 
 /// Most datagrams in one super-datagram: the kernel's own limit for a
-/// segmented UDP send (`UDP_MAX_SEGMENTS`) before Linux 6.9 raised it.
+/// segmented UDP send (`UDP_MAX_SEGMENTS`) in the releases we support,
+/// though later ones allow more.
 pub const MAX_SEGMENTS: u16 = 64;
 
 /// The run the last queued frame belongs to.
