@@ -229,25 +229,41 @@ while True:
     s.sendto(d, peer)
 "#;
 
+/// Run python3 `server` in the host's namespace with `args` until the
+/// exchange is over, wait for it to be bound to UDP `port`, and run
+/// python3 `client` with the same `args` in `ns`: the client's output.
+fn python_exchange(
+    host: &Host,
+    ns: &Netns,
+    server: &str,
+    client: &str,
+    args: &[&str],
+    port: u16,
+) -> std::process::Output {
+    let _server = Reaped(
+        host.ns
+            .cmd("python3")
+            .args(["-c", server])
+            .args(args)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    udp_bound(&host.ns, port);
+    ns.cmd("python3")
+        .args(["-c", client])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn udp_both_ways_at_mtu_1500() {
     let host = Host::new();
     let p = pasta(&host, &["-q"]);
     for (addr, port, top) in [(HOST_REMOTE4, 7411u16, 1472), (HOST_REMOTE6, 7412, 1452)] {
-        let _echo = Reaped(
-            host.ns
-                .cmd("python3")
-                .args(["-c", ECHO_SERVER, addr, &port.to_string()])
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        udp_bound(&host.ns, port);
-        let out =
-            p.ns.cmd("python3")
-                .args(["-c", UDP_CLIENT, addr, &port.to_string(), &top.to_string()])
-                .output()
-                .unwrap();
+        let args = [addr, &port.to_string(), &top.to_string()];
+        let out = python_exchange(&host, &p.ns, ECHO_SERVER, UDP_CLIENT, &args, port);
         assert!(
             out.status.success(),
             "{}",
@@ -305,35 +321,11 @@ fn checksums_left_to_the_kernel_come_out_right_when_forwarded() {
     assert_eq!(r.trim(), "4", "UDP echoes through the routed namespace");
     // Runs of datagrams sent as one super-datagram: split, and their
     // checksums completed, by the kernel at p0, then verified at c0.
-    let _burst = Reaped(
-        host.ns
-            .cmd("python3")
-            .args([
-                "-c",
-                &format!("{BURST_PATTERN}{BURST_SERVER}"),
-                HOST_REMOTE4,
-                "7312",
-            ])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    udp_bound(&host.ns, 7312);
-    let out = c
-        .cmd("python3")
-        .args([
-            "-c",
-            &format!("{BURST_PATTERN}{BURST_CLIENT}"),
-            HOST_REMOTE4,
-            "7312",
-        ])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    let n: Vec<&str> = said.split_whitespace().collect();
-    assert!(
-        n.len() == 3 && n[0] == n[1] && n[1] == n[2],
-        "datagrams wanted, got, the same in order through the routed namespace: {said}"
+    let (want, got, same) = burst(&host, &c, HOST_REMOTE4, 7312);
+    assert_eq!(
+        (got, same),
+        (want, want),
+        "datagrams got, the same in order through the routed namespace"
     );
     // TCP: 8 MiB down from the host in super-segments, cut and summed by
     // the kernel at p0.
@@ -425,6 +417,28 @@ fn joined(log: &Path) -> Option<u64> {
     rest.split(';').next()?.trim().parse().ok()
 }
 
+/// The burst pattern from the host's `addr`:`port` to a client in `ns`:
+/// datagrams wanted, got, and the same as wanted in order from the first.
+fn burst(host: &Host, ns: &Netns, addr: &str, port: u16) -> (usize, usize, usize) {
+    let out = python_exchange(
+        host,
+        ns,
+        &format!("{BURST_PATTERN}{BURST_SERVER}"),
+        &format!("{BURST_PATTERN}{BURST_CLIENT}"),
+        &[addr, &port.to_string()],
+        port,
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    match said
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<Vec<usize>, _>>()
+    {
+        Ok(n) if n.len() == 3 => (n[0], n[1], n[2]),
+        _ => panic!("burst: {said}{}", String::from_utf8_lossy(&out.stderr)),
+    }
+}
+
 #[test]
 fn udp_runs_from_the_host_arrive_one_datagram_at_a_time_as_sent() {
     let host = Host::new();
@@ -450,32 +464,11 @@ fn udp_runs_from_the_host_arrive_one_datagram_at_a_time_as_sent() {
                 .starts_with(b"default")
         }));
         for (addr, port) in [(HOST_REMOTE4, 7421u16), (HOST_REMOTE6, 7422)] {
-            let _server = Reaped(
-                host.ns
-                    .cmd("python3")
-                    .args(["-c", &format!("{BURST_PATTERN}{BURST_SERVER}"), addr])
-                    .arg(port.to_string())
-                    .stdin(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            );
-            udp_bound(&host.ns, port);
-            let out =
-                p.ns.cmd("python3")
-                    .args(["-c", &format!("{BURST_PATTERN}{BURST_CLIENT}"), addr])
-                    .arg(port.to_string())
-                    .output()
-                    .unwrap();
-            let said = String::from_utf8_lossy(&out.stdout);
-            let n: Vec<usize> = said
-                .split_whitespace()
-                .filter_map(|v| v.parse().ok())
-                .collect();
-            assert_eq!(n.len(), 3, "{said}{}", String::from_utf8_lossy(&out.stderr));
+            let (want, got, same) = burst(&host, &p.ns, addr, port);
             assert_eq!(
-                (n[1], n[2]),
-                (n[0], n[0]),
-                "{addr} (USO off: {no_uso}): datagrams wanted, got, the same in order"
+                (got, same),
+                (want, want),
+                "{addr} (USO off: {no_uso}): datagrams got, the same in order"
             );
         }
         // The stats line comes within a second of the last change.
