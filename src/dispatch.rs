@@ -567,9 +567,8 @@ impl<'c> Dispatch<'c> {
         if self.guest.addrs.v4 != Some(ip.src) {
             self.guest.addrs.saw(IpAddr::V4(ip.src));
         }
-        // A super-segment can only be the TCP of its own family.
-        if self.rx.gso != Gso::None && (self.rx.gso != Gso::Tcp4 || ip.protocol != IpProtocol::Tcp)
-        {
+        // A super-segment can only be the TCP of its own family, or UDP.
+        if !gso_fits(self.rx.gso, Gso::Tcp4, ip.protocol) {
             return Err(DropReason::VnetHeader);
         }
         let l4_off = ethernet::HEADER_LEN + pkt.header_len();
@@ -580,6 +579,7 @@ impl<'c> Dispatch<'c> {
                 IpAddr::V4(ip.dst),
                 pkt.payload(),
                 l4_off,
+                buf,
                 tx,
                 ev,
                 flows,
@@ -628,7 +628,7 @@ impl<'c> Dispatch<'c> {
         self.guest.addrs.saw(IpAddr::V6(ip.src));
         // A real fragment or a broken chain of extension headers ends here.
         let (proto, l4) = pkt.upper_layer().ok_or(DropReason::Fragment)?;
-        if self.rx.gso != Gso::None && (self.rx.gso != Gso::Tcp6 || proto != IpProtocol::Tcp) {
+        if !gso_fits(self.rx.gso, Gso::Tcp6, proto) {
             return Err(DropReason::VnetHeader);
         }
         // `l4` runs to the end of the payload, after the extension headers.
@@ -662,6 +662,7 @@ impl<'c> Dispatch<'c> {
                 IpAddr::V6(ip.dst),
                 l4,
                 l4_off,
+                buf,
                 tx,
                 ev,
                 flows,
@@ -692,6 +693,7 @@ impl<'c> Dispatch<'c> {
         to: IpAddr,
         l4: &[u8],
         l4_off: usize,
+        buf: &[u8],
         tx: &mut TxQueue,
         ev: &EventLoop,
         flows: &mut Flows,
@@ -702,6 +704,31 @@ impl<'c> Dispatch<'c> {
             return Err(DropReason::MalformedUdp);
         }
         let conf = self.conf;
+        if self.rx.gso == Gso::Udp {
+            // A run of datagrams of one size (a sender's `UDP_SEGMENT`,
+            // which the tap passes on whole where the kernel splits what we
+            // write): each goes as it was sent, queued in order like any
+            // other (and, being of one size, leaves in one segmented send).
+            // `parse` refused a size of 0; DHCP never comes this way.
+            let seg = usize::from(self.rx.gso_size);
+            if seg == 0
+                || u.payload().len().div_ceil(seg) > MAX_GUEST_RUN
+                || matches!(u.dst_port(), dhcp::SERVER_PORT | dhcpv6::SERVER_PORT)
+            {
+                return Err(DropReason::VnetHeader);
+            }
+            let guest = SocketAddr::new(from, u.src_port());
+            let remote = SocketAddr::new(to, u.dst_port());
+            for datagram in u.payload().chunks(seg) {
+                if self.udp.batch_full() {
+                    self.flush_udp(buf, flows);
+                }
+                self.udp
+                    .request(conf, ev, flows, guest, remote, datagram, now)
+                    .map_err(udp_reason)?;
+            }
+            return Ok(());
+        }
         match (from, u.dst_port()) {
             (IpAddr::V4(_), dhcp::SERVER_PORT) => {
                 reply_with(tx, |out| dhcp::reply(conf, src, u.payload(), out)).map_err(|e| {
@@ -861,6 +888,24 @@ fn reply_with<E>(
         }
     });
     result
+}
+
+/// Most datagrams one UDP run from the guest may hold: what the kernel
+/// lets a segmented send make (`UDP_MAX_SEGMENTS`, 64, or 128 in later
+/// releases). A header claiming more, which only a hand-made frame can
+/// (a packet socket's own virtio-net header), is dropped rather than
+/// turned into thousands of sends.
+const MAX_GUEST_RUN: usize = 128;
+
+/// Whether a frame with segmentation `gso` may carry `proto` in a packet
+/// of the family whose TCP super-segments are `tcp`: none at all, TCP of
+/// that family, or UDP of either.
+fn gso_fits(gso: Gso, tcp: Gso, proto: IpProtocol) -> bool {
+    match gso {
+        Gso::None => true,
+        Gso::Udp => proto == IpProtocol::Udp,
+        g => g == tcp && proto == IpProtocol::Tcp,
+    }
 }
 
 #[cfg(test)]
@@ -1045,14 +1090,21 @@ mod tests {
         udp[40] ^= 0x55;
         let partial = |start, offset| RxOffload {
             csum: RxCsum::Partial { start, offset },
-            gso: Gso::None,
+            ..RxOffload::default()
         };
         let valid = RxOffload {
             csum: RxCsum::Valid,
-            gso: Gso::None,
+            ..RxOffload::default()
         };
         let udp_gso = RxOffload {
             gso: Gso::Tcp4,
+            gso_size: 1000,
+            ..partial(34, 6)
+        };
+        // A run of UDP datagrams is fine, but never DHCP.
+        let udp_run = RxOffload {
+            gso: Gso::Udp,
+            gso_size: 2,
             ..partial(34, 6)
         };
         let drops = run_vnet(
@@ -1064,12 +1116,32 @@ mod tests {
                 (udp.clone(), Ok(partial(34, 16))),
                 (udp.clone(), Ok(partial(14, 6))),
                 (udp.clone(), Ok(udp_gso)),
+                (udp.clone(), Ok(udp_run)),
                 (udp.clone(), Err(VnetError::GsoSize)),
             ],
         );
         assert_eq!(drops.get(DropReason::MalformedUdp), 1, "{drops}");
         assert_eq!(drops.get(DropReason::Dhcp), 2, "{drops}");
-        assert_eq!(drops.get(DropReason::VnetHeader), 4, "{drops}");
+        assert_eq!(drops.get(DropReason::VnetHeader), 5, "{drops}");
+        // A run claiming more datagrams than a segmented send can make (a
+        // hand-made header): dropped before any flow is opened.
+        let mut many = vec![0u8; 300];
+        let n = compose::udp4(
+            &mut many,
+            link,
+            std::net::SocketAddrV4::new(g, 40000),
+            std::net::SocketAddrV4::new(gw, 5000),
+            |p| Some(p.len().min(200)),
+        );
+        many.truncate(n);
+        let one_byte_runs = RxOffload {
+            gso: Gso::Udp,
+            gso_size: 1,
+            ..partial(34, 6)
+        };
+        let drops = run_vnet(&conf, &[(many, Ok(one_byte_runs))]);
+        assert_eq!(drops.get(DropReason::VnetHeader), 1, "{drops}");
+        assert_eq!(drops.total(), 1, "{drops}");
 
         // TCP: a wrong checksum is never verified, whether the kernel left
         // it partial or said nothing (the segment, for no connection, gets
@@ -1089,6 +1161,12 @@ mod tests {
         tcp[50] ^= 0x55;
         let tcp6_gso = RxOffload {
             gso: Gso::Tcp6,
+            gso_size: 1000,
+            ..partial(34, 16)
+        };
+        let tcp_as_udp_run = RxOffload {
+            gso: Gso::Udp,
+            gso_size: 1000,
             ..partial(34, 16)
         };
         let drops = run_vnet(
@@ -1097,11 +1175,12 @@ mod tests {
                 (tcp.clone(), Ok(RxOffload::default())),
                 (tcp.clone(), Ok(partial(34, 16))),
                 (tcp.clone(), Ok(tcp6_gso)),
+                (tcp.clone(), Ok(tcp_as_udp_run)),
             ],
         );
         assert_eq!(drops.get(DropReason::MalformedTcp), 0, "{drops}");
-        assert_eq!(drops.get(DropReason::VnetHeader), 1, "{drops}");
-        assert_eq!(drops.total(), 1, "{drops}");
+        assert_eq!(drops.get(DropReason::VnetHeader), 2, "{drops}");
+        assert_eq!(drops.total(), 2, "{drops}");
     }
 
     #[test]

@@ -37,8 +37,9 @@ pub const LINGER: Duration = Duration::from_secs(5);
 /// virtio-net headers and offloads: the path kernels that refuse them
 /// take, forced for tests.
 pub const NO_OFFLOAD_ENV: &str = "PASST_RS_NO_OFFLOAD";
-/// Set (to anything), the offloads stay but UDP datagrams go to the tap
-/// one frame each, as on kernels before 6.2: forced for tests.
+/// Set (to anything), the offloads stay but UDP datagrams go through the
+/// tap one frame each, both ways, as on kernels before 6.2: forced for
+/// tests.
 pub const NO_USO_ENV: &str = "PASST_RS_NO_USO";
 use std::process::ExitCode;
 
@@ -74,11 +75,9 @@ pub fn run(conf: &Config) -> Result<ExitCode, StartError> {
     } else {
         let fd = target
             .run_in(|| -> Result<(OwnedFd, Offloads), String> {
+                let uso = std::env::var_os(NO_USO_ENV).is_none();
                 let fd = if std::env::var_os(NO_OFFLOAD_ENV).is_none() {
-                    crate::sys::tun::open_tap_offload(&p.ns_ifname).map(|(f, mut o)| {
-                        o.uso &= std::env::var_os(NO_USO_ENV).is_none();
-                        (f, o)
-                    })
+                    crate::sys::tun::open_tap_offload(&p.ns_ifname, uso)
                 } else {
                     crate::sys::tun::open_tap(&p.ns_ifname).map(|f| (f, Offloads::default()))
                 }
@@ -152,7 +151,7 @@ pub fn run(conf: &Config) -> Result<ExitCode, StartError> {
         tap.map_or(TapSide::Nothing, |(t, offloads)| {
             if offloads.uso {
                 log::debug!(
-                    "tap: virtio-net headers, checksum and TCP segmentation offload, UDP super-datagrams to the namespace"
+                    "tap: virtio-net headers, checksum and TCP segmentation offload, UDP super-datagrams both ways"
                 );
             } else if offloads.vnet {
                 log::debug!("tap: virtio-net headers, checksum and TCP segmentation offload");

@@ -5,7 +5,9 @@
 //! checksums left partial are right once the kernel completes them; and
 //! bursts of UDP datagrams from the host, sent as runs in one frame
 //! (Linux 6.2 and later), and one frame each as with `PASST_RS_NO_USO`
-//! or older kernels, reach the namespace whole and in order.
+//! or older kernels, reach the namespace whole and in order, as do the
+//! namespace's segmented sends (`UDP_SEGMENT`) at the host, read as one
+//! frame where the tap takes USO.
 //!
 //! `scripts/test` runs this file again with `PASST_RS_NO_OFFLOAD` set:
 //! the same transfers on the plain tap, whose capture then never holds a
@@ -33,9 +35,26 @@ fn sha256(p: &Path) -> String {
 
 /// pasta at `-m 1500` with `extra` arguments, its IPv6 default route up.
 fn pasta(host: &Host, extra: &[&str]) -> AttachedPasta {
+    pasta_env(host, extra, false)
+}
+
+/// `pasta`, with `PASST_RS_NO_USO` set if `no_uso`.
+fn pasta_env(host: &Host, extra: &[&str], no_uso: bool) -> AttachedPasta {
     let mut args = vec!["-m", "1500"];
     args.extend_from_slice(extra);
-    let p = AttachedPasta::start(host, &args);
+    let env: &[(&str, &str)] = if no_uso {
+        &[("PASST_RS_NO_USO", "1")]
+    } else {
+        &[]
+    };
+    let p = AttachedPasta::start_with(
+        host,
+        &args,
+        PastaOpts {
+            env,
+            ..PastaOpts::default()
+        },
+    );
     assert!(wait_for(Duration::from_secs(5), || {
         p.ns.run("ip -6 route show default")
             .stdout
@@ -351,6 +370,17 @@ fn checksums_left_to_the_kernel_come_out_right_when_forwarded() {
     assert_eq!(csum_errors(&c), 0, "checksum errors behind pasta");
 }
 
+/// For the python3 receivers of datagram patterns: "wanted got same",
+/// the number of datagrams wanted, got, and got as wanted in order from
+/// the first.
+const TALLY: &str = r#"
+def tally(got, want):
+    same = 0
+    while same < min(len(got), len(want)) and got[same] == want[same]:
+        same += 1
+    return '%d %d %d' % (len(want), len(got), same)
+"#;
+
 /// The datagrams `BURST_SERVER` sends and `BURST_CLIENT` expects, in
 /// order: runs of equal sizes, each ended by a shorter one or a longer
 /// one, an empty one and single bytes among them; each begins with its
@@ -398,11 +428,7 @@ try:
         got.append(s.recv(65535))
 except socket.timeout:
     pass
-want = pattern()
-same = 0
-while same < min(len(got), len(want)) and got[same] == want[same]:
-    same += 1
-print(len(want), len(got), same)
+print(tally(got, pattern()))
 "#;
 
 /// pasta's last count of datagrams joined to a run, from its `--stats`
@@ -424,7 +450,7 @@ fn burst(host: &Host, ns: &Netns, addr: &str, port: u16) -> (usize, usize, usize
         host,
         ns,
         &format!("{BURST_PATTERN}{BURST_SERVER}"),
-        &format!("{BURST_PATTERN}{BURST_CLIENT}"),
+        &format!("{TALLY}{BURST_PATTERN}{BURST_CLIENT}"),
         &[addr, &port.to_string()],
         port,
     );
@@ -445,24 +471,11 @@ fn udp_runs_from_the_host_arrive_one_datagram_at_a_time_as_sent() {
     for no_uso in [false, true] {
         let dir = TempDir::new();
         let log = dir.join("pasta.log");
-        let env: &[(&str, &str)] = if no_uso {
-            &[("PASST_RS_NO_USO", "1")]
-        } else {
-            &[]
-        };
-        let p = AttachedPasta::start_with(
+        let p = pasta_env(
             &host,
             &["-d", "-l", log.to_str().unwrap(), "--stats", "1"],
-            PastaOpts {
-                env,
-                ..PastaOpts::default()
-            },
+            no_uso,
         );
-        assert!(wait_for(Duration::from_secs(5), || {
-            p.ns.run("ip -6 route show default")
-                .stdout
-                .starts_with(b"default")
-        }));
         for (addr, port) in [(HOST_REMOTE4, 7421u16), (HOST_REMOTE6, 7422)] {
             let (want, got, same) = burst(&host, &p.ns, addr, port);
             assert_eq!(
@@ -484,10 +497,108 @@ fn udp_runs_from_the_host_arrive_one_datagram_at_a_time_as_sent() {
             assert_eq!(merged, 0);
         } else {
             assert!(
-                text.contains("UDP super-datagrams to the namespace"),
+                text.contains("UDP super-datagrams both ways"),
                 "log:\n{text}"
             );
             assert!(merged > 0, "no run of datagrams sent as one frame");
         }
+    }
+}
+
+/// The datagrams `GSO_SENDER` sends with `UDP_SEGMENT` (30 sends of 19
+/// datagrams of 1000 bytes and one of 500 each) and `GSO_RECEIVER`
+/// expects, in order, each starting with its index.
+const GSO_PATTERN: &str = r#"
+def pattern():
+    out = []
+    for i in range(30 * 20):
+        n = 500 if i % 20 == 19 else 1000
+        out.append((i.to_bytes(4, 'big') + bytes([i % 251]) * n)[:n])
+    return out
+"#;
+
+/// Host side: takes datagrams until "done", then answers with how many
+/// it got and how many of them, from the first, are the pattern's.
+const GSO_RECEIVER: &str = r#"
+import socket, sys
+a, p = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if ':' in a else socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, 33, 1 << 24)  # SO_RCVBUFFORCE
+s.bind((a, p))
+got = []
+while True:
+    d, peer = s.recvfrom(65535)
+    if d == b'done':
+        break
+    got.append(d)
+s.sendto(tally(got, pattern()).encode(), peer)
+"#;
+
+/// Namespace side: the pattern, 20 datagrams per `send` with
+/// `UDP_SEGMENT`, then "done", and prints the host's answer.
+const GSO_SENDER: &str = r#"
+import socket, sys, time
+a, p = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if ':' in a else socket.AF_INET, socket.SOCK_DGRAM)
+s.connect((a, p))
+s.setsockopt(17, 103, 1000)  # SOL_UDP, UDP_SEGMENT
+want = pattern()
+for k in range(0, len(want), 20):
+    s.send(b''.join(want[k:k + 20]))
+    time.sleep(0.005)
+time.sleep(0.3)
+s.setsockopt(17, 103, 0)
+s.send(b'done')
+s.settimeout(3)
+print(s.recv(100).decode())
+"#;
+
+#[test]
+fn segmented_udp_sends_from_the_namespace_arrive_one_datagram_at_a_time() {
+    let host = Host::new();
+    for no_uso in [false, true] {
+        let dir = TempDir::new();
+        let cap = dir.join("cap.pcap");
+        let p = pasta_env(&host, &["-q", "-p", cap.to_str().unwrap()], no_uso);
+        for (addr, port) in [(HOST_REMOTE4, 7431u16), (HOST_REMOTE6, 7432)] {
+            let out = python_exchange(
+                &host,
+                &p.ns,
+                &format!("{TALLY}{GSO_PATTERN}{GSO_RECEIVER}"),
+                &format!("{GSO_PATTERN}{GSO_SENDER}"),
+                &[addr, &port.to_string()],
+                port,
+            );
+            let said = String::from_utf8_lossy(&out.stdout);
+            let n: Vec<&str> = said.split_whitespace().collect();
+            assert!(
+                n.len() == 3 && n[0] == n[1] && n[1] == n[2],
+                "{addr} (USO off: {no_uso}): datagrams wanted, got, the same in order: {said}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        drop(p);
+        // UDP frames from the namespace above the MTU: runs it handed us
+        // whole.
+        let runs = pcap_frames(&cap)
+            .iter()
+            .filter(|(ours, f)| !ours && f.len() > 1514 && is_udp(f))
+            .count();
+        eprintln!("USO off: {no_uso}: {runs} UDP frames above the MTU from the namespace");
+        if forced_off() || no_uso {
+            assert_eq!(runs, 0);
+        } else {
+            assert!(runs > 0, "no run of datagrams came whole");
+        }
+    }
+}
+
+/// Whether an Ethernet frame holds UDP over IPv4 or IPv6 (no extension
+/// headers, as the test's are).
+fn is_udp(f: &[u8]) -> bool {
+    match u16::from_be_bytes([f[12], f[13]]) {
+        0x0800 => f.get(14 + 9) == Some(&17),
+        0x86dd => f.get(14 + 6) == Some(&17),
+        _ => false,
     }
 }

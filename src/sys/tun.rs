@@ -25,8 +25,9 @@ pub struct Offloads {
     /// Frames go behind virtio-net headers, with checksum and TCP
     /// segmentation offloads.
     pub vnet: bool,
-    /// The kernel also takes UDP super-datagrams we write
-    /// (`VIRTIO_NET_HDR_GSO_UDP_L4`, Linux 6.2).
+    /// UDP super-datagrams both ways (`VIRTIO_NET_HDR_GSO_UDP_L4`,
+    /// Linux 6.2): the kernel splits those we write, and hands us a
+    /// sender's `UDP_SEGMENT` runs whole.
     pub uso: bool,
 }
 
@@ -57,15 +58,16 @@ pub fn open_tap(name: &str) -> io::Result<OwnedFd> {
 
 /// `open_tap`, but with each frame preceded by a little-endian
 /// `virtio_net_hdr` and the device taking checksum and TCP segmentation
-/// offloads (`TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6`): the second value
-/// says what worked. A kernel that refuses any step gets the device
+/// offloads (`TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6`), and UDP
+/// segmentation (`TUN_F_USO4 | TUN_F_USO6`) if `uso` and the kernel has
+/// it: the second value says what worked. A kernel that refuses any step gets the device
 /// opened again without them, as `open_tap` does (the device, not
 /// persistent, went away with the first fd).
 ///
 /// # Errors
 /// As `open_tap`.
-pub fn open_tap_offload(name: &str) -> io::Result<(OwnedFd, Offloads)> {
-    match open(name, true).and_then(|f| enable_offloads(&f).map(|uso| (f, uso))) {
+pub fn open_tap_offload(name: &str, uso: bool) -> io::Result<(OwnedFd, Offloads)> {
+    match open(name, true).and_then(|f| enable_offloads(&f, uso).map(|uso| (f, uso))) {
         Ok((f, uso)) => Ok((OwnedFd::from(f), Offloads { vnet: true, uso })),
         Err(e) => {
             log::debug!("tap: no virtio-net offloads ({e})");
@@ -101,8 +103,9 @@ fn open(name: &str, vnet: bool) -> io::Result<File> {
 }
 
 /// Header size, byte order and offloads of a tap opened with
-/// `IFF_VNET_HDR`; whether the kernel takes UDP super-datagrams from us.
-fn enable_offloads(file: &File) -> io::Result<bool> {
+/// `IFF_VNET_HDR`, UDP super-datagrams too if `uso` and the kernel knows
+/// them; whether it does.
+fn enable_offloads(file: &File, uso: bool) -> io::Result<bool> {
     let fd = file.as_raw_fd();
     let size = VNET_HDR_LEN as libc::c_int;
     // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which
@@ -122,20 +125,16 @@ fn enable_offloads(file: &File) -> io::Result<bool> {
         }
     }
     // What we can take from the kernel: partial checksums and TCP
-    // super-segments. Not UDP segmentation (TUN_F_USO4/6, Linux 6.2):
-    // the kernel splits those datagrams for us.
+    // super-segments, and where the kernel knows them (Linux 6.2, USO),
+    // runs of UDP datagrams of one size, which a sender's `UDP_SEGMENT`
+    // makes: the same release splits the ones we write, so whether the
+    // flags are taken tells both.
     let offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
-    set_offload(fd, offloads)?;
-    // The other way, the kernel splits UDP super-datagrams we write (one
-    // write for a run of a flow's datagrams) since the release that
-    // added USO, which is also the first to accept the flags: asking is
-    // the test. They are taken back at once, since the namespace would
-    // then hand us such datagrams too.
-    let uso = set_offload(fd, offloads | TUN_F_USO4 | TUN_F_USO6).is_ok();
-    if uso {
-        set_offload(fd, offloads)?;
+    if uso && set_offload(fd, offloads | TUN_F_USO4 | TUN_F_USO6).is_ok() {
+        return Ok(true);
     }
-    Ok(uso)
+    set_offload(fd, offloads)?;
+    Ok(false)
 }
 
 /// `TUNSETOFFLOAD`: what the device takes from the namespace's stack.

@@ -8,11 +8,14 @@
 //! sender left it to offload; there is nothing to verify) or was already
 //! checked (`DATA_VALID`), and whether the frame is a TCP super-segment
 //! (`gso_type`) larger than the MTU, which we take as one segment: its
-//! payload goes to a host socket, never split. Writing, a TCP segment
-//! carries `NEEDS_CSUM` with only the pseudo-header summed into its
-//! checksum field, and, when longer than the guest's MSS, `gso_type` and
-//! `gso_size`: the kernel trusts the checksum on local delivery and cuts
-//! the segment only if it ever forwards it.
+//! payload goes to a host socket, never split; or a run of UDP datagrams
+//! of `gso_size` bytes each behind one set of headers, which dispatch
+//! takes apart. Writing, a TCP segment carries `NEEDS_CSUM` with only the
+//! pseudo-header summed into its checksum field, and, when longer than
+//! the guest's MSS, `gso_type` and `gso_size`: the kernel trusts the
+//! checksum on local delivery and cuts the segment only if it ever
+//! forwards it. A run of a flow's UDP datagrams goes the same way
+//! (`udp::run`).
 //!
 //! Only pasta's namespace writes to the tap, but its headers are checked as
 //! hostile input anyway: `parse` refuses what makes no sense by itself, and
@@ -31,13 +34,13 @@ const F_DATA_VALID: u8 = 2;
 const GSO_NONE: u8 = 0;
 const GSO_TCPV4: u8 = 1;
 const GSO_TCPV6: u8 = 4;
-/// UDP segmentation (`VIRTIO_NET_HDR_GSO_UDP_L4`): only ever written.
+/// UDP segmentation (`VIRTIO_NET_HDR_GSO_UDP_L4`).
 const GSO_UDP_L4: u8 = 5;
 /// `gso_type` bit: the first segment carries CWR (ECN).
 const GSO_ECN: u8 = 0x80;
 
 /// Segmentation a frame carries: a TCP super-segment of either family, or
-/// (only in frames we write) a run of UDP datagrams of one size.
+/// a run of UDP datagrams of one size.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Gso {
     /// An ordinary frame.
@@ -75,8 +78,11 @@ pub enum RxCsum {
 pub struct RxOffload {
     /// Whether and where to skip checksum verification.
     pub csum: RxCsum,
-    /// A TCP super-segment, of this family.
+    /// A TCP super-segment of this family, or a run of UDP datagrams.
     pub gso: Gso,
+    /// With `gso`: the segment size (not 0); for UDP, each datagram's
+    /// payload but the last's.
+    pub gso_size: u16,
 }
 
 /// A header that makes no sense for the frame after it.
@@ -85,7 +91,7 @@ pub enum VnetError {
     /// Flag bits we never negotiated.
     #[error("unknown flags {0:#x}")]
     Flags(u8),
-    /// A segmentation type we never negotiated (UDP).
+    /// A segmentation type we don't know.
     #[error("unknown gso_type {0:#x}")]
     GsoType(u8),
     /// Segmentation with a segment size of 0.
@@ -124,6 +130,7 @@ pub fn parse(hdr: &[u8; LEN], frame_len: usize) -> Result<RxOffload, VnetError> 
         GSO_NONE if gso_type & GSO_ECN == 0 => Gso::None,
         GSO_TCPV4 => Gso::Tcp4,
         GSO_TCPV6 => Gso::Tcp6,
+        GSO_UDP_L4 => Gso::Udp,
         _ => return Err(VnetError::GsoType(gso_type)),
     };
     if usize::from(hdr_len) > frame_len {
@@ -147,7 +154,12 @@ pub fn parse(hdr: &[u8; LEN], frame_len: usize) -> Result<RxOffload, VnetError> 
     } else {
         RxCsum::Verify
     };
-    Ok(RxOffload { csum, gso })
+    let gso_size = if gso == Gso::None { 0 } else { gso_size };
+    Ok(RxOffload {
+        csum,
+        gso,
+        gso_size,
+    })
 }
 
 /// What a frame we queue leaves to the kernel (nothing by default).
@@ -229,8 +241,12 @@ mod tests {
             Err(VnetError::GsoType(3))
         );
         assert_eq!(
-            parse(&hdr(1, 5, 0, 1400, 34, 6), 9000),
-            Err(VnetError::GsoType(5))
+            parse(&hdr(1, 6, 0, 1400, 34, 6), 9000),
+            Err(VnetError::GsoType(6))
+        );
+        assert_eq!(
+            parse(&hdr(1, 5, 0, 0, 34, 6), 9000),
+            Err(VnetError::GsoSize)
         );
         assert_eq!(
             parse(&hdr(0, 0x80, 0, 0, 0, 0), 60),
@@ -296,8 +312,7 @@ mod tests {
                 }
             )
         );
-        // A run of UDP datagrams goes out; one never comes in (we never
-        // offer the namespace USO).
+        // A run of UDP datagrams, either way.
         let o = TxOffload {
             csum: Some((34, 6)),
             gso: Gso::Udp,
@@ -306,7 +321,8 @@ mod tests {
         };
         encode(&o, &mut h);
         assert_eq!(h, hdr(1, 5, 42, 1400, 34, 6));
-        assert_eq!(parse(&h, 2850), Err(VnetError::GsoType(5)));
+        let r = parse(&h, 2850).unwrap();
+        assert_eq!((r.gso, r.gso_size), (Gso::Udp, 1400));
         encode(&TxOffload::default(), &mut h);
         assert_eq!(h, [0; LEN]);
     }
