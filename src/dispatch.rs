@@ -709,9 +709,11 @@ impl<'c> Dispatch<'c> {
             // which the tap passes on whole where the kernel splits what we
             // write): each goes as it was sent, queued in order like any
             // other (and, being of one size, leaves in one segmented send).
-            // `parse` refused a size of 0; DHCP never comes this way.
+            // `parse` refused a size of 0; DHCP never comes this way, nor
+            // a run of nothing (only a hand-made header says so).
             let seg = usize::from(self.rx.gso_size);
             if seg == 0
+                || u.payload().is_empty()
                 || u.payload().len().div_ceil(seg) > MAX_GUEST_RUN
                 || matches!(u.dst_port(), dhcp::SERVER_PORT | dhcpv6::SERVER_PORT)
             {
@@ -1139,9 +1141,22 @@ mod tests {
             gso_size: 1,
             ..partial(34, 6)
         };
-        let drops = run_vnet(&conf, &[(many, Ok(one_byte_runs))]);
-        assert_eq!(drops.get(DropReason::VnetHeader), 1, "{drops}");
-        assert_eq!(drops.total(), 1, "{drops}");
+        // And a run of no datagram at all.
+        let mut empty = vec![0u8; 100];
+        let n = compose::udp4(
+            &mut empty,
+            link,
+            std::net::SocketAddrV4::new(g, 40000),
+            std::net::SocketAddrV4::new(gw, 5000),
+            |_| Some(0),
+        );
+        empty.truncate(n);
+        let drops = run_vnet(
+            &conf,
+            &[(many, Ok(one_byte_runs)), (empty, Ok(one_byte_runs))],
+        );
+        assert_eq!(drops.get(DropReason::VnetHeader), 2, "{drops}");
+        assert_eq!(drops.total(), 2, "{drops}");
 
         // TCP: a wrong checksum is never verified, whether the kernel left
         // it partial or said nothing (the segment, for no connection, gets
