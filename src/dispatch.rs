@@ -1127,30 +1127,27 @@ mod tests {
         assert_eq!(drops.get(DropReason::VnetHeader), 5, "{drops}");
         // A run claiming more datagrams than a segmented send can make (a
         // hand-made header): dropped before any flow is opened.
-        let mut many = vec![0u8; 300];
-        let n = compose::udp4(
-            &mut many,
-            link,
-            std::net::SocketAddrV4::new(g, 40000),
-            std::net::SocketAddrV4::new(gw, 5000),
-            |p| Some(p.len().min(200)),
-        );
-        many.truncate(n);
+        // A datagram of `len` bytes from the guest to the gateway.
+        let guest_udp = |len: usize| {
+            let mut f = vec![0u8; 100 + len];
+            let n = compose::udp4(
+                &mut f,
+                link,
+                std::net::SocketAddrV4::new(g, 40000),
+                std::net::SocketAddrV4::new(gw, 5000),
+                |_| Some(len),
+            );
+            f.truncate(n);
+            f
+        };
+        let many = guest_udp(200);
         let one_byte_runs = RxOffload {
             gso: Gso::Udp,
             gso_size: 1,
             ..partial(34, 6)
         };
         // And a run of no datagram at all.
-        let mut empty = vec![0u8; 100];
-        let n = compose::udp4(
-            &mut empty,
-            link,
-            std::net::SocketAddrV4::new(g, 40000),
-            std::net::SocketAddrV4::new(gw, 5000),
-            |_| Some(0),
-        );
-        empty.truncate(n);
+        let empty = guest_udp(0);
         let drops = run_vnet(
             &conf,
             &[(many, Ok(one_byte_runs)), (empty, Ok(one_byte_runs))],
