@@ -313,6 +313,13 @@ pub struct Conn {
     ka_probes: u8,
     /// `SO_PEEK_OFF` works on this socket.
     peek_off: bool,
+    /// Bytes the guest acknowledged that are still in the socket: removed
+    /// (`settle`) before anything looks at the socket's queue again, not
+    /// when the ACK arrives, so a segment carrying both an ACK and data
+    /// writes its data first. For a request/response peer that takes the
+    /// discard off the path to the host peer. Never more than was in
+    /// flight: a `u32`, as sequence numbers are.
+    acked_unread: u32,
 }
 
 /// Whether a connection waits for the kernel to report room in its
@@ -389,6 +396,7 @@ impl Conn {
             last: now,
             ka_probes: 0,
             peek_off: false,
+            acked_unread: 0,
         }
     }
 
@@ -759,6 +767,9 @@ impl Conn {
         scratch: &mut [u8],
         now: Instant,
     ) -> Next {
+        if self.settle() != Next::Keep {
+            return Next::Abort;
+        }
         if self.state != State::Established {
             return Next::Keep;
         }
@@ -923,9 +934,31 @@ impl Conn {
         self.dup_acks = 0;
         self.recover = None;
         self.retransmit = false;
+        // A failure stays for `push` to find.
+        let _ = self.settle();
         if self.peek_off {
             let _ = sys::tcp::set_peek_off(self.sock.as_fd(), 0);
         }
+    }
+
+    /// Remove from the socket what the guest acknowledged
+    /// (`acked_unread`): `Abort` if the socket failed.
+    fn settle(&mut self) -> Next {
+        while self.acked_unread > 0 {
+            match sys::tcp::discard(self.sock.as_fd(), self.acked_unread as usize) {
+                // Can't be: what was sent was in the socket.
+                Ok(0) => self.acked_unread = 0,
+                Ok(n) => {
+                    self.acked_unread -= u32::try_from(n).unwrap_or(u32::MAX).min(self.acked_unread)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("TCP {} -> {}: discard: {e}", self.guest(), self.remote());
+                    return Next::Abort;
+                }
+            }
+        }
+        Next::Keep
     }
 
     /// The guest acknowledged up to `ack` and offers `window` bytes, in a
@@ -939,18 +972,8 @@ impl Conn {
                 self.fin_acked = true;
                 data -= 1;
             }
-            let mut left = data;
-            while left > 0 {
-                match sys::tcp::discard(self.sock.as_fd(), left) {
-                    Ok(0) => break,
-                    Ok(n) => left -= n.min(left),
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        log::debug!("TCP {} -> {}: discard: {e}", self.guest(), self.remote());
-                        return Next::Abort;
-                    }
-                }
-            }
+            // Acknowledged data was in flight: less than 2^31 bytes.
+            self.acked_unread = self.acked_unread.saturating_add(data as u32);
             self.snd_una = ack;
             // Data sent before a rewind, acknowledged now: the peek offset
             // went back to 0 with the discard, as `snd_nxt` does here.
