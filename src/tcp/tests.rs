@@ -1089,6 +1089,49 @@ fn peer_got(r: &Rig, max: usize, ms: u64) -> usize {
 }
 
 #[test]
+fn pure_acks_in_a_batch_push_once_at_its_end() {
+    for no_peek_off in [false, true] {
+        let mut r = Rig::new(no_peek_off);
+        // A window of two segments, as a receiver keeping up would leave.
+        r.ack(0, 2000);
+        let sent = data_only(&r.peer_writes(10_000));
+        assert_eq!(
+            sent,
+            vec![
+                (r.iss.wrapping_add(1), 1000),
+                (r.iss.wrapping_add(1001), 1000)
+            ]
+        );
+        // Each ACK opens the window by a segment. Pushed at each one, the
+        // first would send a segment before the second is read; pushed
+        // once, both segments go in one peek at the batch's end.
+        r.t.begin_batch(&[], 2);
+        r.ack(1000, 2000);
+        r.ack(2000, 2000);
+        assert!(r.out().is_empty(), "nothing pushed while the batch lasts");
+        r.t.end_batch(&mut r.flows, &[], r.link, &r.ev, &mut r.tx);
+        let out = r.out();
+        let base = r.iss.wrapping_add(1);
+        assert_eq!(
+            data_only(&out),
+            vec![
+                (base.wrapping_add(2000), 1000),
+                (base.wrapping_add(3000), 1000)
+            ]
+        );
+        // What was acknowledged left the socket first: the bytes are the
+        // ones that follow, with or without SO_PEEK_OFF.
+        assert_eq!(out[0].1, pattern(2000, 1000));
+        assert_eq!(out[1].1, pattern(3000, 1000));
+        // Outside a batch, an ACK pushes at once.
+        r.ack(3000, 2000);
+        let out = r.out();
+        assert_eq!(data_only(&out), vec![(base.wrapping_add(4000), 1000)]);
+        assert_eq!(out[0].1, pattern(4000, 1000));
+    }
+}
+
+#[test]
 fn a_batch_gathers_a_connections_data_and_pushes_it_at_its_end() {
     let mut r = Rig::new(false);
     let base = r.gseq;
