@@ -953,7 +953,8 @@ impl Conn {
                 // Can't be: what was sent was in the socket.
                 Ok(0) => self.acked_unread = 0,
                 Ok(n) => {
-                    self.acked_unread -= u32::try_from(n).unwrap_or(u32::MAX).min(self.acked_unread)
+                    let n = u32::try_from(n).unwrap_or(u32::MAX);
+                    self.acked_unread = self.acked_unread.saturating_sub(n);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
