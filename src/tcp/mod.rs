@@ -967,8 +967,9 @@ impl Conn {
     }
 
     /// The guest acknowledged up to `ack` and offers `window` bytes, in a
-    /// segment with sequence number `seq`.
-    fn on_ack(&mut self, seq: u32, ack: u32, window: usize, pure: bool, now: Instant) -> Next {
+    /// segment with sequence number `seq`. Touches no socket: what was
+    /// acknowledged leaves it at the next `settle`.
+    fn on_ack(&mut self, seq: u32, ack: u32, window: usize, pure: bool, now: Instant) {
         let outstanding = self.snd_max.wrapping_sub(self.snd_una) as usize;
         let acked = ack.wrapping_sub(self.snd_una) as usize;
         if acked > 0 && acked <= outstanding {
@@ -1015,7 +1016,6 @@ impl Conn {
             self.wl1 = seq;
             self.wl2 = ack;
         }
-        Next::Keep
     }
 }
 
@@ -1750,10 +1750,7 @@ impl Tcp {
             c.ack(link, tx, now);
             return Next::Keep;
         }
-        let next = c.on_ack(seg.seq, seg.ack, window, pure, now);
-        if next != Next::Keep {
-            return next;
-        }
+        c.on_ack(seg.seq, seg.ack, window, pure, now);
         if !pure {
             let fin = seg.flags.has(Flags::FIN);
             // In a batch of several frames, data that goes on where the
