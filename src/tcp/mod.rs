@@ -2177,7 +2177,7 @@ impl Tcp {
 /// plain close. Closing the socket takes it out of epoll: no
 /// `EPOLL_CTL_DEL` first (a syscall per connection), as nothing else holds
 /// the descriptor.
-fn end(r: FlowRef, c: Conn, next: Next, link: compose::Link, tx: &mut TxQueue) {
+fn end(r: FlowRef, mut c: Conn, next: Next, link: compose::Link, tx: &mut TxQueue) {
     log::debug!(
         "TCP {}: {} -> {} closed ({next:?})",
         r.index,
@@ -2197,7 +2197,12 @@ fn end(r: FlowRef, c: Conn, next: Next, link: compose::Link, tx: &mut TxQueue) {
             close_reset(c.sock);
         }
         Next::Reset => close_reset(c.sock),
-        Next::Close | Next::Keep => {}
+        // A socket closed with unread data sends an RST: what the guest
+        // acknowledged last (`acked_unread`) leaves it first, so the
+        // host peer sees the FIN.
+        Next::Close | Next::Keep => {
+            let _ = c.settle();
+        }
     }
 }
 
@@ -2240,7 +2245,8 @@ fn take_data(c: &mut Conn, seq: u32, payload: &[u8], fin: bool, more: bool) -> N
         c.guest_fin = true;
         // With our FIN acknowledged the connection closes right after
         // this, and close() sends the FIN itself: everything the peer sent
-        // was acknowledged and read, so it is a FIN, not an RST. One
+        // was acknowledged and is read by then (`end`), so it is a FIN,
+        // not an RST. One
         // syscall less per connection the host peer closed first.
         if !c.fin_acked
             && let Err(e) = shutdown(c.sock.as_raw_fd(), Shutdown::Write)

@@ -648,6 +648,36 @@ fn without_peek_off_eof_waits_for_the_peers_fin() {
 }
 
 #[test]
+fn a_guest_fin_that_acknowledges_everything_closes_with_a_fin_not_a_reset() {
+    use std::io::Read;
+    for no_peek_off in [false, true] {
+        let mut r = Rig::new(no_peek_off);
+        assert_eq!(data_only(&r.peer_writes(1000)).len(), 1);
+        let peer = r.peer.take().unwrap();
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        r.pump(50);
+        let out = r.out();
+        let fin = out.iter().find(|(h, _)| h.flags.has(Flags::FIN));
+        assert_eq!(fin.map(|(h, _)| h.seq), Some(r.iss.wrapping_add(1001)));
+        // One segment from the guest acknowledges our data and our FIN,
+        // and carries its own FIN: the connection ends on it, and what it
+        // acknowledged must be read from the socket before it closes, or
+        // the kernel resets the peer instead of sending a FIN.
+        let h = TcpRepr {
+            ack: r.iss.wrapping_add(1002),
+            flags: Flags::ACK | Flags::FIN,
+            ..r.hdr()
+        };
+        r.send(&h, &[]);
+        assert!(!r.is_open());
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 16];
+        let got = (&peer).read(&mut buf).map_err(|e| e.kind());
+        assert_eq!(got, Ok(0), "a FIN, not a reset");
+    }
+}
+
+#[test]
 fn a_segment_past_a_gap_can_be_held_and_taken_later() {
     use std::io::Read;
     let mut r = Rig::new(false);
