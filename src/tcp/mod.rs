@@ -2246,8 +2246,8 @@ fn take_data(c: &mut Conn, seq: u32, payload: &[u8], fin: bool, more: bool) -> N
         // With our FIN acknowledged the connection closes right after
         // this, and close() sends the FIN itself: everything the peer sent
         // was acknowledged and is read by then (`end`), so it is a FIN,
-        // not an RST. One
-        // syscall less per connection the host peer closed first.
+        // not an RST. One syscall less per connection the host peer
+        // closed first.
         if !c.fin_acked
             && let Err(e) = shutdown(c.sock.as_raw_fd(), Shutdown::Write)
         {
