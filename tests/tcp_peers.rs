@@ -3,8 +3,9 @@
 //! host peer's and ours), a host peer that vanished, a reset mid-stream
 //! either way, a host server that reads slowly with pauses, a guest that
 //! stops reading for a while, 2% segment loss both ways, a command that
-//! exits right after writing, and small writes of a `TCP_NODELAY` client
-//! that must not wait.
+//! exits right after writing, a host server that answers and closes
+//! before we see our connect complete, and small writes of a
+//! `TCP_NODELAY` client that must not wait.
 //! Run on both peek paths: scripts/test runs this file again with
 //! `PASST_RS_NO_PEEK_OFF` set.
 
@@ -19,7 +20,7 @@ enum Setup {
     Passt {
         host: Host,
         _dir: TempDir,
-        _d: Daemon,
+        d: Daemon,
         g: relay::Guest,
     },
     Pasta {
@@ -34,7 +35,7 @@ impl Setup {
         Setup::Passt {
             host,
             _dir: dir,
-            _d: d,
+            d,
             g,
         }
     }
@@ -63,6 +64,14 @@ impl Setup {
             Setup::Passt { g, .. } => &g.ns,
             Setup::Pasta { p, .. } => &p.ns,
         }
+    }
+
+    /// The PID of passt or pasta.
+    fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(match self {
+            Setup::Passt { d, .. } => d.pid,
+            Setup::Pasta { p, .. } => p.pid,
+        })
     }
 }
 
@@ -527,6 +536,68 @@ fn command_that_exits_right_after_writing_delivers_everything() {
         "the reader got to the end"
     );
     assert!(same(&src, &out), "content differs");
+}
+
+#[test]
+fn a_peer_that_answers_and_closes_before_we_look_still_ends_the_stream() {
+    use nix::sys::signal::{Signal, kill};
+    each(|s, f| {
+        let dir = TempDir::new();
+        let out = dir.join("out");
+        let _srv = socat_server(
+            s.host(),
+            &[
+                &format!("{}-LISTEN:7210,bind={},reuseaddr", f.tcp, f.bracketed),
+                "SYSTEM:'echo early'",
+            ],
+        );
+        // The server's SYN-ACK is held back, so our connect() stays
+        // pending until we are stopped; then the handshake, the answer
+        // and the server's FIN all land while we can't look: epoll hands
+        // us the connect's completion, the data and the FIN as one event.
+        s.host().sh("nft add table inet hold && \
+             nft add chain inet hold o '{ type filter hook output priority 0; }' && \
+             nft add rule inet hold o tcp sport 7210 'tcp flags & (syn | ack) == syn | ack' drop");
+        // Killed on drop, whatever fails first.
+        let mut client = Reaped(
+            s.guest()
+                .cmd("sh")
+                .arg("-c")
+                .arg(format!(
+                    "exec socat -u {}:{}:7210 - >{}",
+                    f.tcp,
+                    f.bracketed,
+                    out.display()
+                ))
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let pending = |state: &str| {
+            let q = format!("ss -Htn state {state} '( dport = :7210 )'");
+            move || !s.host().run(&q).stdout.is_empty()
+        };
+        assert!(wait_for(Duration::from_secs(5), pending("syn-sent")));
+        kill(s.pid(), Signal::SIGSTOP).unwrap();
+        s.host().sh("nft delete table inet hold");
+        // Our kernel completes the handshake on its own (a SYN or SYN-ACK
+        // sent again after a second) and takes the answer and the FIN.
+        let closed = wait_for(Duration::from_secs(5), pending("close-wait"));
+        kill(s.pid(), Signal::SIGCONT).unwrap();
+        assert!(closed, "the server's answer and FIN reached our socket");
+        let status = wait_timeout(&mut client.0, Duration::from_secs(5));
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap_or_default().trim(),
+            "early",
+            "{}",
+            f.tcp
+        );
+        assert!(
+            status.is_some_and(|st| st.success()),
+            "{}: the guest's client saw the end of the stream",
+            f.tcp
+        );
+    });
 }
 
 /// The TCP segment in an Ethernet/IPv4 frame from passt: (seq, flags,

@@ -1850,6 +1850,12 @@ impl Tcp {
             if events.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP)
             {
                 let failed = events.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP);
+                // A peer quick to answer and close (`echo` behind a
+                // server) may have done both before we looked: its FIN is
+                // in this event and no later edge will say it again.
+                if events.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP) {
+                    c.peer_eof = true;
+                }
                 self.connected(flows, r, link, tx, now, failed)
             } else {
                 Next::Keep
