@@ -1,12 +1,12 @@
 //! A hostile guest: a storm of frames that are almost right (real
 //! handshakes with the host's services, then segments at or around the
-//! sequence numbers passt expects, with mixed flags, windows and
-//! options; datagrams, echo requests, ARP, NDP, DHCP and DHCPv6 with
-//! random bodies; headers with bytes flipped, lengths that lie, frames
-//! cut short or padded), their checksums often made right again so that
-//! they get past the first check. passt must stay up, bounded in memory,
-//! and still answer a well-behaved guest afterwards, on the same
-//! connection and as the next guest.
+//! sequence numbers we expect, with mixed flags, windows and options;
+//! datagrams, echo requests, ARP, NDP, DHCP and DHCPv6 with random
+//! bodies; headers with bytes flipped, lengths that lie, frames cut
+//! short or padded), their checksums often made right again so that they
+//! get past the first check. At passt's socket and at pasta's tap: each
+//! must stay up, bounded in memory, and still answer a well-behaved guest
+//! afterwards (passt also the next guest).
 //!
 //! The storm is seeded: a failure prints its seed, and
 //! `PASST_RS_STORM_SEED=N` runs that storm again. It lasts 6 seconds;
@@ -103,17 +103,17 @@ threading.Thread(target=udp, daemon=True).start()
 tcp()
 "#;
 
-/// Where a connection of the storm stands, as passt's last segment on
-/// it said: what passt expects from the guest next (its ACK field), and
-/// what the guest would acknowledge (passt's sequence number past its
-/// data), so that some segments land exactly where passt expects them.
+/// Where a connection of the storm stands, as our last segment on it
+/// said (passt's or pasta's): what we expect from the guest next (its
+/// ACK field), and what the guest would acknowledge (its sequence number
+/// past its data), so that some segments land exactly where expected.
 #[derive(Clone, Copy)]
 struct Peer {
     expects: u32,
     sent: u32,
 }
 
-/// What the storm learnt from passt's answers, by guest port and family
+/// What the storm learnt from the answers, by guest port and family
 /// (true for IPv6).
 type Learnt = Arc<Mutex<HashMap<(u16, bool), Peer>>>;
 
@@ -460,7 +460,7 @@ fn fix_checksums(f: &mut [u8]) {
     f[start + at..start + at + 2].copy_from_slice(&c.to_be_bytes());
 }
 
-/// What passt sent back: frames, and TCP segments carrying the echo
+/// What came back: frames, and TCP segments carrying the echo
 /// service's data (the storm got as far as established connections).
 #[derive(Default)]
 struct Seen {
@@ -468,7 +468,7 @@ struct Seen {
     echoed: AtomicU64,
 }
 
-/// Read passt's frames until told to stop, noting where each of the
+/// Read the frames that come back until told to stop, noting where each of the
 /// storm's connections stands (`Peer`).
 fn reader(mut s: UnixStream, learnt: Learnt, stop: Arc<AtomicBool>, seen: Arc<Seen>) {
     while !stop.load(Ordering::Relaxed) {
@@ -522,12 +522,10 @@ fn rss_kib(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn a_storm_of_almost_right_frames_leaves_passt_up_and_serving() {
-    let host = Host::new();
-    let dir = TempDir::new();
-    let srv = script(&dir, "echo.py", ECHO_SERVER);
-    let _srv = Reaped(
+/// The host's echo service, started in `host`.
+fn echo_service(host: &Host, dir: &TempDir) -> Reaped {
+    let srv = script(dir, "echo.py", ECHO_SERVER);
+    let r = Reaped(
         host.ns
             .cmd("python3")
             .arg(&srv)
@@ -537,7 +535,14 @@ fn a_storm_of_almost_right_frames_leaves_passt_up_and_serving() {
             .unwrap(),
     );
     listening(&host.ns, ECHO);
-    let d = Daemon::start(&host, &dir, &[]);
+    r
+}
+
+/// Throw the storm at the guest's end of `s`, with `who` (passt or
+/// pasta, process `pid`) on the other; check that it stayed up and
+/// small and that data came back through the storm's connections.
+/// Returns the storm, for the frames a well-behaved guest sends next.
+fn storm(s: &UnixStream, who: &str, pid: i32) -> Storm {
     let seed = std::env::var("PASST_RS_STORM_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -548,8 +553,7 @@ fn a_storm_of_almost_right_frames_leaves_passt_up_and_serving() {
                 .as_nanos() as u64
                 | 1
         });
-    eprintln!("storm seed {seed} (PASST_RS_STORM_SEED={seed} to replay)");
-    let s = connect(&d.socket);
+    eprintln!("{who}: storm seed {seed} (PASST_RS_STORM_SEED={seed} to replay)");
     let learnt = Learnt::default();
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Seen::default());
@@ -578,7 +582,7 @@ fn a_storm_of_almost_right_frames_leaves_passt_up_and_serving() {
             HOST_GW6.parse().unwrap(),
             HOST_REMOTE6.parse().unwrap(),
         ),
-        learnt: learnt.clone(),
+        learnt,
     };
     let mut w = BufWriter::with_capacity(256 * 1024, s.try_clone().unwrap());
     let mut f = Vec::with_capacity(2048);
@@ -595,8 +599,8 @@ fn a_storm_of_almost_right_frames_leaves_passt_up_and_serving() {
             sent += 1;
         }
         w.flush().unwrap();
-        assert!(alive(d.pid), "passt died in the storm (seed {seed})");
-        peak = peak.max(rss_kib(d.pid));
+        assert!(alive(pid), "{who} died in the storm (seed {seed})");
+        peak = peak.max(rss_kib(pid));
     }
     drop(w);
     // Let the last of it play out: timers, the host's answers.
@@ -604,38 +608,117 @@ fn a_storm_of_almost_right_frames_leaves_passt_up_and_serving() {
     stop.store(true, Ordering::Relaxed);
     rd.join().unwrap();
     eprintln!(
-        "{sent} frames sent, {} received, {} of them echoed data, peak RSS {peak} KiB",
+        "{who}: {sent} frames sent, {} received, {} of them echoed data, peak RSS {peak} KiB",
         seen.frames.load(Ordering::Relaxed),
         seen.echoed.load(Ordering::Relaxed),
     );
-    assert!(alive(d.pid), "passt died after the storm (seed {seed})");
+    assert!(alive(pid), "{who} died after the storm (seed {seed})");
     assert!(
         peak < 64 * 1024,
-        "passt's memory grew to {peak} KiB (seed {seed})"
+        "{who}'s memory grew to {peak} KiB (seed {seed})"
     );
     // Else the storm no longer reaches established connections, and this
     // test would pass without testing much.
     assert!(
         seen.echoed.load(Ordering::Relaxed) > 0,
-        "no data came back through the storm's connections (seed {seed})"
+        "{who}: no data came back through the storm's connections (seed {seed})"
     );
+    storm
+}
 
+#[test]
+fn a_storm_of_almost_right_frames_leaves_passt_up_and_serving() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let _srv = echo_service(&host, &dir);
+    let d = Daemon::start(&host, &dir, &[]);
+    let mut s = connect(&d.socket);
+    let storm = storm(&s, "passt", d.pid);
     // A well-behaved guest is still served on the same connection, and
     // so is the next guest once this one has gone with its flows in
     // whatever state the storm left them.
-    let mut s = s;
     if let Err(e) = well_behaved(&mut s, &storm, 45000) {
-        panic!("after the storm: {e} (seed {seed})");
+        panic!("after the storm: {e}");
     }
     drop(s);
     let mut s = connect(&d.socket);
     if let Err(e) = well_behaved(&mut s, &storm, 45001) {
-        panic!("for the next guest: {e} (seed {seed})");
+        panic!("for the next guest: {e}");
     }
 }
 
-/// Whether passt answers a guest's ARP request, and a SYN from `port` to
-/// the echo service with a SYN-ACK.
+/// Frames between a stream with qemu's framing and pasta's tap, through
+/// an `AF_PACKET` socket in pasta's namespace: `bridge.py IFNAME PATH`
+/// listens on `PATH`, prints `ready`, and serves one connection.
+/// Frames the namespace sends itself (ours included) are left out.
+const TAP_BRIDGE: &str = r#"
+import socket, struct, sys, threading
+ifname, path = sys.argv[1], sys.argv[2]
+p = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+p.bind((ifname, 0))
+p.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+l = socket.socket(socket.AF_UNIX)
+l.bind(path)
+l.listen(1)
+print("ready", flush=True)
+c, _ = l.accept()
+def to_tap():
+    f = c.makefile("rb", buffering=1 << 20)
+    while True:
+        h = f.read(4)
+        if len(h) < 4:
+            break
+        d = f.read(struct.unpack(">I", h)[0])
+        try:
+            p.send(d)
+        except OSError:
+            pass
+threading.Thread(target=to_tap, daemon=True).start()
+while True:
+    d, a = p.recvfrom(1 << 17)
+    if a[2] != socket.PACKET_OUTGOING:
+        c.sendall(struct.pack(">I", len(d)) + d)
+"#;
+
+#[test]
+fn a_storm_of_almost_right_frames_leaves_pasta_up_and_serving() {
+    let host = Host::new();
+    let dir = TempDir::new();
+    let _srv = echo_service(&host, &dir);
+    let p = AttachedPasta::start(&host, &[]);
+    // The namespace's own stack would answer pasta's frames for the
+    // storm's connections with resets: it sees none of them.
+    p.ns.sh("nft add table inet storm && \
+         nft add chain inet storm i '{ type filter hook input priority 0; }' && \
+         nft add rule inet storm i iifname eth0 drop");
+    let bridge = script(&dir, "bridge.py", TAP_BRIDGE);
+    let path = dir.join("tap.socket");
+    let mut b =
+        p.ns.cmd("python3")
+            .arg(&bridge)
+            .arg("eth0")
+            .arg(&path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(b.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    let _b = Reaped(b);
+    assert_eq!(ready.trim(), "ready");
+    let mut s = connect(&path);
+    let storm = storm(&s, "pasta", p.pid);
+    if let Err(e) = well_behaved(&mut s, &storm, 45000) {
+        panic!("after the storm: {e}");
+    }
+}
+
+/// Whether passt or pasta answers a guest's ARP request, and a SYN from
+/// `port` to the echo service with a SYN-ACK.
 fn well_behaved(s: &mut UnixStream, storm: &Storm, port: u16) -> Result<(), &'static str> {
     s.write_all(&framed(&arp_request([192, 0, 2, 1]))).unwrap();
     read_arp(s, Duration::from_secs(2)).ok_or("no ARP answer")?;
@@ -657,7 +740,7 @@ fn well_behaved(s: &mut UnixStream, storm: &Storm, port: u16) -> Result<(), &'st
         let Some(f) = read_frame(s, Duration::from_secs(1)) else {
             continue;
         };
-        // IPv4 without options, as passt builds them: flags at byte 47.
+        // IPv4 without options, as we build them: flags at byte 47.
         if f.get(12..14) == Some(&[0x08, 0x00])
             && f.get(23) == Some(&6)
             && f.get(36..38) == Some(&port.to_be_bytes()[..])
