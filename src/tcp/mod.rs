@@ -1846,16 +1846,17 @@ impl Tcp {
         let Some(c) = conn_mut(flows, r) else {
             return;
         };
+        // The peer's FIN, in whatever state: a peer quick to answer and
+        // close (`echo` behind a server) may have done both before we saw
+        // our connect complete, all in one event, and no later edge will
+        // say it again.
+        if events.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP) {
+            c.peer_eof = true;
+        }
         let next = if c.state == State::Connecting {
             if events.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP)
             {
                 let failed = events.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP);
-                // A peer quick to answer and close (`echo` behind a
-                // server) may have done both before we looked: its FIN is
-                // in this event and no later edge will say it again.
-                if events.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP) {
-                    c.peer_eof = true;
-                }
                 self.connected(flows, r, link, tx, now, failed)
             } else {
                 Next::Keep
@@ -1874,9 +1875,6 @@ impl Tcp {
             );
             Next::Abort
         } else {
-            if events.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP) {
-                c.peer_eof = true;
-            }
             c.host_unread = true;
             if events.contains(EpollFlags::EPOLLOUT) {
                 // Any event reports a writable socket: look only when we
