@@ -265,10 +265,14 @@ pub fn alive(pid: i32) -> bool {
 /// address and what each connection gets), returned once its port is
 /// bound (or after 300 ms, for an address this doesn't recognise).
 pub fn socat_server(ns: &Netns, args: &[&str]) -> Reaped {
+    use std::os::unix::process::CommandExt;
+    // A group of its own: `Reaped` then ends the children `fork` makes
+    // too, which otherwise outlive the test holding its output pipe open.
     let c = Reaped(
         ns.cmd("socat")
             .args(args)
             .stdin(Stdio::null())
+            .process_group(0)
             .spawn()
             .unwrap(),
     );
@@ -393,11 +397,19 @@ impl Drop for Daemon {
     }
 }
 
-/// A child process killed and reaped on drop (servers a test starts).
+/// A child process killed and reaped on drop (servers a test starts),
+/// with its process group if it leads one.
 pub struct Reaped(pub Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {
+        // No such group (ESRCH) unless the child was started as a leader.
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
